@@ -1,0 +1,9 @@
+DROP TABLE server_settings;
+DROP TABLE audit_events;
+DROP TABLE runs;
+DROP TABLE machines;
+DROP TABLE enrollment_tokens;
+DROP TABLE api_key_usage;
+DROP TABLE api_keys;
+DROP TABLE users;
+DROP TABLE organizations;

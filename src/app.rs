@@ -1,0 +1,130 @@
+//! Builds the server from settings. `granite serve` and the tests both start it through
+//! [`Application::build`], so what is tested is what runs.
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use actix_session::SessionMiddleware;
+use actix_session::config::{CookieContentSecurity, PersistentSession, TtlExtensionPolicy};
+use actix_session::storage::CookieSessionStore;
+use actix_web::cookie::{Key, SameSite};
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer};
+
+use crate::config::Settings;
+use crate::db::Pool;
+use crate::setup::{self, ConfiguredAdmin, FirstStart};
+use crate::users::Email;
+use crate::users::password::Password;
+use crate::web as dashboard;
+
+pub const SESSION_COOKIE: &str = "granite_session";
+
+pub struct Application {
+    server: Server,
+    address: SocketAddr,
+    pool: Pool,
+}
+
+impl Application {
+    /// Opens the database (migrating it), performs the first-start set-up, binds the listener.
+    /// Start-up work is blocking; it happens once, before the first request.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let pool = Pool::open(&settings.database.database_url, settings.db_pool_size)?;
+        tracing::info!(database = %settings.database.database_url.redacted(), "database ready");
+
+        let admin = configured_admin(&settings)?;
+        let first_start = setup::on_start(&mut *pool.get()?, admin)?;
+        let session_key = dashboard::session_key::load(&mut *pool.get()?, settings.session_key.as_deref())?;
+
+        let listener = TcpListener::bind(settings.bind)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.bind))?;
+        let address = listener.local_addr()?;
+        report_first_start(&first_start, &settings.public_base_url(address));
+
+        let settings = actix_web::web::Data::new(settings);
+        let data_pool = actix_web::web::Data::new(pool.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(settings.clone())
+                .app_data(data_pool.clone())
+                .configure(dashboard::routes)
+                // Innermost first: CSRF needs the session, and every response gets the headers and a log line.
+                .wrap(from_fn(dashboard::csrf::protect))
+                .wrap(session_middleware(&settings, session_key.clone()))
+                .wrap(dashboard::security_headers())
+                .wrap(from_fn(dashboard::request_log::log))
+        })
+        .listen(listener)?
+        .shutdown_timeout(30)
+        .run();
+        tracing::info!(%address, "Granite API Management is listening");
+        Ok(Self { server, address, pool })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Stops the server gracefully when awaited (tests; `granite serve` relies on SIGTERM/Ctrl-C).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then finishes the requests in flight (up to 30 s) and returns.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn session_middleware(settings: &Settings, key: Key) -> SessionMiddleware<CookieSessionStore> {
+    let idle = Duration::from_secs(settings.session_idle_minutes * 60);
+    SessionMiddleware::builder(CookieSessionStore::default(), key)
+        .cookie_name(SESSION_COOKIE.to_owned())
+        .cookie_http_only(true)
+        .cookie_same_site(SameSite::Strict)
+        .cookie_secure(settings.cookies_secure())
+        .cookie_content_security(CookieContentSecurity::Private)
+        .session_lifecycle(
+            PersistentSession::default()
+                .session_ttl(actix_web::cookie::time::Duration::seconds(idle.as_secs() as i64))
+                .session_ttl_extension_policy(TtlExtensionPolicy::OnStateChanges),
+        )
+        .build()
+}
+
+/// The admin from GRANITE_ADMIN_EMAIL/GRANITE_ADMIN_PASSWORD, checked before anything is written.
+fn configured_admin(settings: &Settings) -> anyhow::Result<Option<ConfiguredAdmin>> {
+    match (&settings.admin_email, &settings.admin_password) {
+        (None, None) => Ok(None),
+        (Some(email), Some(password)) => {
+            let email = Email::parse(email).map_err(|e| anyhow::anyhow!("GRANITE_ADMIN_EMAIL: {e}"))?;
+            let password = Password::parse(password).map_err(|e| anyhow::anyhow!("GRANITE_ADMIN_PASSWORD: {e}"))?;
+            Ok(Some(ConfiguredAdmin { email, password_hash: password.hash() }))
+        }
+        _ => anyhow::bail!("set both GRANITE_ADMIN_EMAIL and GRANITE_ADMIN_PASSWORD, or neither"),
+    }
+}
+
+fn report_first_start(first_start: &FirstStart, base_url: &str) {
+    match first_start {
+        FirstStart::AlreadySetUp => {}
+        FirstStart::AdminCreated { email } => {
+            tracing::info!(%email, "created the first admin from GRANITE_ADMIN_EMAIL");
+        }
+        FirstStart::SetupCodeIssued { code } => {
+            // The one secret that is meant for the log: whoever reads it may create the first admin.
+            tracing::warn!(
+                "No admin exists yet. Open {base_url}/setup?code={code} to create one \
+                 (or restart with GRANITE_ADMIN_EMAIL and GRANITE_ADMIN_PASSWORD set)."
+            );
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! The audit log: who did what to which object, when and from where.
+
+use diesel::prelude::*;
+
+use crate::db::DbConnection;
+use crate::db::schema::audit_events;
+
+/// One event to record. `actor` is a readable label (an email, `system`, a machine name) kept even if the
+/// user is deleted later.
+pub struct Event<'a> {
+    pub organization_id: Option<i64>,
+    pub actor_user_id: Option<i64>,
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub target_type: &'a str,
+    pub target_id: Option<String>,
+    pub source_ip: Option<&'a str>,
+    pub details: serde_json::Value,
+}
+
+pub fn record(conn: &mut DbConnection, event: Event<'_>) -> QueryResult<()> {
+    diesel::insert_into(audit_events::table)
+        .values((
+            audit_events::organization_id.eq(event.organization_id),
+            audit_events::actor_user_id.eq(event.actor_user_id),
+            audit_events::actor.eq(event.actor),
+            audit_events::action.eq(event.action),
+            audit_events::target_type.eq(event.target_type),
+            audit_events::target_id.eq(event.target_id),
+            audit_events::source_ip.eq(event.source_ip),
+            audit_events::details.eq(event.details.to_string()),
+            audit_events::created_at.eq(chrono::Utc::now().naive_utc()),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+#[derive(Debug, Queryable)]
+pub struct RecordedEvent {
+    pub organization_id: Option<i64>,
+    pub actor: String,
+    pub action: String,
+    pub target_type: String,
+    pub target_id: Option<String>,
+    pub created_at: chrono::NaiveDateTime,
+}
+
+/// The newest events of an organization, newest first.
+pub fn recent(conn: &mut DbConnection, organization_id: i64, limit: i64) -> QueryResult<Vec<RecordedEvent>> {
+    audit_events::table
+        .filter(audit_events::organization_id.eq(organization_id))
+        .order((audit_events::created_at.desc(), audit_events::id.desc()))
+        .limit(limit)
+        .select((
+            audit_events::organization_id,
+            audit_events::actor,
+            audit_events::action,
+            audit_events::target_type,
+            audit_events::target_id,
+            audit_events::created_at,
+        ))
+        .load(conn)
+}

@@ -1,0 +1,108 @@
+//! Typed settings: every `granite serve` flag and its environment variable. Nothing else reads the
+//! environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::db::DatabaseUrl;
+
+#[derive(Args, Clone, Debug)]
+pub struct DatabaseArgs {
+    /// Where data lives: sqlite://PATH (embedded, the default) or postgres://USER@HOST/DB (scale-out:
+    /// several `granite serve` replicas on one database). Migrations run at start.
+    #[arg(long = "database-url", env = "GRANITE_DATABASE_URL", default_value = "sqlite://granite.db",
+          value_parser = DatabaseUrl::parse, hide_env_values = true)]
+    pub database_url: DatabaseUrl,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct Settings {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Address to listen on.
+    #[arg(long, env = "GRANITE_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// With GRANITE_ADMIN_PASSWORD: when no user exists yet, the first start creates this admin in a
+    /// default organization. Without both, the log prints a one-time setup URL instead.
+    #[arg(long, env = "GRANITE_ADMIN_EMAIL")]
+    pub admin_email: Option<String>,
+
+    /// Password of the first admin (see --admin-email). Prefer the environment variable to the flag.
+    #[arg(long, env = "GRANITE_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+
+    /// Interval, in seconds, the server tells drivers to heartbeat at.
+    #[arg(long, env = "GRANITE_HEARTBEAT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub heartbeat_secs: u64,
+
+    /// A machine with no contact for this many seconds is Offline.
+    #[arg(long, env = "GRANITE_OFFLINE_AFTER_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub offline_after_secs: u64,
+
+    /// Default lifetime, in hours, of an unused enrollment token (at most 168).
+    #[arg(long, env = "GRANITE_ENROLLMENT_TTL_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=168))]
+    pub enrollment_ttl_hours: u64,
+
+    /// Key that signs and encrypts session cookies: 64 bytes in base64. When unset, one is generated
+    /// on first start and kept in the database, so restarts and replicas share it.
+    #[arg(long, env = "GRANITE_SESSION_KEY", hide_env_values = true)]
+    pub session_key: Option<String>,
+
+    /// Sign out after this many minutes without a request.
+    #[arg(long, env = "GRANITE_SESSION_IDLE_MINUTES", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=43200))]
+    pub session_idle_minutes: u64,
+
+    /// Mark session cookies Secure. Turn on when users reach Granite over HTTPS (e.g. behind a
+    /// TLS-terminating proxy); GRANITE_PUBLIC_URL starting with https:// turns it on too.
+    #[arg(long, env = "GRANITE_SECURE_COOKIES", default_value_t = false)]
+    pub secure_cookies: bool,
+
+    /// The URL users reach this server at (e.g. https://granite.example.com), used in printed links.
+    /// Defaults to http://BIND.
+    #[arg(long, env = "GRANITE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Most database connections one replica opens.
+    #[arg(long, env = "GRANITE_DB_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=512))]
+    pub db_pool_size: u32,
+}
+
+impl Settings {
+    /// Defaults for everything, pointed at one database and address (tests, `granite demo`).
+    pub fn new(database_url: DatabaseUrl, bind: SocketAddr) -> Self {
+        Self {
+            database: DatabaseArgs { database_url },
+            bind,
+            admin_email: None,
+            admin_password: None,
+            heartbeat_secs: 10,
+            offline_after_secs: 30,
+            enrollment_ttl_hours: 24,
+            session_key: None,
+            session_idle_minutes: 120,
+            secure_cookies: false,
+            public_url: None,
+            db_pool_size: 16,
+        }
+    }
+
+    pub fn session_idle(&self) -> Duration {
+        Duration::from_secs(self.session_idle_minutes * 60)
+    }
+
+    pub fn cookies_secure(&self) -> bool {
+        self.secure_cookies || self.public_url.as_deref().is_some_and(|u| u.starts_with("https://"))
+    }
+
+    /// Base URL for links printed to the log, e.g. the one-time setup URL.
+    pub fn public_base_url(&self, bound: SocketAddr) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{bound}"),
+        }
+    }
+}

@@ -1,0 +1,152 @@
+// Kept by hand: one schema for both backends (see diesel.toml). It must match migrations/sqlite and
+// migrations/postgres, which the test suite checks by running every query on both.
+
+diesel::table! {
+    organizations (id) {
+        id -> BigInt,
+        slug -> Text,
+        name -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> BigInt,
+        organization_id -> BigInt,
+        email -> Text,
+        password_hash -> Text,
+        role -> Text,
+        created_at -> Timestamp,
+        last_sign_in_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    api_keys (id) {
+        id -> BigInt,
+        organization_id -> BigInt,
+        name -> Text,
+        secret_hash -> Text,
+        hint -> Text,
+        created_by_user_id -> Nullable<BigInt>,
+        created_at -> Timestamp,
+        expires_at -> Nullable<Timestamp>,
+        replaced_by_key_id -> Nullable<BigInt>,
+        revoked_at -> Nullable<Timestamp>,
+        revoked_by_user_id -> Nullable<BigInt>,
+        last_used_at -> Nullable<Timestamp>,
+        last_used_ip -> Nullable<Text>,
+        last_used_user_agent -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    api_key_usage (api_key_id, hour_start) {
+        api_key_id -> BigInt,
+        hour_start -> Timestamp,
+        success_count -> BigInt,
+        rejected_count -> BigInt,
+    }
+}
+
+diesel::table! {
+    enrollment_tokens (id) {
+        id -> BigInt,
+        organization_id -> BigInt,
+        description -> Text,
+        secret_hash -> Text,
+        hint -> Text,
+        created_by_user_id -> Nullable<BigInt>,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        used_at -> Nullable<Timestamp>,
+        machine_id -> Nullable<BigInt>,
+        revoked_at -> Nullable<Timestamp>,
+        revoked_by_user_id -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    machines (id) {
+        id -> BigInt,
+        organization_id -> BigInt,
+        name -> Text,
+        os_version -> Text,
+        ip_address -> Text,
+        capabilities -> Text,
+        driver_version -> Text,
+        credential_hash -> Text,
+        enrollment_token_id -> Nullable<BigInt>,
+        enrolled_at -> Timestamp,
+        last_seen_at -> Nullable<Timestamp>,
+        reported_status -> Text,
+        current_run_id -> Nullable<BigInt>,
+        removed_at -> Nullable<Timestamp>,
+        removed_by_user_id -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    runs (id) {
+        id -> BigInt,
+        public_id -> Text,
+        organization_id -> BigInt,
+        api_key_id -> Nullable<BigInt>,
+        endpoint -> Text,
+        parameters -> Text,
+        requires -> Text,
+        priority -> Integer,
+        status -> Text,
+        result -> Nullable<Text>,
+        error_type -> Nullable<Text>,
+        error_message -> Nullable<Text>,
+        machine_id -> Nullable<BigInt>,
+        attempts -> Integer,
+        created_at -> Timestamp,
+        started_at -> Nullable<Timestamp>,
+        finished_at -> Nullable<Timestamp>,
+        cancel_requested_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    audit_events (id) {
+        id -> BigInt,
+        organization_id -> Nullable<BigInt>,
+        actor_user_id -> Nullable<BigInt>,
+        actor -> Text,
+        action -> Text,
+        target_type -> Text,
+        target_id -> Nullable<Text>,
+        source_ip -> Nullable<Text>,
+        details -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    server_settings (name) {
+        name -> Text,
+        value -> Text,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(users -> organizations (organization_id));
+diesel::joinable!(api_keys -> organizations (organization_id));
+diesel::joinable!(enrollment_tokens -> organizations (organization_id));
+diesel::joinable!(machines -> organizations (organization_id));
+diesel::joinable!(runs -> organizations (organization_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    organizations,
+    users,
+    api_keys,
+    api_key_usage,
+    enrollment_tokens,
+    machines,
+    runs,
+    audit_events,
+    server_settings,
+);

@@ -1,0 +1,13 @@
+pub mod app;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod machines;
+pub mod organizations;
+pub mod queue;
+pub mod secret;
+pub mod setup;
+pub mod telemetry;
+pub mod users;
+pub mod web;

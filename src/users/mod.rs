@@ -1,0 +1,144 @@
+//! Users: people who sign in to the dashboard. Each belongs to one organization with one role.
+
+pub mod password;
+
+use diesel::prelude::*;
+
+use crate::db::DbConnection;
+use crate::db::schema::{organizations, users};
+use crate::organizations::Organization;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Sees everything of the organization and may change it.
+    Admin,
+    /// Sees everything of the organization, changes nothing.
+    Viewer,
+}
+
+impl Role {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "admin" => Ok(Self::Admin),
+            "viewer" => Ok(Self::Viewer),
+            other => Err(format!("unknown role \"{other}\": use admin or viewer")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Viewer => "viewer",
+        }
+    }
+}
+
+/// An email address as users type it, trimmed and lower-cased so sign-in ignores case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let email = text.trim().to_lowercase();
+        let well_formed = email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && !domain.is_empty() && !domain.contains('@')
+        });
+        if !well_formed || email.len() > 254 || email.chars().any(char::is_whitespace) {
+            return Err("Enter an email address like admin@example.com.".into());
+        }
+        Ok(Self(email))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Clone, Debug, Queryable, Selectable)]
+#[diesel(table_name = users)]
+pub struct User {
+    pub id: i64,
+    pub organization_id: i64,
+    pub email: String,
+    pub password_hash: String,
+    pub role: String,
+    pub created_at: chrono::NaiveDateTime,
+    pub last_sign_in_at: Option<chrono::NaiveDateTime>,
+}
+
+impl User {
+    pub fn role(&self) -> Role {
+        // The database only admits the two roles (CHECK constraint).
+        Role::parse(&self.role).unwrap_or(Role::Viewer)
+    }
+}
+
+pub fn create(
+    conn: &mut DbConnection,
+    organization_id: i64,
+    email: &Email,
+    password_hash: &str,
+    role: Role,
+) -> QueryResult<User> {
+    diesel::insert_into(users::table)
+        .values((
+            users::organization_id.eq(organization_id),
+            users::email.eq(email.as_str()),
+            users::password_hash.eq(password_hash),
+            users::role.eq(role.as_str()),
+            users::created_at.eq(chrono::Utc::now().naive_utc()),
+        ))
+        // Whole-row RETURNING: what MultiConnection supports (not `as_returning`).
+        .returning(users::all_columns)
+        .get_result::<User>(conn)
+}
+
+pub fn count(conn: &mut DbConnection) -> QueryResult<i64> {
+    users::table.count().get_result(conn)
+}
+
+pub fn find_by_email(conn: &mut DbConnection, email: &Email) -> QueryResult<Option<User>> {
+    users::table
+        .filter(users::email.eq(email.as_str()))
+        .select(User::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// A user with their organization, as every dashboard request needs them.
+pub fn find_with_organization(conn: &mut DbConnection, id: i64) -> QueryResult<Option<(User, Organization)>> {
+    users::table
+        .inner_join(organizations::table)
+        .filter(users::id.eq(id))
+        .select((User::as_select(), Organization::as_select()))
+        .first(conn)
+        .optional()
+}
+
+pub fn record_sign_in(conn: &mut DbConnection, id: i64) -> QueryResult<()> {
+    diesel::update(users::table.find(id))
+        .set(users::last_sign_in_at.eq(chrono::Utc::now().naive_utc()))
+        .execute(conn)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised_and_checked() {
+        assert_eq!(Email::parse("  Admin@Example.COM ").unwrap().as_str(), "admin@example.com");
+        for bad in ["", "admin", "@example.com", "admin@", "a b@example.com", "a@b@c"] {
+            assert!(Email::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn roles_round_trip() {
+        for role in [Role::Admin, Role::Viewer] {
+            assert_eq!(Role::parse(role.as_str()), Ok(role));
+        }
+        assert!(Role::parse("owner").is_err());
+    }
+}

@@ -1,0 +1,60 @@
+//! Static files, embedded in the binary. URLs carry a fingerprint of the content, so browsers may
+//! cache them for a year and still see a new version the moment it ships.
+
+use std::sync::LazyLock;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+struct Asset {
+    name: &'static str,
+    content_type: &'static str,
+    bytes: &'static [u8],
+}
+
+/// htmx 2.0.11 from the npm package `htmx.org` (dist/htmx.min.js), unmodified.
+pub const HTMX_FILE: &str = "htmx-2.0.11.min.js";
+
+const ASSETS: &[Asset] = &[
+    Asset { name: HTMX_FILE, content_type: "text/javascript; charset=utf-8", bytes: include_bytes!("../../static/htmx-2.0.11.min.js") },
+    Asset { name: "app.js", content_type: "text/javascript; charset=utf-8", bytes: include_bytes!("../../static/app.js") },
+    Asset { name: "app.css", content_type: "text/css; charset=utf-8", bytes: include_bytes!("../../static/app.css") },
+    Asset { name: "favicon.svg", content_type: "image/svg+xml", bytes: include_bytes!("../../static/favicon.svg") },
+];
+
+/// The fingerprinted URL of each asset, for templates.
+pub struct AssetUrls {
+    pub htmx: String,
+    pub app_js: String,
+    pub app_css: String,
+    pub favicon: String,
+}
+
+pub static URLS: LazyLock<AssetUrls> = LazyLock::new(|| AssetUrls {
+    htmx: url(HTMX_FILE),
+    app_js: url("app.js"),
+    app_css: url("app.css"),
+    favicon: url("favicon.svg"),
+});
+
+fn fingerprint(bytes: &[u8]) -> String {
+    crate::secret::sha256_hex(&String::from_utf8_lossy(bytes))[..12].to_owned()
+}
+
+fn url(name: &str) -> String {
+    let asset = ASSETS.iter().find(|a| a.name == name).expect("asset is embedded");
+    format!("/static/{}?v={}", asset.name, fingerprint(asset.bytes))
+}
+
+pub async fn serve(req: HttpRequest, name: web::Path<String>) -> HttpResponse {
+    let Some(asset) = ASSETS.iter().find(|a| a.name == name.as_str()) else {
+        return HttpResponse::NotFound().finish();
+    };
+    // Only the current fingerprint is immutable; any other URL must revalidate.
+    let current = req.query_string() == format!("v={}", fingerprint(asset.bytes));
+    let cache = if current { "public, max-age=31536000, immutable" } else { "no-cache" };
+    HttpResponse::Ok()
+        .content_type(asset.content_type)
+        .insert_header((header::CACHE_CONTROL, cache))
+        .body(asset.bytes)
+}

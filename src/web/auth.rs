@@ -1,0 +1,87 @@
+//! Who is signed in: the middleware that guards the dashboard and the `CurrentUser` handlers receive.
+
+use std::future::{Ready, ready};
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::header;
+use actix_web::middleware::Next;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, web};
+
+use super::error::WebError;
+use super::session::DashboardSession;
+use crate::config::Settings;
+use crate::db::Pool;
+use crate::organizations::Organization;
+use crate::users::{self, Role};
+
+#[derive(Clone, Debug)]
+pub struct CurrentUser {
+    pub id: i64,
+    pub email: String,
+    pub role: Role,
+    pub organization: Organization,
+}
+
+impl CurrentUser {
+    /// Refuses viewers: every action that changes something calls this first.
+    pub fn require_admin(&self) -> Result<(), WebError> {
+        match self.role {
+            Role::Admin => Ok(()),
+            Role::Viewer => Err(WebError::AdminOnly),
+        }
+    }
+}
+
+impl FromRequest for CurrentUser {
+    type Error = WebError;
+    type Future = Ready<Result<Self, WebError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        // Only reachable behind `require_sign_in`, which puts the user there.
+        ready(req.extensions().get::<CurrentUser>().cloned().ok_or_else(|| {
+            WebError::Internal(anyhow::anyhow!("CurrentUser requested on a route without require_sign_in"))
+        }))
+    }
+}
+
+/// Lets signed-in users through with their `CurrentUser`; sends everyone else to `/login`.
+pub async fn require_sign_in(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let session = DashboardSession::of(&req);
+    let settings = req.app_data::<web::Data<Settings>>().expect("Settings registered").clone();
+    let pool = req.app_data::<web::Data<Pool>>().expect("Pool registered").clone();
+
+    let user = match session.active_user_id(settings.session_idle()) {
+        Some(user_id) => {
+            pool.run(move |conn| users::find_with_organization(conn, user_id).map_err(WebError::from))
+                .await?
+        }
+        None => None,
+    };
+    let Some((user, organization)) = user else {
+        session.sign_out();
+        let response = signed_out_response(&req);
+        return Ok(req.into_response(response).map_into_right_body());
+    };
+    session.touch();
+    req.extensions_mut().insert(CurrentUser {
+        id: user.id,
+        email: user.email.clone(),
+        role: user.role(),
+        organization,
+    });
+    Ok(next.call(req).await?.map_into_left_body())
+}
+
+/// A plain navigation is redirected; an htmx request is told to load the sign-in page as a whole
+/// (following a redirect would swap the sign-in form into a section).
+fn signed_out_response(req: &ServiceRequest) -> HttpResponse {
+    if req.headers().contains_key("HX-Request") {
+        HttpResponse::Unauthorized().insert_header(("HX-Redirect", "/login")).finish()
+    } else {
+        HttpResponse::SeeOther().insert_header((header::LOCATION, "/login")).finish()
+    }
+}

@@ -1,0 +1,35 @@
+//! What every full page shares: the CSRF token htmx sends, the asset URLs, the signed-in user.
+
+use actix_web::HttpResponse;
+use actix_web::http::header::ContentType;
+use askama::Template;
+
+use super::assets::{AssetUrls, URLS};
+use super::error::WebError;
+
+pub struct Layout {
+    pub title: String,
+    pub csrf_token: String,
+    pub assets: &'static AssetUrls,
+}
+
+impl Layout {
+    pub fn new(title: impl Into<String>, csrf_token: String) -> Self {
+        Self { title: title.into(), csrf_token, assets: &URLS }
+    }
+
+    /// The value of `hx-headers` on `<body>`: every htmx request carries the CSRF token.
+    pub fn hx_headers(&self) -> String {
+        serde_json::json!({ super::csrf::HEADER: self.csrf_token }).to_string()
+    }
+}
+
+/// Renders a page or fragment template as an HTML response.
+pub fn render(template: &impl Template) -> Result<HttpResponse, WebError> {
+    Ok(HttpResponse::Ok().content_type(ContentType::html()).body(template.render()?))
+}
+
+/// Same, with another status (a form shown again with its error).
+pub fn render_with_status(status: actix_web::http::StatusCode, template: &impl Template) -> Result<HttpResponse, WebError> {
+    Ok(HttpResponse::build(status).content_type(ContentType::html()).body(template.render()?))
+}

@@ -1,0 +1,60 @@
+//! The dashboard: pages for signed-in admins, sign-in, first-start setup, and the middleware that
+//! guards them (sessions, CSRF, security headers).
+
+pub mod api_management;
+pub mod assets;
+pub mod auth;
+pub mod csrf;
+pub mod error;
+pub mod health;
+pub mod layout;
+pub mod login;
+pub mod request_log;
+pub mod session;
+pub mod session_key;
+pub mod setup;
+
+use actix_web::middleware::{DefaultHeaders, from_fn};
+use actix_web::{HttpRequest, web};
+
+/// Every route of the server. The public and driver APIs join here as they arrive.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(health::check))
+        .route("/static/{name}", web::get().to(assets::serve))
+        .route("/login", web::get().to(login::show))
+        .route("/login", web::post().to(login::submit))
+        .route("/logout", web::post().to(login::sign_out))
+        .route("/setup", web::get().to(setup::show))
+        .route("/setup", web::post().to(setup::submit))
+        .service(
+            web::scope("")
+                .wrap(from_fn(auth::require_sign_in))
+                .route("/", web::get().to(api_management::home))
+                .route("/api-management", web::get().to(api_management::page)),
+        );
+}
+
+/// Content-Security-Policy: scripts and styles only from our own files (no inline script, no eval),
+/// no framing, forms only to us.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+     frame-ancestors 'none'; form-action 'self'";
+
+/// Headers every response carries unless the handler set its own (static files set their caching).
+pub fn security_headers() -> DefaultHeaders {
+    DefaultHeaders::new()
+        .add(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
+        .add(("X-Frame-Options", "DENY"))
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add(("Referrer-Policy", "same-origin"))
+        .add(("Cross-Origin-Opener-Policy", "same-origin"))
+        .add(("Permissions-Policy", "camera=(), microphone=(), geolocation=()"))
+        // Pages can show a secret once; no copy of them may stay in a cache.
+        .add(("Cache-Control", "no-store"))
+}
+
+/// The address of the peer that sent the request, for the audit log. Forwarding headers are not
+/// trusted: any client can set them.
+pub fn client_ip(req: &HttpRequest) -> Option<String> {
+    req.peer_addr().map(|addr| addr.ip().to_string())
+}

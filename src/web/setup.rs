@@ -1,0 +1,110 @@
+//! The one-time setup page that creates the first admin when none was configured.
+
+use actix_session::Session;
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use askama::Template;
+use serde::Deserialize;
+
+use super::error::WebError;
+use super::layout::{Layout, render, render_with_status};
+use super::login::see_other;
+use super::session::DashboardSession;
+use crate::db::Pool;
+use crate::setup::{self, SetupError};
+use crate::users::Email;
+use crate::users::password::Password;
+
+#[derive(Template)]
+#[template(path = "setup.html")]
+struct SetupPage {
+    layout: Layout,
+    code: String,
+    code_valid: bool,
+    organization_name: String,
+    email: String,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct CodeQuery {
+    #[serde(default)]
+    code: String,
+}
+
+pub async fn show(session: Session, pool: web::Data<Pool>, query: web::Query<CodeQuery>) -> Result<HttpResponse, WebError> {
+    let session = DashboardSession::new(session);
+    let code = query.into_inner().code;
+    let check = code.clone();
+    let code_valid = pool.run(move |conn| setup::setup_code_is_valid(conn, &check).map_err(WebError::from)).await?;
+    let page = SetupPage {
+        layout: Layout::new("Set up Granite", session.ensure_csrf_token()),
+        code,
+        code_valid,
+        organization_name: String::new(),
+        email: String::new(),
+        error: None,
+    };
+    render(&page)
+}
+
+#[derive(Deserialize)]
+pub struct SetupForm {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    organization_name: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    password_confirmation: String,
+}
+
+pub async fn submit(session: Session, pool: web::Data<Pool>, form: web::Form<SetupForm>) -> Result<HttpResponse, WebError> {
+    let session = DashboardSession::new(session);
+    let form = form.into_inner();
+    let organization_name = form.organization_name.trim().to_owned();
+    let invalid = |message: String| {
+        let page = SetupPage {
+            layout: Layout::new("Set up Granite", session.ensure_csrf_token()),
+            code: form.code.clone(),
+            code_valid: true,
+            organization_name: organization_name.clone(),
+            email: form.email.trim().to_owned(),
+            error: Some(message),
+        };
+        render_with_status(StatusCode::UNPROCESSABLE_ENTITY, &page)
+    };
+    if organization_name.is_empty() || organization_name.chars().count() > 100 {
+        return invalid("Name the organization (1–100 characters).".into());
+    }
+    let email = match Email::parse(&form.email) {
+        Ok(email) => email,
+        Err(message) => return invalid(message),
+    };
+    let password = match Password::parse(&form.password) {
+        Ok(password) => password,
+        Err(message) => return invalid(message),
+    };
+    if form.password != form.password_confirmation {
+        return invalid("The two passwords differ.".into());
+    }
+    let password_hash = web::block(move || password.hash())
+        .await
+        .map_err(|e| WebError::Internal(anyhow::anyhow!("password hashing was cancelled: {e}")))?;
+    let (code, name) = (form.code.clone(), organization_name.clone());
+    let created = pool
+        .run(move |conn| Ok::<_, WebError>(setup::finish_setup(conn, &code, &name, &email, &password_hash)))
+        .await?;
+    match created {
+        Ok(user) => {
+            tracing::info!(user_id = user.id, "first admin created through the setup page");
+            session.sign_in(user.id);
+            Ok(see_other("/api-management"))
+        }
+        Err(SetupError::Query(e)) => Err(e.into()),
+        Err(e) => invalid(e.to_string()),
+    }
+}
