@@ -25,6 +25,7 @@ pub struct Application {
     server: Server,
     address: SocketAddr,
     pool: Pool,
+    setup_url: Option<String>,
 }
 
 impl Application {
@@ -41,7 +42,11 @@ impl Application {
         let listener = TcpListener::bind(settings.bind)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.bind))?;
         let address = listener.local_addr()?;
-        report_first_start(&first_start, &settings.public_base_url(address));
+        let setup_url = match &first_start {
+            FirstStart::SetupCodeIssued { code } => Some(format!("{}/setup?code={code}", settings.public_base_url(address))),
+            _ => None,
+        };
+        report_first_start(&first_start, setup_url.as_deref());
 
         let settings = actix_web::web::Data::new(settings);
         let data_pool = actix_web::web::Data::new(pool.clone());
@@ -60,7 +65,7 @@ impl Application {
         .shutdown_timeout(30)
         .run();
         tracing::info!(%address, "Granite API Management is listening");
-        Ok(Self { server, address, pool })
+        Ok(Self { server, address, pool, setup_url })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -69,6 +74,11 @@ impl Application {
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// The one-time setup URL, when this start issued one (no user existed and none was configured).
+    pub fn setup_url(&self) -> Option<&str> {
+        self.setup_url.as_deref()
     }
 
     /// Stops the server gracefully when awaited (tests; `granite serve` relies on SIGTERM/Ctrl-C).
@@ -113,18 +123,18 @@ fn configured_admin(settings: &Settings) -> anyhow::Result<Option<ConfiguredAdmi
     }
 }
 
-fn report_first_start(first_start: &FirstStart, base_url: &str) {
-    match first_start {
-        FirstStart::AlreadySetUp => {}
-        FirstStart::AdminCreated { email } => {
+fn report_first_start(first_start: &FirstStart, setup_url: Option<&str>) {
+    match (first_start, setup_url) {
+        (FirstStart::AdminCreated { email }, _) => {
             tracing::info!(%email, "created the first admin from GRANITE_ADMIN_EMAIL");
         }
-        FirstStart::SetupCodeIssued { code } => {
+        (FirstStart::SetupCodeIssued { .. }, Some(url)) => {
             // The one secret that is meant for the log: whoever reads it may create the first admin.
             tracing::warn!(
-                "No admin exists yet. Open {base_url}/setup?code={code} to create one \
+                "No admin exists yet. Open {url} to create one \
                  (or restart with GRANITE_ADMIN_EMAIL and GRANITE_ADMIN_PASSWORD set)."
             );
         }
+        _ => {}
     }
 }

@@ -58,7 +58,7 @@ impl DashboardSession {
     /// Starts a fresh session for `user_id`: a new session and a new CSRF token, so nothing planted
     /// before sign-in survives it.
     pub fn sign_in(&self, user_id: i64) {
-        self.0.purge();
+        self.0.clear();
         self.0.renew();
         let _ = self.0.insert(USER_ID, user_id);
         let _ = self.0.insert(CSRF_TOKEN, random_base62(32));

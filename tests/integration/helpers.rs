@@ -1,0 +1,302 @@
+//! Spawns the real server (the same `Application::build` that `granite serve` runs) on port 0 with its
+//! own database, and talks to it over HTTP like a browser or an API client would.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection};
+use granite::app::{Application, SESSION_COOKIE};
+use granite::config::Settings;
+use granite::db::{DatabaseUrl, Pool};
+
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs a test body once per backend: `both_backends!(name1, name2)` makes `name1::sqlite`,
+/// `name1::postgres`, and so on, each calling `fn name1(backend: Backend)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn sqlite() {
+                    super::$name($crate::helpers::Backend::Sqlite)
+                }
+                #[test]
+                fn postgres() {
+                    super::$name($crate::helpers::Backend::Postgres)
+                }
+            }
+        )*
+    };
+}
+
+fn postgres_base_url() -> String {
+    std::env::var("GRANITE_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn unique_name() -> String {
+    format!("t_{}", granite::secret::random_base62(16).to_lowercase())
+}
+
+/// A database of the test's own: a fresh SQLite file, or a fresh PostgreSQL schema. Dropped at the end.
+pub struct TestDb {
+    pub url: DatabaseUrl,
+    pub url_text: String,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    Dir(PathBuf),
+    Schema(String),
+}
+
+impl TestDb {
+    pub fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(format!("granite-{}", unique_name()));
+                // A folder that does not exist yet: the server must create it.
+                let url_text = format!("sqlite://{}/data/granite.db", dir.display());
+                Self { url: DatabaseUrl::parse(&url_text).unwrap(), url_text, cleanup: Cleanup::Dir(dir) }
+            }
+            Backend::Postgres => {
+                let base = postgres_base_url();
+                let schema = unique_name();
+                let mut conn = PgConnection::establish(&base).unwrap_or_else(|e| {
+                    panic!(
+                        "PostgreSQL is required for these tests and is not reachable at {base}: {e}. \
+                         Start it (`.ci/run` does) or point GRANITE_TEST_POSTGRES_URL at one."
+                    )
+                });
+                conn.batch_execute(&format!("CREATE SCHEMA {schema}")).unwrap();
+                let separator = if base.contains('?') { '&' } else { '?' };
+                let url_text = format!("{base}{separator}options=-csearch_path%3D{schema}");
+                Self { url: DatabaseUrl::parse(&url_text).unwrap(), url_text, cleanup: Cleanup::Schema(schema) }
+            }
+        }
+    }
+
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        match &self.url {
+            DatabaseUrl::Sqlite(path) => Some(path.clone()),
+            DatabaseUrl::Postgres(_) => None,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        match &self.cleanup {
+            Cleanup::Dir(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Cleanup::Schema(schema) => {
+                if let Ok(mut conn) = PgConnection::establish(&postgres_base_url()) {
+                    let _ = conn.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
+                }
+            }
+        }
+    }
+}
+
+/// A running server on its own port.
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub pool: Pool,
+    pub setup_url: Option<String>,
+    handle: actix_web::dev::ServerHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestApp {
+    /// A server with the first admin configured, as most tests want.
+    pub fn spawn(db: &TestDb) -> Self {
+        Self::spawn_with(db, |settings| {
+            settings.admin_email = Some(ADMIN_EMAIL.into());
+            settings.admin_password = Some(ADMIN_PASSWORD.into());
+        })
+    }
+
+    pub fn spawn_with(db: &TestDb, configure: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = Settings::new(db.url.clone(), "127.0.0.1:0".parse().unwrap());
+        settings.db_pool_size = 4;
+        configure(&mut settings);
+        Self::try_spawn(settings).unwrap_or_else(|e| panic!("the server did not start: {e}"))
+    }
+
+    pub fn try_spawn(settings: Settings) -> Result<Self, String> {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                match Application::build(settings).await {
+                    Ok(app) => {
+                        let started = (app.address(), app.pool().clone(), app.setup_url().map(str::to_owned), app.handle());
+                        tx.send(Ok(started)).unwrap();
+                        app.run_until_stopped().await.unwrap();
+                    }
+                    Err(e) => tx.send(Err(format!("{e:#}"))).unwrap(),
+                }
+            })
+        });
+        let (address, pool, setup_url, handle) = rx.recv().expect("server thread ended early")?;
+        Ok(Self { address, pool, setup_url, handle, thread: Some(thread) })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// A browser-like client: keeps the session cookie, sends our own Origin, follows no redirects.
+    pub fn client(&self) -> Client {
+        Client::new(self.address)
+    }
+
+    /// A client already signed in as `email`.
+    pub fn signed_in(&self, email: &str, password: &str) -> Client {
+        let mut client = self.client();
+        let response = client.sign_in(email, password);
+        assert_eq!(response.status, 303, "sign-in failed: {}", response.body);
+        client
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        actix_web::rt::System::new().block_on(self.handle.stop(true));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+    }
+
+    /// The value of the hidden `csrf_token` field of the page.
+    pub fn csrf_token(&self) -> String {
+        let marker = "name=\"csrf_token\" value=\"";
+        let start = self.body.find(marker).expect("the page has a csrf_token field") + marker.len();
+        self.body[start..].split('"').next().unwrap().to_owned()
+    }
+}
+
+pub struct Client {
+    address: SocketAddr,
+    agent: ureq::Agent,
+    cookie: Option<String>,
+    /// `Origin` sent with unsafe requests; `None` sends none.
+    pub origin: Option<String>,
+}
+
+impl Client {
+    fn new(address: SocketAddr) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .max_redirects(0)
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        Self { address, agent, cookie: None, origin: Some(format!("http://{address}")) }
+    }
+
+    /// Sends the session cookie of `other` from now on (another replica, or the same server restarted).
+    pub fn adopt_session_of(&mut self, other: &Client) {
+        self.cookie = other.cookie.clone();
+    }
+
+    pub fn has_session_cookie(&self) -> bool {
+        self.cookie.is_some()
+    }
+
+    pub fn get(&mut self, path: &str) -> Reply {
+        self.get_with(path, &[])
+    }
+
+    pub fn get_with(&mut self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut request = self.agent.get(format!("http://{}{path}", self.address));
+        if let Some(cookie) = &self.cookie {
+            request = request.header("Cookie", cookie);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.absorb(request.call().expect("GET failed"))
+    }
+
+    pub fn post_form(&mut self, path: &str, fields: &[(&str, &str)]) -> Reply {
+        self.post_form_with(path, fields, &[])
+    }
+
+    pub fn post_form_with(&mut self, path: &str, fields: &[(&str, &str)], headers: &[(&str, &str)]) -> Reply {
+        let mut request = self.agent.post(format!("http://{}{path}", self.address));
+        if let Some(cookie) = &self.cookie {
+            request = request.header("Cookie", cookie);
+        }
+        if let Some(origin) = &self.origin {
+            request = request.header("Origin", origin);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send_form(fields.iter().copied()).expect("POST failed");
+        self.absorb(response)
+    }
+
+    /// Signs in through the form, as a browser does: load the page (session + token), then post it.
+    pub fn sign_in(&mut self, email: &str, password: &str) -> Reply {
+        let page = self.get("/login");
+        assert_eq!(page.status, 200);
+        let token = page.csrf_token();
+        self.post_form("/login", &[("email", email), ("password", password), ("csrf_token", &token)])
+    }
+
+    /// The CSRF token of the signed-in page, as htmx would send it.
+    pub fn page_csrf_token(&mut self) -> String {
+        let page = self.get("/api-management");
+        assert_eq!(page.status, 200, "not signed in");
+        page.csrf_token()
+    }
+
+    fn absorb(&mut self, mut response: ureq::http::Response<ureq::Body>) -> Reply {
+        let status = response.status().as_u16();
+        let headers: Vec<(String, String)> = response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+            .collect();
+        for (name, value) in &headers {
+            if name == "set-cookie" {
+                let pair = value.split(';').next().unwrap_or_default();
+                if let Some(content) = pair.strip_prefix(&format!("{SESSION_COOKIE}=")) {
+                    self.cookie = (!content.is_empty() && !value.contains("Max-Age=0")).then(|| pair.to_owned());
+                }
+            }
+        }
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        Reply { status, headers, body }
+    }
+}

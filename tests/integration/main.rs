@@ -1,0 +1,11 @@
+//! The integration suite: every capability against the real server, on SQLite and on PostgreSQL.
+
+mod helpers;
+mod webdriver;
+
+mod browser;
+mod cli;
+mod csrf;
+mod first_start;
+mod pages;
+mod sign_in;

@@ -1,0 +1,116 @@
+//! What every response carries, static files, health, and the storage the server sets up by itself.
+
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+use granite::db::DbConnection;
+
+use crate::both_backends;
+use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, Backend, TestApp, TestDb};
+
+both_backends!(
+    pages_carry_security_headers,
+    htmx_is_served_from_the_binary_with_a_long_cache_life,
+    health_reports_the_database,
+    storage_is_created_and_migrated_at_start,
+);
+
+fn pages_carry_security_headers(backend: Backend) {
+    let db = TestDb::new(backend);
+    let app = TestApp::spawn(&db);
+    let mut client = app.client();
+    let login = client.get("/login");
+    let mut signed_in = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let page = signed_in.get("/api-management");
+    for reply in [&login, &page] {
+        let csp = reply.header("content-security-policy").expect("a CSP");
+        assert!(csp.contains("script-src 'self'"), "{csp}");
+        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert_eq!(reply.header("x-frame-options"), Some("DENY"));
+        assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(reply.header("referrer-policy"), Some("same-origin"));
+        assert_eq!(reply.header("cache-control"), Some("no-store"));
+        assert!(!reply.body.contains("<script>"), "no inline script");
+        assert!(!has_inline_event_handler(&reply.body), "no inline event handlers");
+    }
+    // htmx sends the CSRF token with every request it makes.
+    assert!(page.body.contains("hx-headers='{&#34;X-CSRF-Token&#34;:&#34;"), "hx-headers on <body>");
+}
+
+/// Whether some tag carries an `on…=` attribute (`onclick=`, `onload=`, …).
+fn has_inline_event_handler(html: &str) -> bool {
+    html.match_indices(" on").any(|(i, _)| {
+        let rest = &html[i + 3..];
+        let name_len = rest.bytes().take_while(u8::is_ascii_lowercase).count();
+        name_len > 0 && rest[name_len..].starts_with('=')
+    })
+}
+
+fn htmx_is_served_from_the_binary_with_a_long_cache_life(backend: Backend) {
+    let db = TestDb::new(backend);
+    let app = TestApp::spawn(&db);
+    let mut client = app.client();
+    let login = client.get("/login");
+    let src = login.body.split("<script src=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    assert!(src.starts_with("/static/htmx-2.0.11.min.js?v="), "{src}");
+    let htmx = client.get(&src);
+    assert_eq!(htmx.status, 200);
+    assert!(htmx.header("content-type").unwrap().starts_with("text/javascript"));
+    assert_eq!(htmx.header("cache-control"), Some("public, max-age=31536000, immutable"));
+    assert!(htmx.body.contains("htmx"), "the real htmx");
+    assert!(htmx.body.len() > 40_000);
+    // A URL without the current fingerprint is not cached forever.
+    assert_eq!(client.get("/static/app.css").header("cache-control"), Some("no-cache"));
+    assert_eq!(client.get("/static/nothing.js").status, 404);
+    assert!(!login.body.contains("src=\"http"), "nothing is fetched from elsewhere");
+}
+
+fn health_reports_the_database(backend: Backend) {
+    let db = TestDb::new(backend);
+    let app = TestApp::spawn(&db);
+    let reply = app.client().get("/healthz");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, "ok");
+}
+
+#[derive(QueryableByName)]
+struct Row {
+    #[diesel(sql_type = Text)]
+    value: String,
+}
+
+fn storage_is_created_and_migrated_at_start(backend: Backend) {
+    let db = TestDb::new(backend);
+    if let Some(path) = db.sqlite_path() {
+        assert!(!path.parent().unwrap().exists(), "the test starts without the folder");
+    }
+    let app = TestApp::spawn(&db);
+    let mut conn = app.pool.get().unwrap();
+    match &mut *conn {
+        DbConnection::Sqlite(conn) => {
+            assert!(db.sqlite_path().unwrap().exists(), "the SQLite file and its folder are created");
+            let mode: Row = diesel::sql_query("SELECT journal_mode AS value FROM pragma_journal_mode").get_result(conn).unwrap();
+            assert_eq!(mode.value, "wal");
+            let fk: Row = diesel::sql_query("SELECT CAST(foreign_keys AS TEXT) AS value FROM pragma_foreign_keys").get_result(conn).unwrap();
+            assert_eq!(fk.value, "1");
+            let busy: Row = diesel::sql_query("SELECT CAST(timeout AS TEXT) AS value FROM pragma_busy_timeout").get_result(conn).unwrap();
+            assert_eq!(busy.value, "5000");
+        }
+        DbConnection::Postgres(conn) => {
+            let tables: Vec<Row> = diesel::sql_query(
+                "SELECT table_name::text AS value FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY 1",
+            )
+            .load(conn)
+            .unwrap();
+            let names: Vec<&str> = tables.iter().map(|r| r.value.as_str()).collect();
+            for table in ["api_keys", "audit_events", "enrollment_tokens", "machines", "organizations", "runs", "users"] {
+                assert!(names.contains(&table), "{table} missing from {names:?}");
+            }
+        }
+    }
+    // Starting again on the same database applies nothing twice.
+    drop(conn);
+    drop(app);
+    let again = TestApp::spawn(&db);
+    assert_eq!(again.client().get("/healthz").status, 200);
+}
