@@ -12,8 +12,10 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer};
 
+use crate::api;
+use crate::api_keys::usage::{FLUSH_EVERY, UsageRecorder};
 use crate::config::Settings;
-use crate::db::Pool;
+use crate::db::{DbError, Pool};
 use crate::setup::{self, ConfiguredAdmin, FirstStart};
 use crate::users::Email;
 use crate::users::password::Password;
@@ -26,6 +28,7 @@ pub struct Application {
     address: SocketAddr,
     pool: Pool,
     setup_url: Option<String>,
+    usage: actix_web::web::Data<UsageRecorder>,
 }
 
 impl Application {
@@ -48,12 +51,18 @@ impl Application {
         };
         report_first_start(&first_start, setup_url.as_deref());
 
+        let usage = actix_web::web::Data::new(UsageRecorder::default());
+        spawn_usage_flusher(pool.clone(), usage.clone());
+
         let settings = actix_web::web::Data::new(settings);
         let data_pool = actix_web::web::Data::new(pool.clone());
+        let data_usage = usage.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(settings.clone())
                 .app_data(data_pool.clone())
+                .app_data(data_usage.clone())
+                .configure(api::routes)
                 .configure(dashboard::routes)
                 // Innermost first: CSRF needs the session, and every response gets the headers and a log line.
                 .wrap(from_fn(dashboard::csrf::protect))
@@ -65,7 +74,7 @@ impl Application {
         .shutdown_timeout(30)
         .run();
         tracing::info!(%address, "Granite API Management is listening");
-        Ok(Self { server, address, pool, setup_url })
+        Ok(Self { server, address, pool, setup_url, usage })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -89,9 +98,30 @@ impl Application {
     /// Serves until SIGTERM or Ctrl-C, then finishes the requests in flight (up to 30 s) and returns.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await?;
+        // What the last seconds tallied is written before the process ends.
+        let (pool, usage) = (self.pool, self.usage);
+        let flushed = actix_web::web::block(move || usage.flush(&mut *pool.get()?).map_err(DbError::from)).await;
+        if let Ok(Err(error)) = flushed {
+            tracing::error!(%error, "could not write the last API key usage");
+        }
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Writes the API key usage tallied in memory every few seconds.
+fn spawn_usage_flusher(pool: Pool, usage: actix_web::web::Data<UsageRecorder>) {
+    actix_web::rt::spawn(async move {
+        let mut every = actix_web::rt::time::interval(FLUSH_EVERY);
+        loop {
+            every.tick().await;
+            let usage = usage.clone();
+            let written = pool.run(move |conn| usage.flush(conn).map_err(DbError::from)).await;
+            if let Err(error) = written {
+                tracing::warn!(%error, "could not write API key usage; keeping it for the next try");
+            }
+        }
+    });
 }
 
 fn session_middleware(settings: &Settings, key: Key) -> SessionMiddleware<CookieSessionStore> {

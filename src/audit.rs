@@ -5,6 +5,37 @@ use diesel::prelude::*;
 use crate::db::DbConnection;
 use crate::db::schema::audit_events;
 
+/// Who did something from the dashboard, for the audit log.
+#[derive(Clone, Debug)]
+pub struct Actor {
+    pub user_id: i64,
+    pub email: String,
+    pub source_ip: Option<String>,
+}
+
+impl Actor {
+    /// An event by this actor in `organization_id` about `target_type` #`target_id`.
+    pub fn event<'a>(
+        &'a self,
+        organization_id: i64,
+        action: &'a str,
+        target_type: &'a str,
+        target_id: impl ToString,
+        details: serde_json::Value,
+    ) -> Event<'a> {
+        Event {
+            organization_id: Some(organization_id),
+            actor_user_id: Some(self.user_id),
+            actor: &self.email,
+            action,
+            target_type,
+            target_id: Some(target_id.to_string()),
+            source_ip: self.source_ip.as_deref(),
+            details,
+        }
+    }
+}
+
 /// One event to record. `actor` is a readable label (an email, `system`, a machine name) kept even if the
 /// user is deleted later.
 pub struct Event<'a> {

@@ -90,6 +90,10 @@ impl Settings {
         }
     }
 
+    pub fn offline_after(&self) -> chrono::Duration {
+        chrono::Duration::seconds(self.offline_after_secs as i64)
+    }
+
     pub fn session_idle(&self) -> Duration {
         Duration::from_secs(self.session_idle_minutes * 60)
     }

@@ -1,3 +1,5 @@
+pub mod api;
+pub mod api_keys;
 pub mod app;
 pub mod audit;
 pub mod cli;

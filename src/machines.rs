@@ -32,19 +32,27 @@ impl MachineStatus {
     }
 }
 
-/// Machines that count as Active Drivers (Online or Busy) right now.
+/// Machines Online and Busy right now (together: Active Drivers).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ActiveCounts {
+    pub online: i64,
+    pub busy: i64,
+}
+
 pub fn count_active(
     conn: &mut DbConnection,
     organization_id: i64,
     now: NaiveDateTime,
     offline_after: chrono::Duration,
-) -> QueryResult<i64> {
-    machines::table
+) -> QueryResult<ActiveCounts> {
+    // The same rule as `MachineStatus::from_last_seen`, as a query: contact within the window.
+    let in_contact = machines::table
         .filter(machines::organization_id.eq(organization_id))
         .filter(machines::removed_at.is_null())
-        .filter(machines::last_seen_at.gt(now - offline_after))
-        .count()
-        .get_result(conn)
+        .filter(machines::last_seen_at.gt(now - offline_after));
+    let active: i64 = in_contact.count().get_result(conn)?;
+    let busy: i64 = in_contact.filter(machines::current_run_id.is_not_null()).count().get_result(conn)?;
+    Ok(ActiveCounts { online: active - busy, busy })
 }
 
 #[cfg(test)]

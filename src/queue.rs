@@ -11,10 +11,16 @@ use crate::machines;
 pub struct QueueStatus {
     /// Runs in status `queued` now.
     pub jobs_queued: i64,
+    /// Runs in status `running` now.
+    pub jobs_running: i64,
+    /// How long the oldest queued run has waited; `None` when nothing is queued.
+    pub oldest_queued_seconds: Option<f64>,
     /// Mean of `started_at − created_at` over runs started in the last 60 minutes; `None` when none did.
     pub avg_wait_seconds: Option<f64>,
     /// Machines Online or Busy now.
     pub active_drivers: i64,
+    /// Machines Busy now.
+    pub busy_drivers: i64,
 }
 
 impl QueueStatus {
@@ -24,11 +30,21 @@ impl QueueStatus {
         now: NaiveDateTime,
         offline_after: chrono::Duration,
     ) -> QueryResult<Self> {
-        let jobs_queued = runs::table
+        let count_in = |conn: &mut DbConnection, status: &str| -> QueryResult<i64> {
+            runs::table
+                .filter(runs::organization_id.eq(organization_id))
+                .filter(runs::status.eq(status))
+                .count()
+                .get_result(conn)
+        };
+        let jobs_queued = count_in(conn, "queued")?;
+        let jobs_running = count_in(conn, "running")?;
+        let oldest_queued: Option<NaiveDateTime> = runs::table
             .filter(runs::organization_id.eq(organization_id))
             .filter(runs::status.eq("queued"))
-            .count()
-            .get_result(conn)?;
+            .select(diesel::dsl::min(runs::created_at))
+            .first(conn)?;
+        let oldest_queued_seconds = oldest_queued.map(|t| (now - t).as_seconds_f64().max(0.0));
         let started: Vec<(NaiveDateTime, Option<NaiveDateTime>)> = runs::table
             .filter(runs::organization_id.eq(organization_id))
             .filter(runs::started_at.gt(now - chrono::Duration::minutes(60)))
@@ -39,8 +55,15 @@ impl QueueStatus {
             .filter_map(|(created, started)| started.map(|s| (s - created).as_seconds_f64()))
             .collect();
         let avg_wait_seconds = (!waits.is_empty()).then(|| waits.iter().sum::<f64>() / waits.len() as f64);
-        let active_drivers = machines::count_active(conn, organization_id, now, offline_after)?;
-        Ok(Self { jobs_queued, avg_wait_seconds, active_drivers })
+        let active = machines::count_active(conn, organization_id, now, offline_after)?;
+        Ok(Self {
+            jobs_queued,
+            jobs_running,
+            oldest_queued_seconds,
+            avg_wait_seconds,
+            active_drivers: active.online + active.busy,
+            busy_drivers: active.busy,
+        })
     }
 
     /// Avg Wait Time as admins read it: `—` without data, else seconds, minutes or hours.
@@ -59,7 +82,14 @@ mod tests {
     use super::*;
 
     fn with_wait(s: Option<f64>) -> QueueStatus {
-        QueueStatus { jobs_queued: 0, avg_wait_seconds: s, active_drivers: 0 }
+        QueueStatus {
+            jobs_queued: 0,
+            jobs_running: 0,
+            oldest_queued_seconds: None,
+            avg_wait_seconds: s,
+            active_drivers: 0,
+            busy_drivers: 0,
+        }
     }
 
     #[test]

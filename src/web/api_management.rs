@@ -4,6 +4,7 @@ use actix_session::Session;
 use actix_web::{HttpResponse, web};
 use askama::Template;
 
+use super::api_keys::ApiKeysSection;
 use super::auth::CurrentUser;
 use super::error::WebError;
 use super::layout::{Layout, render};
@@ -18,6 +19,7 @@ use crate::queue::QueueStatus;
 struct ApiManagementPage {
     layout: Layout,
     user: CurrentUser,
+    api_keys: ApiKeysSection,
     queue: QueueStatus,
 }
 
@@ -31,14 +33,16 @@ pub async fn page(
     pool: web::Data<Pool>,
     settings: web::Data<Settings>,
 ) -> Result<HttpResponse, WebError> {
-    let organization_id = user.organization.id;
-    let offline_after = chrono::Duration::seconds(settings.offline_after_secs as i64);
-    let queue = pool
+    let offline_after = settings.offline_after();
+    let for_load = user.clone();
+    let (api_keys, queue) = pool
         .run(move |conn| {
-            QueueStatus::load(conn, organization_id, chrono::Utc::now().naive_utc(), offline_after)
-                .map_err(WebError::from)
+            let now = chrono::Utc::now().naive_utc();
+            let api_keys = ApiKeysSection::load(conn, &for_load, now)?;
+            let queue = QueueStatus::load(conn, for_load.organization.id, now, offline_after)?;
+            Ok::<_, WebError>((api_keys, queue))
         })
         .await?;
     let csrf_token = DashboardSession::new(session).ensure_csrf_token();
-    render(&ApiManagementPage { layout: Layout::new("API Management", csrf_token), user, queue })
+    render(&ApiManagementPage { layout: Layout::new("API Management", csrf_token), user, api_keys, queue })
 }

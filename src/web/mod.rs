@@ -1,9 +1,11 @@
 //! The dashboard: pages for signed-in admins, sign-in, first-start setup, and the middleware that
 //! guards them (sessions, CSRF, security headers).
 
+pub mod api_keys;
 pub mod api_management;
 pub mod assets;
 pub mod auth;
+pub mod charts;
 pub mod csrf;
 pub mod error;
 pub mod health;
@@ -13,6 +15,7 @@ pub mod request_log;
 pub mod session;
 pub mod session_key;
 pub mod setup;
+pub mod time;
 
 use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{HttpRequest, web};
@@ -30,7 +33,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::scope("")
                 .wrap(from_fn(auth::require_sign_in))
                 .route("/", web::get().to(api_management::home))
-                .route("/api-management", web::get().to(api_management::page)),
+                .route("/api-management", web::get().to(api_management::page))
+                .route("/api-management/api-keys", web::get().to(api_keys::show))
+                .route("/api-management/api-keys", web::post().to(api_keys::create))
+                .route("/api-management/api-keys/{id}/revoke", web::post().to(api_keys::revoke))
+                .route("/api-management/api-keys/{id}/roll", web::post().to(api_keys::roll))
+                .route("/api-management/api-keys/{id}/analytics", web::get().to(api_keys::analytics)),
         );
 }
 
@@ -51,6 +59,16 @@ pub fn security_headers() -> DefaultHeaders {
         .add(("Permissions-Policy", "camera=(), microphone=(), geolocation=()"))
         // Pages can show a secret once; no copy of them may stay in a cache.
         .add(("Cache-Control", "no-store"))
+}
+
+/// Whether htmx sent the request (it then wants a fragment, not a page).
+pub fn is_htmx(req: &HttpRequest) -> bool {
+    req.headers().contains_key("HX-Request")
+}
+
+/// The signed-in user as the audit log records them.
+pub fn actor(req: &HttpRequest, user: &auth::CurrentUser) -> crate::audit::Actor {
+    crate::audit::Actor { user_id: user.id, email: user.email.clone(), source_ip: client_ip(req) }
 }
 
 /// The address of the peer that sent the request, for the audit log. Forwarding headers are not

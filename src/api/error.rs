@@ -1,0 +1,88 @@
+//! Errors of the public and driver APIs, as the contract spells them:
+//! `{"error": "<code>", "message": "<human sentence>", "code": <HTTP status>}`.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+
+use crate::db::DbError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("Send your API key in the X-Granite-API-Key header.")]
+    MissingApiKey,
+    #[error("The API key is malformed: it is not a gk_live_ key with a valid checksum.")]
+    MalformedApiKey,
+    #[error("The API key is not valid.")]
+    InvalidApiKey,
+    #[error("The API key has been revoked.")]
+    RevokedApiKey,
+    #[error("The API key has expired: it was rolled and its grace period is over. Use its replacement.")]
+    ExpiredApiKey,
+    #[error("Not found.")]
+    NotFound,
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("The request body is larger than 1 MiB.")]
+    PayloadTooLarge,
+    #[error("Send the body as JSON (Content-Type: application/json).")]
+    UnsupportedMediaType,
+    #[error("The service is unavailable. Try again in a moment.")]
+    Unavailable(#[from] DbError),
+}
+
+impl From<diesel::result::Error> for ApiError {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Unavailable(DbError::Query(e))
+    }
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingApiKey => "missing_api_key",
+            Self::MalformedApiKey => "malformed_api_key",
+            Self::InvalidApiKey => "invalid_api_key",
+            Self::RevokedApiKey => "revoked_api_key",
+            Self::ExpiredApiKey => "expired_api_key",
+            Self::NotFound => "not_found",
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::MissingApiKey
+            | Self::MalformedApiKey
+            | Self::InvalidApiKey
+            | Self::RevokedApiKey
+            | Self::ExpiredApiKey => StatusCode::UNAUTHORIZED,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if let Self::Unavailable(error) = self {
+            tracing::error!(%error, "API request failed");
+        }
+        HttpResponse::build(status).json(serde_json::json!({
+            "error": self.code(),
+            "message": self.to_string(),
+            "code": status.as_u16(),
+        }))
+    }
+}
+
+/// Unknown routes under `/api/` answer in JSON too.
+pub async fn not_found() -> HttpResponse {
+    ApiError::NotFound.error_response()
+}

@@ -1,0 +1,31 @@
+//! `GET /api/queue`: queue status of the key's organization.
+
+use actix_web::{HttpResponse, web};
+
+use super::auth::ApiCaller;
+use super::error::ApiError;
+use crate::config::Settings;
+use crate::db::Pool;
+use crate::queue::QueueStatus;
+
+pub async fn show(
+    ApiCaller(caller): ApiCaller,
+    pool: web::Data<Pool>,
+    settings: web::Data<Settings>,
+) -> Result<HttpResponse, ApiError> {
+    let organization_id = caller.organization.id;
+    let offline_after = settings.offline_after();
+    let status = pool
+        .run(move |conn| {
+            QueueStatus::load(conn, organization_id, chrono::Utc::now().naive_utc(), offline_after).map_err(ApiError::from)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "jobs_queued": status.jobs_queued,
+        "jobs_running": status.jobs_running,
+        "avg_wait_seconds": status.avg_wait_seconds,
+        "oldest_queued_seconds": status.oldest_queued_seconds,
+        "active_drivers": status.active_drivers,
+        "busy_drivers": status.busy_drivers,
+    })))
+}

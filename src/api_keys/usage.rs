@@ -1,0 +1,221 @@
+//! Usage of API keys without a database write per request: calls are tallied in memory and flushed
+//! every few seconds (and at shutdown) as last-used details per key and counts per key per hour.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use chrono::{DurationRound, NaiveDateTime, TimeDelta};
+use diesel::prelude::*;
+
+use crate::db::DbConnection;
+use crate::db::schema::{api_key_usage, api_keys};
+
+/// How often a replica writes what it has tallied.
+pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+const MAX_USER_AGENT_CHARS: usize = 200;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct LastUse {
+    at: NaiveDateTime,
+    ip: Option<String>,
+    user_agent: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counts {
+    success: i64,
+    rejected: i64,
+}
+
+#[derive(Default)]
+struct Tally {
+    last_use: HashMap<i64, LastUse>,
+    counts: HashMap<(i64, NaiveDateTime), Counts>,
+}
+
+#[derive(Default)]
+pub struct UsageRecorder {
+    tally: Mutex<Tally>,
+}
+
+fn hour_of(at: NaiveDateTime) -> NaiveDateTime {
+    at.duration_trunc(TimeDelta::hours(1)).unwrap_or(at)
+}
+
+impl UsageRecorder {
+    pub fn record_success(&self, key_id: i64, at: NaiveDateTime, ip: Option<String>, user_agent: Option<&str>) {
+        let user_agent = user_agent.map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect());
+        let mut tally = self.tally.lock().unwrap_or_else(|e| e.into_inner());
+        tally.counts.entry((key_id, hour_of(at))).or_default().success += 1;
+        let newer = tally.last_use.get(&key_id).is_none_or(|last| last.at <= at);
+        if newer {
+            tally.last_use.insert(key_id, LastUse { at, ip, user_agent });
+        }
+    }
+
+    /// A refused call with a key we know (revoked or expired): counted, but it is not "use".
+    pub fn record_rejected(&self, key_id: i64, at: NaiveDateTime) {
+        let mut tally = self.tally.lock().unwrap_or_else(|e| e.into_inner());
+        tally.counts.entry((key_id, hour_of(at))).or_default().rejected += 1;
+    }
+
+    /// Writes everything tallied so far. On failure the tally is kept for the next flush.
+    pub fn flush(&self, conn: &mut DbConnection) -> QueryResult<()> {
+        let taken = std::mem::take(&mut *self.tally.lock().unwrap_or_else(|e| e.into_inner()));
+        if taken.last_use.is_empty() && taken.counts.is_empty() {
+            return Ok(());
+        }
+        let written = conn.transaction(|conn| {
+            for (key_id, last) in &taken.last_use {
+                write_last_use(conn, *key_id, last)?;
+            }
+            for ((key_id, hour), counts) in &taken.counts {
+                add_counts(conn, *key_id, *hour, *counts)?;
+            }
+            Ok(())
+        });
+        if written.is_err() {
+            self.merge_back(taken);
+        }
+        written
+    }
+
+    fn merge_back(&self, taken: Tally) {
+        let mut tally = self.tally.lock().unwrap_or_else(|e| e.into_inner());
+        for (key_id, last) in taken.last_use {
+            let newer = tally.last_use.get(&key_id).is_none_or(|current| current.at <= last.at);
+            if newer {
+                tally.last_use.insert(key_id, last);
+            }
+        }
+        for (slot, counts) in taken.counts {
+            let entry = tally.counts.entry(slot).or_default();
+            entry.success += counts.success;
+            entry.rejected += counts.rejected;
+        }
+    }
+}
+
+/// Keeps the newest use when several replicas flush the same key.
+fn write_last_use(conn: &mut DbConnection, key_id: i64, last: &LastUse) -> QueryResult<()> {
+    diesel::update(api_keys::table.find(key_id))
+        .filter(api_keys::last_used_at.is_null().or(api_keys::last_used_at.lt(last.at)))
+        .set((
+            api_keys::last_used_at.eq(last.at),
+            api_keys::last_used_ip.eq(&last.ip),
+            api_keys::last_used_user_agent.eq(&last.user_agent),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Adds to the hour's counts. Upserts do not go through `MultiConnection`, so the one statement is
+/// executed on whichever backend this is.
+fn add_counts(conn: &mut DbConnection, key_id: i64, hour: NaiveDateTime, counts: Counts) -> QueryResult<()> {
+    use api_key_usage::dsl as u;
+    macro_rules! upsert {
+        ($conn:expr) => {
+            diesel::insert_into(u::api_key_usage)
+                .values((
+                    u::api_key_id.eq(key_id),
+                    u::hour_start.eq(hour),
+                    u::success_count.eq(counts.success),
+                    u::rejected_count.eq(counts.rejected),
+                ))
+                .on_conflict((u::api_key_id, u::hour_start))
+                .do_update()
+                .set((
+                    u::success_count.eq(u::success_count + counts.success),
+                    u::rejected_count.eq(u::rejected_count + counts.rejected),
+                ))
+                .execute($conn)
+        };
+    }
+    match conn {
+        DbConnection::Sqlite(conn) => upsert!(conn)?,
+        DbConnection::Postgres(conn) => upsert!(conn)?,
+    };
+    Ok(())
+}
+
+/// Requests of one key in one time bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bucket {
+    pub start: NaiveDateTime,
+    pub success: i64,
+    pub rejected: i64,
+}
+
+/// Requests per hour for the 24 hours ending with the current hour, oldest first, empty hours included.
+pub fn hourly(conn: &mut DbConnection, key_id: i64, now: NaiveDateTime) -> QueryResult<Vec<Bucket>> {
+    let last = hour_of(now);
+    let first = last - TimeDelta::hours(23);
+    let rows = load(conn, key_id, first)?;
+    Ok((0..24)
+        .map(|i| {
+            let start = first + TimeDelta::hours(i);
+            let (success, rejected) = rows.get(&start).copied().unwrap_or_default();
+            Bucket { start, success, rejected }
+        })
+        .collect())
+}
+
+/// Requests per day (UTC) for the 7 days ending today, oldest first, empty days included.
+pub fn daily(conn: &mut DbConnection, key_id: i64, now: NaiveDateTime) -> QueryResult<Vec<Bucket>> {
+    let today = now.date().and_hms_opt(0, 0, 0).expect("midnight exists");
+    let first = today - TimeDelta::days(6);
+    let rows = load(conn, key_id, first)?;
+    let mut days: Vec<Bucket> =
+        (0..7).map(|i| Bucket { start: first + TimeDelta::days(i), success: 0, rejected: 0 }).collect();
+    for (hour, (success, rejected)) in rows {
+        let index = (hour - first).num_days();
+        if let Some(day) = usize::try_from(index).ok().and_then(|i| days.get_mut(i)) {
+            day.success += success;
+            day.rejected += rejected;
+        }
+    }
+    Ok(days)
+}
+
+fn load(conn: &mut DbConnection, key_id: i64, since: NaiveDateTime) -> QueryResult<HashMap<NaiveDateTime, (i64, i64)>> {
+    let rows: Vec<(NaiveDateTime, i64, i64)> = api_key_usage::table
+        .filter(api_key_usage::api_key_id.eq(key_id))
+        .filter(api_key_usage::hour_start.ge(since))
+        .select((api_key_usage::hour_start, api_key_usage::success_count, api_key_usage::rejected_count))
+        .load(conn)?;
+    Ok(rows.into_iter().map(|(hour, s, r)| (hour, (s, r))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(h: u32, m: u32) -> NaiveDateTime {
+        chrono::NaiveDate::from_ymd_opt(2026, 11, 28).unwrap().and_hms_opt(h, m, 7).unwrap()
+    }
+
+    #[test]
+    fn tallies_by_hour_and_keeps_the_newest_use() {
+        let recorder = UsageRecorder::default();
+        recorder.record_success(1, at(10, 5), Some("10.0.0.1".into()), Some("curl/8"));
+        recorder.record_success(1, at(10, 50), Some("10.0.0.2".into()), Some("curl/9"));
+        recorder.record_success(1, at(10, 20), Some("10.0.0.3".into()), None);
+        recorder.record_rejected(1, at(11, 1));
+        let tally = recorder.tally.lock().unwrap();
+        assert_eq!(tally.counts[&(1, at(10, 0) - TimeDelta::seconds(7))], Counts { success: 3, rejected: 0 });
+        assert_eq!(tally.counts[&(1, at(11, 0) - TimeDelta::seconds(7))], Counts { success: 0, rejected: 1 });
+        assert_eq!(tally.last_use[&1].ip.as_deref(), Some("10.0.0.2"));
+    }
+
+    #[test]
+    fn merge_back_keeps_counts_of_a_failed_flush() {
+        let recorder = UsageRecorder::default();
+        recorder.record_success(1, at(10, 5), None, None);
+        let taken = std::mem::take(&mut *recorder.tally.lock().unwrap());
+        recorder.record_success(1, at(10, 6), None, None);
+        recorder.merge_back(taken);
+        let tally = recorder.tally.lock().unwrap();
+        assert_eq!(tally.counts.values().map(|c| c.success).sum::<i64>(), 2);
+        assert_eq!(tally.last_use[&1].at, at(10, 6));
+    }
+}

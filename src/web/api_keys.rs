@@ -1,0 +1,252 @@
+//! The API Keys section: create (shown once), list, revoke in place, roll with a grace period, and
+//! per-key analytics.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use chrono::NaiveDateTime;
+use serde::Deserialize;
+
+use super::auth::CurrentUser;
+use super::charts::BarChart;
+use super::error::WebError;
+use super::layout::{Layout, render, render_with_status};
+use super::session::DashboardSession;
+use super::time::{Moment, duration_words};
+use super::{actor, is_htmx};
+use crate::api_keys::{self, GracePeriod, KeyError, KeyName, ListedKey, usage};
+use crate::db::{DbConnection, Pool};
+use crate::secret::Secret;
+
+/// A key row as the list shows it.
+pub struct KeyRow {
+    pub id: i64,
+    pub name: String,
+    pub hint: String,
+    pub created: Moment,
+    pub created_by: String,
+    pub last_used: Option<Moment>,
+    pub last_used_from: String,
+    pub expires_in: Option<String>,
+    pub expires: Option<Moment>,
+    pub needs_rotation: bool,
+    pub age_days: i64,
+}
+
+impl KeyRow {
+    fn new(listed: ListedKey, now: NaiveDateTime) -> Self {
+        let key = listed.key;
+        let last_used_from = [key.last_used_ip.as_deref(), key.last_used_user_agent.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" · ");
+        Self {
+            id: key.id,
+            needs_rotation: key.needs_rotation(now) && key.expires_at.is_none(),
+            age_days: (now - key.created_at).num_days(),
+            name: key.name,
+            hint: key.hint,
+            created: Moment::new(key.created_at, now),
+            created_by: listed.created_by.unwrap_or_else(|| "a deleted user".into()),
+            last_used: key.last_used_at.map(|t| Moment::new(t, now)),
+            last_used_from,
+            expires_in: key.expires_at.map(|t| duration_words((t - now).num_seconds())),
+            expires: key.expires_at.map(|t| Moment::new(t, now)),
+        }
+    }
+}
+
+/// A secret just created, for its one showing.
+pub struct NewSecret {
+    pub secret: String,
+    pub note: String,
+}
+
+pub struct ApiKeysSection {
+    pub rows: Vec<KeyRow>,
+    pub can_manage: bool,
+    pub new_secret: Option<NewSecret>,
+    pub form_name: String,
+    pub form_error: Option<String>,
+    pub grace_periods: [GracePeriod; 4],
+}
+
+impl ApiKeysSection {
+    pub fn load(conn: &mut DbConnection, user: &CurrentUser, now: NaiveDateTime) -> Result<Self, WebError> {
+        let rows = api_keys::list_live(conn, user.organization.id, now)?.into_iter().map(|k| KeyRow::new(k, now)).collect();
+        Ok(Self {
+            rows,
+            can_manage: user.require_admin().is_ok(),
+            new_secret: None,
+            form_name: String::new(),
+            form_error: None,
+            grace_periods: GracePeriod::ALL,
+        })
+    }
+}
+
+#[derive(Template)]
+#[template(path = "sections/api_keys.html")]
+struct SectionFragment<'a> {
+    api_keys: &'a ApiKeysSection,
+}
+
+/// Loads the section and applies `change` to it, off the async executor.
+async fn section(
+    pool: &Pool,
+    user: &CurrentUser,
+    change: impl FnOnce(&mut ApiKeysSection) + Send + 'static,
+) -> Result<ApiKeysSection, WebError> {
+    let user = user.clone();
+    pool.run(move |conn| {
+        let mut section = ApiKeysSection::load(conn, &user, chrono::Utc::now().naive_utc())?;
+        change(&mut section);
+        Ok(section)
+    })
+    .await
+}
+
+fn fragment(status: StatusCode, section: &ApiKeysSection) -> Result<HttpResponse, WebError> {
+    render_with_status(status, &SectionFragment { api_keys: section })
+}
+
+/// `GET /api-management/api-keys`: the section for htmx, the page otherwise.
+pub async fn show(req: HttpRequest, user: CurrentUser, pool: web::Data<Pool>) -> Result<HttpResponse, WebError> {
+    if !is_htmx(&req) {
+        return Ok(super::login::see_other("/api-management#api-keys"));
+    }
+    fragment(StatusCode::OK, &section(&pool, &user, |_| {}).await?)
+}
+
+#[derive(Deserialize)]
+pub struct CreateForm {
+    #[serde(default)]
+    name: String,
+}
+
+pub async fn create(
+    req: HttpRequest,
+    user: CurrentUser,
+    pool: web::Data<Pool>,
+    form: web::Form<CreateForm>,
+) -> Result<HttpResponse, WebError> {
+    user.require_admin()?;
+    let name = match KeyName::parse(&form.name) {
+        Ok(name) => name,
+        Err(message) => {
+            let typed = form.name.clone();
+            let section = section(&pool, &user, move |s| {
+                s.form_name = typed;
+                s.form_error = Some(message);
+            })
+            .await?;
+            return fragment(StatusCode::UNPROCESSABLE_ENTITY, &section);
+        }
+    };
+    let (organization_id, actor) = (user.organization.id, actor(&req, &user));
+    let (key, secret) = pool.run(move |conn| Ok::<_, WebError>(api_keys::create(conn, organization_id, &name, &actor)?)).await?;
+    tracing::info!(key_id = key.id, hint = %key.hint, "API key created");
+    let shown = shown_once(secret, format!("“{}” is ready.", key.name));
+    fragment(StatusCode::OK, &section(&pool, &user, move |s| s.new_secret = Some(shown)).await?)
+}
+
+fn shown_once(secret: Secret, note: String) -> NewSecret {
+    NewSecret { secret: secret.expose().to_owned(), note }
+}
+
+/// Revokes a key and removes its row; when it was the last one, the whole section (its empty state).
+pub async fn revoke(
+    req: HttpRequest,
+    user: CurrentUser,
+    pool: web::Data<Pool>,
+    key_id: web::Path<i64>,
+) -> Result<HttpResponse, WebError> {
+    user.require_admin()?;
+    let (organization_id, actor, key_id) = (user.organization.id, actor(&req, &user), key_id.into_inner());
+    let key = pool.run(move |conn| api_keys::revoke(conn, organization_id, key_id, &actor).map_err(key_error)).await?;
+    tracing::info!(key_id = key.id, hint = %key.hint, "API key revoked");
+    let section = section(&pool, &user, |_| {}).await?;
+    if section.rows.is_empty() {
+        let mut response = fragment(StatusCode::OK, &section)?;
+        response.headers_mut().insert("HX-Retarget".parse().unwrap(), "#api-keys".parse().unwrap());
+        response.headers_mut().insert("HX-Reswap".parse().unwrap(), "outerHTML".parse().unwrap());
+        return Ok(response);
+    }
+    Ok(HttpResponse::Ok().content_type("text/html; charset=utf-8").finish())
+}
+
+#[derive(Deserialize)]
+pub struct RollForm {
+    #[serde(default)]
+    grace: String,
+}
+
+pub async fn roll(
+    req: HttpRequest,
+    user: CurrentUser,
+    pool: web::Data<Pool>,
+    key_id: web::Path<i64>,
+    form: web::Form<RollForm>,
+) -> Result<HttpResponse, WebError> {
+    user.require_admin()?;
+    let grace = GracePeriod::parse(&form.grace).map_err(WebError::BadRequest)?;
+    let (organization_id, actor, key_id) = (user.organization.id, actor(&req, &user), key_id.into_inner());
+    let (key, secret) =
+        pool.run(move |conn| api_keys::roll(conn, organization_id, key_id, grace, &actor).map_err(key_error)).await?;
+    tracing::info!(key_id = key.id, hint = %key.hint, replaces = key_id, "API key rolled");
+    let note = match grace {
+        GracePeriod::Now => format!("“{}” was rolled; the old key stopped working.", key.name),
+        other => format!("“{}” was rolled; the old key keeps working for {}.", key.name, other.label()),
+    };
+    let shown = shown_once(secret, note);
+    fragment(StatusCode::OK, &section(&pool, &user, move |s| s.new_secret = Some(shown)).await?)
+}
+
+fn key_error(error: KeyError) -> WebError {
+    match error {
+        KeyError::NotFound => WebError::NotFound,
+        KeyError::AlreadyRolled => WebError::BadRequest(error.to_string()),
+        KeyError::Query(e) => e.into(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "api_key_analytics.html")]
+struct AnalyticsPage {
+    layout: Layout,
+    user: CurrentUser,
+    key: KeyRow,
+    revoked: Option<Moment>,
+    hourly: BarChart,
+    daily: BarChart,
+}
+
+/// `GET /api-management/api-keys/{id}/analytics`: requests per hour (24 h) and per day (7 days).
+pub async fn analytics(
+    user: CurrentUser,
+    session: actix_session::Session,
+    pool: web::Data<Pool>,
+    key_id: web::Path<i64>,
+) -> Result<HttpResponse, WebError> {
+    let (organization_id, key_id) = (user.organization.id, key_id.into_inner());
+    let now = chrono::Utc::now().naive_utc();
+    let (key, hourly, daily) = pool
+        .run(move |conn| {
+            let key = api_keys::find(conn, organization_id, key_id)?.ok_or(WebError::NotFound)?;
+            let hourly = usage::hourly(conn, key.id, now)?;
+            let daily = usage::daily(conn, key.id, now)?;
+            Ok::<_, WebError>((key, hourly, daily))
+        })
+        .await?;
+    let revoked = key.revoked_at.map(|t| Moment::new(t, now));
+    let page = AnalyticsPage {
+        layout: Layout::new(format!("{} · Analytics", key.name), DashboardSession::new(session).ensure_csrf_token()),
+        user,
+        key: KeyRow::new(ListedKey { key, created_by: None }, now),
+        revoked,
+        hourly: BarChart::new("Requests per hour, last 24 hours (UTC)", &hourly, |b| b.start.format("%H:00").to_string(), 3),
+        daily: BarChart::new("Requests per day, last 7 days (UTC)", &daily, |b| b.start.format("%a %d").to_string(), 1),
+    };
+    render(&page)
+}
