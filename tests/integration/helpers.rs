@@ -12,6 +12,10 @@ use diesel::{Connection, PgConnection};
 use granite::app::{Application, SESSION_COOKIE};
 use granite::config::Settings;
 use granite::db::{DatabaseUrl, Pool};
+use granite::organizations::{self, OrganizationSlug};
+use granite::users::password::Password;
+use granite::users::{self, Email, Role};
+use serde_json::Value;
 
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
@@ -137,6 +141,7 @@ impl TestApp {
     }
 
     pub fn try_spawn(settings: Settings) -> Result<Self, String> {
+        capture_logs();
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
@@ -156,6 +161,22 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
+    }
+
+    /// A client of the public API sending `key` (or no key) in `X-Granite-API-Key`.
+    pub fn api(&self, key: Option<&str>) -> ApiClient {
+        ApiClient { address: self.address, key: key.map(str::to_owned), agent: Client::new(self.address).agent }
+    }
+
+    /// Adds a user straight through the domain (faster than the CLI, which has its own test).
+    pub fn add_user(&self, email: &str, password: &str, role: Role, new_organization: Option<&str>) {
+        let mut conn = self.pool.get().unwrap();
+        let organization = match new_organization {
+            Some(name) => organizations::create(&mut conn, &OrganizationSlug::from_name(name), name).unwrap(),
+            None => organizations::find_by_slug(&mut conn, organizations::DEFAULT_SLUG).unwrap().unwrap(),
+        };
+        let hash = Password::parse(password).unwrap().hash();
+        users::create(&mut conn, organization.id, &Email::parse(email).unwrap(), &hash, role).unwrap();
     }
 
     /// A browser-like client: keeps the session cookie, sends our own Origin, follows no redirects.
@@ -194,6 +215,27 @@ impl Reply {
 
     pub fn headers_named(&self, name: &str) -> Vec<&str> {
         self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+    }
+
+    /// The text of `data-testid="new-secret"`, if the reply shows a new secret.
+    pub fn new_secret(&self) -> Option<String> {
+        let marker = "data-testid=\"new-secret\"";
+        let start = self.body.find(marker)?;
+        let text_start = self.body[start..].find('>')? + start + 1;
+        Some(self.body[text_start..].split('<').next()?.to_owned())
+    }
+
+    /// The `data-id` of every row in the reply, in order.
+    pub fn row_ids(&self) -> Vec<i64> {
+        self.body
+            .split("<tr data-id=\"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next()?.parse().ok())
+            .collect()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 
     /// The value of the hidden `csrf_token` field of the page.
@@ -274,6 +316,21 @@ impl Client {
         self.post_form("/login", &[("email", email), ("password", password), ("csrf_token", &token)])
     }
 
+    /// A POST as htmx sends it from the signed-in page: form fields, the CSRF header, `HX-Request`.
+    pub fn htmx_post(&mut self, path: &str, fields: &[(&str, &str)]) -> Reply {
+        let token = self.page_csrf_token();
+        self.post_form_with(path, fields, &[("X-CSRF-Token", &token), ("HX-Request", "true")])
+    }
+
+    /// Creates an API key through the dashboard and returns (its id, the secret shown once).
+    pub fn create_api_key(&mut self, name: &str) -> (i64, String) {
+        let reply = self.htmx_post("/api-management/api-keys", &[("name", name)]);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let secret = reply.new_secret().expect("the new key is shown");
+        let id = reply.row_ids().into_iter().next().expect("a row for the key");
+        (id, secret)
+    }
+
     /// The CSRF token of the signed-in page, as htmx would send it.
     pub fn page_csrf_token(&mut self) -> String {
         let page = self.get("/api-management");
@@ -298,5 +355,71 @@ impl Client {
         }
         let body = response.body_mut().read_to_string().unwrap_or_default();
         Reply { status, headers, body }
+    }
+}
+
+pub struct ApiClient {
+    address: SocketAddr,
+    key: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl ApiClient {
+    pub fn get(&self, path: &str) -> Reply {
+        let mut request = self.agent.get(format!("http://{}{path}", self.address)).header("User-Agent", "granite-tests/1.0");
+        if let Some(key) = &self.key {
+            request = request.header("X-Granite-API-Key", key);
+        }
+        let mut response = request.call().expect("GET failed");
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+            .collect();
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        Reply { status, headers, body }
+    }
+
+    /// The `error` code of a JSON error reply, checking the contract's shape on the way.
+    pub fn error_of(&self, path: &str) -> (u16, String) {
+        let reply = self.get(path);
+        let json = reply.json();
+        assert_eq!(json["code"], reply.status, "{json}");
+        assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()), "{json}");
+        (reply.status, json["error"].as_str().unwrap_or_default().to_owned())
+    }
+}
+
+static LOGS: std::sync::OnceLock<std::sync::Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+
+/// Everything the servers of this test run logged, at debug level and up.
+pub fn logs() -> String {
+    LOGS.get().map(|buffer| String::from_utf8_lossy(&buffer.lock().unwrap()).into_owned()).unwrap_or_default()
+}
+
+fn capture_logs() {
+    LOGS.get_or_init(|| {
+        let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = LogWriter(buffer.clone());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .try_init();
+        buffer
+    });
+}
+
+#[derive(Clone)]
+struct LogWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

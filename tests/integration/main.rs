@@ -3,6 +3,7 @@
 mod helpers;
 mod webdriver;
 
+mod api_keys;
 mod browser;
 mod cli;
 mod csrf;

@@ -119,7 +119,7 @@ impl Browser {
             .unwrap_or_default()
     }
 
-    /// Waits up to 10 s for elements matching a CSS selector.
+    /// Waits up to 15 s for elements matching a CSS selector.
     pub fn wait_for_css(&self, selector: &str) -> Vec<Element> {
         self.wait_until(&format!("an element matching {selector}"), || {
             let found = self.find_all("css selector", selector);
@@ -165,17 +165,23 @@ impl Browser {
             .map(str::to_owned)
     }
 
+    /// Accepts the browser's own confirm dialog once it is open.
+    pub fn accept_dialog(&self) -> String {
+        let url = format!("{}/session/{}/alert/text", self.base, self.session);
+        let text = self.wait_until("a confirm dialog", || {
+            let mut response = self.agent.get(&url).call().ok()?;
+            (response.status().as_u16() == 200)
+                .then(|| response.body_mut().read_json::<Value>().ok())
+                .flatten()
+                .and_then(|v| v["value"].as_str().map(str::to_owned))
+        });
+        self.session_command("POST", "/alert/accept", None);
+        text
+    }
+
     /// Runs a script in the page and returns its result.
     pub fn execute(&self, script: &str) -> Value {
         self.session_command("POST", "/execute/sync", Some(json!({ "script": script, "args": [] })))
-    }
-
-    pub fn cookie_names(&self) -> Vec<String> {
-        let cookies = self.session_command("GET", "/cookie", None);
-        cookies
-            .as_array()
-            .map(|all| all.iter().filter_map(|c| c["name"].as_str().map(str::to_owned)).collect())
-            .unwrap_or_default()
     }
 
     /// Saves a PNG of the viewport under target/screenshots/ (for people reviewing what a test saw).
@@ -189,12 +195,12 @@ impl Browser {
     }
 
     pub fn wait_until<T>(&self, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(found) = probe() {
                 return found;
             }
-            assert!(Instant::now() < deadline, "waited 10 s for {what} on {}", self.current_url());
+            assert!(Instant::now() < deadline, "waited 15 s for {what} on {}", self.current_url());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
