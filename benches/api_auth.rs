@@ -1,0 +1,67 @@
+//! Throughput of authenticated public API calls against unauthenticated routes of the same server, in
+//! the same run: `cargo bench --bench api_auth`.
+//!
+//! Routes: `/static/favicon.svg` (no database: the bare cost of a request through every middleware),
+//! `/healthz` (one database round trip), `GET /api/me` with a valid key (checksum, hash, one indexed
+//! lookup, usage tally) and with malformed keys (refused by checksum, no database work).
+//! Logging is off (no subscriber), as it would cost every route alike.
+
+mod support;
+
+use std::time::Duration;
+
+use granite::api_keys::{self, KeyName};
+use granite::audit::Actor;
+use granite::db::DatabaseUrl;
+use support::{Server, get, measure, median};
+
+const THREADS: usize = 4;
+const ROUND: Duration = Duration::from_secs(2);
+const ROUNDS: usize = 3;
+
+fn bench(label: &str, url: DatabaseUrl) {
+    let server = Server::start(url);
+    let secret = {
+        let mut conn = server.pool.get().unwrap();
+        let actor = Actor { user_id: 1, email: "bench@example.com".into(), source_ip: None };
+        let (_, secret) = api_keys::create(&mut conn, 1, &KeyName::parse("bench").unwrap(), &actor).unwrap();
+        secret.expose().to_owned()
+    };
+    let mut malformed = secret.clone();
+    malformed.replace_range(20..21, if &secret[20..21] == "x" { "y" } else { "x" });
+    let base = format!("http://{}", server.address);
+    let routes = [
+        ("static file (no database)", get(format!("{base}/static/favicon.svg"), vec![]), 200),
+        ("/healthz (database ping)", get(format!("{base}/healthz"), vec![]), 200),
+        ("/api/me, valid key", get(format!("{base}/api/me"), vec![("X-Granite-API-Key", secret)]), 200),
+        ("/api/me, malformed key", get(format!("{base}/api/me"), vec![("X-Granite-API-Key", malformed)]), 401),
+    ];
+    // Warm-up: connections, pool, caches.
+    for (_, request, expect) in &routes {
+        measure(THREADS, Duration::from_millis(300), *expect, request.clone());
+    }
+    let mut samples = vec![Vec::new(); routes.len()];
+    for _ in 0..ROUNDS {
+        for (i, (_, request, expect)) in routes.iter().enumerate() {
+            samples[i].push(measure(THREADS, ROUND, *expect, request.clone()));
+        }
+    }
+    let rates: Vec<f64> = samples.into_iter().map(median).collect();
+    println!("\n{label}: {THREADS} keep-alive clients, median of {ROUNDS} rounds of {}s", ROUND.as_secs());
+    for ((name, _, _), rate) in routes.iter().zip(&rates) {
+        println!("  {name:<28} {rate:>9.0} req/s");
+    }
+    let (static_rate, health_rate, valid, malformed) = (rates[0], rates[1], rates[2], rates[3]);
+    println!("  ratio valid key / static file:      {:.2} (goal ≥ 0.60)", valid / static_rate);
+    println!("  ratio malformed key / static file:  {:.2} (goal ≥ 0.90)", malformed / static_rate);
+    println!("  ratio valid key / healthz:          {:.2}", valid / health_rate);
+    println!("  ratio malformed key / healthz:      {:.2}", malformed / health_rate);
+}
+
+fn main() {
+    bench("SQLite", support::sqlite_url());
+    match support::postgres_url() {
+        Some(url) => bench("PostgreSQL", url),
+        None => println!("\nPostgreSQL: not reachable (GRANITE_BENCH_POSTGRES_URL), skipped"),
+    }
+}

@@ -1,0 +1,109 @@
+//! Shared by the benchmarks: a server started exactly as `granite serve` starts it, and a closed-loop
+//! load generator on loopback that reports requests per second.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use granite::app::Application;
+use granite::config::Settings;
+use granite::db::{DatabaseUrl, Pool};
+
+pub struct Server {
+    pub address: SocketAddr,
+    pub pool: Pool,
+    handle: actix_web::dev::ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn start(url: DatabaseUrl) -> Self {
+        let mut settings = Settings::new(url, "127.0.0.1:0".parse().unwrap());
+        settings.admin_email = Some("bench@example.com".into());
+        settings.admin_password = Some("benchmark password".into());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let app = Application::build(settings).await.expect("server starts");
+                tx.send((app.address(), app.pool().clone(), app.handle())).unwrap();
+                app.run_until_stopped().await.unwrap();
+            })
+        });
+        let (address, pool, handle) = rx.recv().unwrap();
+        Self { address, pool, handle, thread: Some(thread) }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        actix_web::rt::System::new().block_on(self.handle.stop(true));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A fresh database for one benchmark run: a temporary SQLite file, or a new PostgreSQL schema.
+pub fn sqlite_url() -> DatabaseUrl {
+    let dir = std::env::temp_dir().join(format!("granite-bench-{}", granite::secret::random_base62(8)));
+    DatabaseUrl::parse(&format!("sqlite://{}/bench.db", dir.display())).unwrap()
+}
+
+pub fn postgres_url() -> Option<DatabaseUrl> {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    let base = std::env::var("GRANITE_BENCH_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let mut conn = diesel::PgConnection::establish(&base).ok()?;
+    let schema = format!("bench_{}", granite::secret::random_base62(10).to_lowercase());
+    conn.batch_execute(&format!("CREATE SCHEMA {schema}")).ok()?;
+    DatabaseUrl::parse(&format!("{base}?options=-csearch_path%3D{schema}")).ok()
+}
+
+/// One request a load thread sends over and over.
+pub type Request = Arc<dyn Fn(&ureq::Agent) -> u16 + Send + Sync>;
+
+/// Closed loop: `threads` clients, each with its own keep-alive connection, send `request` for
+/// `duration`; returns requests per second. Every answer must have status `expect`.
+pub fn measure(threads: usize, duration: Duration, expect: u16, request: Request) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (stop, done, request) = (stop.clone(), done.clone(), request.clone());
+            std::thread::spawn(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+                while !stop.load(Ordering::Relaxed) {
+                    let status = request(&agent);
+                    assert_eq!(status, expect, "unexpected status during the benchmark");
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(duration);
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+pub fn get(url: String, headers: Vec<(&'static str, String)>) -> Request {
+    Arc::new(move |agent: &ureq::Agent| {
+        let mut request = agent.get(&url);
+        for (name, value) in &headers {
+            request = request.header(*name, value);
+        }
+        let mut response = request.call().expect("request sent");
+        let _ = response.body_mut().read_to_vec();
+        response.status().as_u16()
+    })
+}
+
+/// Median of several rounds, measured interleaved so drift affects every route alike.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    values[values.len() / 2]
+}
