@@ -61,6 +61,17 @@ fn a_new_key_is_shown_once_and_only_its_hash_is_kept(backend: Backend) {
     // Newest first.
     let (second, _) = admin.create_api_key("reporting");
     assert_eq!(admin.get("/api-management").row_ids(), [second, id]);
+
+    // From 90 days on, a key asks to be rotated.
+    assert!(!admin.get("/api-management").body.contains(">Rotate</span>"));
+    let long_ago = chrono::Utc::now().naive_utc() - chrono::Duration::days(91);
+    diesel::update(api_keys::table.find(id))
+        .set(api_keys::created_at.eq(long_ago))
+        .execute(&mut *app.pool.get().unwrap())
+        .unwrap();
+    let page = admin.get("/api-management");
+    assert!(page.body.contains("title=\"Created 91 days ago. Roll it to rotate without downtime.\">Rotate</span>"));
+    assert!(page.body.contains("3 months ago"));
 }
 
 fn key_names_are_checked_and_bad_ones_change_nothing(backend: Backend) {
