@@ -1,10 +1,14 @@
-//! Driver machines and the rule that turns their last contact into a status (contract: "Machine status").
+//! Driver machines: what they tell us about themselves, their heartbeats, and the rule that turns their
+//! last contact into a status (contract: "Machine status").
+
+use std::net::IpAddr;
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use crate::db::DbConnection;
-use crate::db::schema::machines;
+use crate::audit::{self, Actor};
+use crate::db::schema::{machines, runs};
+use crate::db::{DbConnection, write_transaction};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MachineStatus {
@@ -17,6 +21,8 @@ pub enum MachineStatus {
 }
 
 impl MachineStatus {
+    pub const ALL: [MachineStatus; 3] = [Self::Online, Self::Busy, Self::Offline];
+
     pub fn from_last_seen(
         last_seen_at: Option<NaiveDateTime>,
         has_running_job: bool,
@@ -30,29 +36,348 @@ impl MachineStatus {
             _ => Self::Offline,
         }
     }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// As in `data-status` and filters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Online => "online",
+            Self::Busy => "busy",
+            Self::Offline => "offline",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Online => "Online",
+            Self::Busy => "Busy",
+            Self::Offline => "Offline",
+        }
+    }
 }
 
-/// Machines Online and Busy right now (together: Active Drivers).
+#[derive(Clone, Debug, Queryable, Selectable)]
+#[diesel(table_name = machines)]
+pub struct Machine {
+    pub id: i64,
+    pub organization_id: i64,
+    pub name: String,
+    pub os_version: String,
+    pub ip_address: String,
+    pub capabilities: String,
+    pub driver_version: String,
+    pub credential_hash: String,
+    pub enrollment_token_id: Option<i64>,
+    pub enrolled_at: NaiveDateTime,
+    pub last_seen_at: Option<NaiveDateTime>,
+    pub reported_status: String,
+    pub current_run_id: Option<i64>,
+    pub removed_at: Option<NaiveDateTime>,
+    pub removed_by_user_id: Option<i64>,
+}
+
+impl Machine {
+    pub fn status(&self, now: NaiveDateTime, offline_after: chrono::Duration) -> MachineStatus {
+        MachineStatus::from_last_seen(self.last_seen_at, self.current_run_id.is_some(), now, offline_after)
+    }
+
+    pub fn capability_list(&self) -> Vec<String> {
+        serde_json::from_str(&self.capabilities).unwrap_or_default()
+    }
+}
+
+/// What a driver says about itself at enrollment. Every field is untrusted: checked and bounded here,
+/// escaped wherever it is shown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MachineProfile {
+    pub name: String,
+    pub os_version: String,
+    pub ip_address: String,
+    pub capabilities: Vec<String>,
+    pub driver_version: String,
+}
+
+pub const MAX_CAPABILITIES: usize = 32;
+
+impl MachineProfile {
+    pub fn parse(
+        name: &str,
+        os_version: &str,
+        ip_address: Option<&str>,
+        request_ip: Option<IpAddr>,
+        capabilities: &[String],
+        driver_version: &str,
+    ) -> Result<Self, String> {
+        let name = bounded("name", name, 1, 100)?;
+        let os_version = bounded("os_version", os_version, 0, 100)?;
+        let driver_version = bounded("driver_version", driver_version, 0, 50)?;
+        let ip_address = match ip_address.map(str::trim).filter(|ip| !ip.is_empty()) {
+            Some(text) => text
+                .parse::<IpAddr>()
+                .map_err(|_| format!("ip_address \"{}\" is not an IP address", text.chars().take(60).collect::<String>()))?
+                .to_string(),
+            None => request_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        };
+        let capabilities = parse_capabilities(capabilities)?;
+        Ok(Self { name, os_version, ip_address, capabilities, driver_version })
+    }
+}
+
+fn bounded(field: &str, text: &str, min: usize, max: usize) -> Result<String, String> {
+    let text = text.trim();
+    let chars = text.chars().count();
+    if chars < min || chars > max {
+        return Err(if min > 0 {
+            format!("{field} must be {min} to {max} characters")
+        } else {
+            format!("{field} must be at most {max} characters")
+        });
+    }
+    if text.chars().any(char::is_control) {
+        return Err(format!("{field} must not contain control characters"));
+    }
+    Ok(text.to_owned())
+}
+
+/// Capabilities (and a run's `requires`): at most 32 short names of letters, digits and `._:+-`,
+/// de-duplicated, order kept.
+pub fn parse_capabilities(items: &[String]) -> Result<Vec<String>, String> {
+    if items.len() > MAX_CAPABILITIES {
+        return Err(format!("at most {MAX_CAPABILITIES} capabilities"));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(items.len());
+    for item in items {
+        let item = item.trim();
+        let valid = !item.is_empty()
+            && item.len() <= 50
+            && item.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:+-".contains(&b));
+        if !valid {
+            return Err("each capability is 1–50 letters, digits or . _ : + -".into());
+        }
+        if !out.iter().any(|c| c == item) {
+            out.push(item.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+pub fn insert(
+    conn: &mut DbConnection,
+    organization_id: i64,
+    profile: &MachineProfile,
+    credential_hash: &str,
+    enrollment_token_id: i64,
+    now: NaiveDateTime,
+) -> QueryResult<Machine> {
+    diesel::insert_into(machines::table)
+        .values((
+            machines::organization_id.eq(organization_id),
+            machines::name.eq(&profile.name),
+            machines::os_version.eq(&profile.os_version),
+            machines::ip_address.eq(&profile.ip_address),
+            machines::capabilities.eq(serde_json::to_string(&profile.capabilities).expect("strings serialize")),
+            machines::driver_version.eq(&profile.driver_version),
+            machines::credential_hash.eq(credential_hash),
+            machines::enrollment_token_id.eq(enrollment_token_id),
+            machines::enrolled_at.eq(now),
+            machines::last_seen_at.eq(now),
+        ))
+        .returning(machines::all_columns)
+        .get_result::<Machine>(conn)
+}
+
+/// Why a machine credential was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredentialRejection {
+    Unknown,
+    Removed,
+}
+
+/// Authenticates a driver call and records the contact in one statement: last seen (and, for a
+/// heartbeat, the reported status) of the live machine with this credential.
+pub fn touch(
+    conn: &mut DbConnection,
+    credential_hash: &str,
+    reported_status: Option<&str>,
+    now: NaiveDateTime,
+) -> QueryResult<Result<Machine, CredentialRejection>> {
+    let live = machines::table.filter(machines::credential_hash.eq(credential_hash)).filter(machines::removed_at.is_null());
+    let updated = match reported_status {
+        Some(status) => diesel::update(live)
+            .set((machines::last_seen_at.eq(now), machines::reported_status.eq(status)))
+            .returning(machines::all_columns)
+            .get_result::<Machine>(conn)
+            .optional()?,
+        None => diesel::update(live)
+            .set(machines::last_seen_at.eq(now))
+            .returning(machines::all_columns)
+            .get_result::<Machine>(conn)
+            .optional()?,
+    };
+    if let Some(machine) = updated {
+        return Ok(Ok(machine));
+    }
+    let removed: i64 = machines::table
+        .filter(machines::credential_hash.eq(credential_hash))
+        .count()
+        .get_result(conn)?;
+    Ok(Err(if removed > 0 { CredentialRejection::Removed } else { CredentialRejection::Unknown }))
+}
+
+/// Public ids of the running runs of this machine that were asked to stop.
+pub fn cancelled_runs(conn: &mut DbConnection, machine_id: i64) -> QueryResult<Vec<String>> {
+    runs::table
+        .filter(runs::machine_id.eq(machine_id))
+        .filter(runs::status.eq("running"))
+        .filter(runs::cancel_requested_at.is_not_null())
+        .select(runs::public_id)
+        .load(conn)
+}
+
+pub fn find(conn: &mut DbConnection, organization_id: i64, machine_id: i64) -> QueryResult<Option<Machine>> {
+    machines::table
+        .filter(machines::id.eq(machine_id))
+        .filter(machines::organization_id.eq(organization_id))
+        .filter(machines::removed_at.is_null())
+        .select(Machine::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Removes a machine: its credential is refused from now on and its running job goes back to the queue.
+pub fn remove(conn: &mut DbConnection, organization_id: i64, machine_id: i64, actor: &Actor) -> QueryResult<Option<Machine>> {
+    write_transaction(conn, |conn| {
+        let Some(machine) = find(conn, organization_id, machine_id)? else { return Ok(None) };
+        let now = chrono::Utc::now().naive_utc();
+        diesel::update(machines::table.find(machine.id))
+            .set((
+                machines::removed_at.eq(now),
+                machines::removed_by_user_id.eq(actor.user_id),
+                machines::current_run_id.eq(None::<i64>),
+            ))
+            .execute(conn)?;
+        let requeued = diesel::update(
+            runs::table.filter(runs::machine_id.eq(machine.id)).filter(runs::status.eq("running")),
+        )
+        .set((runs::status.eq("queued"), runs::machine_id.eq(None::<i64>), runs::started_at.eq(None::<NaiveDateTime>)))
+        .execute(conn)?;
+        audit::record(conn, actor.event(organization_id, "machine_removed", "machine", machine.id, serde_json::json!({
+            "name": machine.name, "requeued_runs": requeued,
+        })))?;
+        Ok(Some(machine))
+    })
+}
+
+/// Machines Online and Busy right now (together: Active Drivers), and Offline.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ActiveCounts {
+pub struct StatusCounts {
     pub online: i64,
     pub busy: i64,
+    pub offline: i64,
 }
 
-pub fn count_active(
+impl StatusCounts {
+    pub fn total(&self) -> i64 {
+        self.online + self.busy + self.offline
+    }
+
+    pub fn of(&self, status: &MachineStatus) -> i64 {
+        match status {
+            MachineStatus::Online => self.online,
+            MachineStatus::Busy => self.busy,
+            MachineStatus::Offline => self.offline,
+        }
+    }
+}
+
+/// The live machines of an organization, as a query to narrow further.
+fn live(organization_id: i64) -> machines::BoxedQuery<'static, crate::db::DbConnectionBackend> {
+    machines::table
+        .filter(machines::organization_id.eq(organization_id))
+        .filter(machines::removed_at.is_null())
+        .into_boxed()
+}
+
+/// The status rule of [`MachineStatus::from_last_seen`], as a filter.
+fn with_status(
+    query: machines::BoxedQuery<'static, crate::db::DbConnectionBackend>,
+    status: MachineStatus,
+    cutoff: NaiveDateTime,
+) -> machines::BoxedQuery<'static, crate::db::DbConnectionBackend> {
+    match status {
+        MachineStatus::Online => query.filter(machines::last_seen_at.gt(cutoff)).filter(machines::current_run_id.is_null()),
+        MachineStatus::Busy => query.filter(machines::last_seen_at.gt(cutoff)).filter(machines::current_run_id.is_not_null()),
+        MachineStatus::Offline => query.filter(machines::last_seen_at.is_null().or(machines::last_seen_at.le(cutoff))),
+    }
+}
+
+pub fn count_by_status(
     conn: &mut DbConnection,
     organization_id: i64,
     now: NaiveDateTime,
     offline_after: chrono::Duration,
-) -> QueryResult<ActiveCounts> {
-    // The same rule as `MachineStatus::from_last_seen`, as a query: contact within the window.
-    let in_contact = machines::table
-        .filter(machines::organization_id.eq(organization_id))
-        .filter(machines::removed_at.is_null())
-        .filter(machines::last_seen_at.gt(now - offline_after));
-    let active: i64 = in_contact.count().get_result(conn)?;
-    let busy: i64 = in_contact.filter(machines::current_run_id.is_not_null()).count().get_result(conn)?;
-    Ok(ActiveCounts { online: active - busy, busy })
+) -> QueryResult<StatusCounts> {
+    let cutoff = now - offline_after;
+    let count = |conn: &mut DbConnection, status| -> QueryResult<i64> {
+        with_status(live(organization_id), status, cutoff).count().get_result(conn)
+    };
+    Ok(StatusCounts {
+        online: count(conn, MachineStatus::Online)?,
+        busy: count(conn, MachineStatus::Busy)?,
+        offline: count(conn, MachineStatus::Offline)?,
+    })
+}
+
+diesel::define_sql_function! {
+    /// SQL `lower()`, on both backends (`ilike` is PostgreSQL only).
+    fn lower(text: diesel::sql_types::Text) -> diesel::sql_types::Text;
+}
+
+/// What the VM Machines list shows: optionally one status, optionally names containing some text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MachineFilter {
+    pub status: Option<MachineStatus>,
+    pub name_contains: String,
+}
+
+/// One page of machines, by name, and how many match in all.
+pub fn list(
+    conn: &mut DbConnection,
+    organization_id: i64,
+    filter: &MachineFilter,
+    now: NaiveDateTime,
+    offline_after: chrono::Duration,
+    offset: i64,
+    limit: i64,
+) -> QueryResult<(Vec<Machine>, i64)> {
+    let cutoff = now - offline_after;
+    let filtered = || {
+        let mut query = live(organization_id);
+        if let Some(status) = filter.status {
+            query = with_status(query, status, cutoff);
+        }
+        let needle = filter.name_contains.trim();
+        if !needle.is_empty() {
+            let pattern = format!("%{}%", escape_like(&needle.to_lowercase()));
+            query = query.filter(lower(machines::name).like(pattern).escape('\\'));
+        }
+        query
+    };
+    let total = filtered().count().get_result(conn)?;
+    let page = filtered()
+        .order((machines::name.asc(), machines::id.asc()))
+        .offset(offset)
+        .limit(limit)
+        .select(Machine::as_select())
+        .load(conn)?;
+    Ok((page, total))
+}
+
+fn escape_like(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
 #[cfg(test)]
@@ -69,5 +394,30 @@ mod tests {
         assert_eq!(MachineStatus::from_last_seen(recent, true, now, window), MachineStatus::Busy);
         assert_eq!(MachineStatus::from_last_seen(stale, true, now, window), MachineStatus::Offline);
         assert_eq!(MachineStatus::from_last_seen(None, false, now, window), MachineStatus::Offline);
+    }
+
+    #[test]
+    fn profiles_are_checked_and_bounded() {
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        let caps = vec!["windows".to_owned(), "chrome".to_owned(), "windows".to_owned()];
+        let profile = MachineProfile::parse(" vm-01 ", "Windows 11", None, Some(ip), &caps, "1.2.0").unwrap();
+        assert_eq!(profile.name, "vm-01");
+        assert_eq!(profile.ip_address, "10.1.2.3", "taken from the request when not given");
+        assert_eq!(profile.capabilities, ["windows", "chrome"]);
+        let given = MachineProfile::parse("vm", "", Some("192.168.0.9"), Some(ip), &[], "").unwrap();
+        assert_eq!(given.ip_address, "192.168.0.9");
+        assert!(MachineProfile::parse("", "", None, None, &[], "").is_err());
+        assert!(MachineProfile::parse(&"x".repeat(101), "", None, None, &[], "").is_err());
+        assert!(MachineProfile::parse("vm", "", Some("not-an-ip"), None, &[], "").is_err());
+        assert!(MachineProfile::parse("vm\u{7}", "", None, None, &[], "").is_err());
+        assert!(MachineProfile::parse("vm", "", None, None, &["has space".into()], "").is_err());
+        assert!(MachineProfile::parse("vm", "", None, None, &vec!["c".into(); 33], "").is_err());
+        // Markup is just text: it is kept as typed and escaped when shown.
+        assert!(MachineProfile::parse("<img src=x onerror=alert(1)>", "", None, None, &[], "").is_ok());
+    }
+
+    #[test]
+    fn like_patterns_are_escaped() {
+        assert_eq!(escape_like("50%_a\\b"), "50\\%\\_a\\\\b");
     }
 }

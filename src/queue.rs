@@ -55,14 +55,14 @@ impl QueueStatus {
             .filter_map(|(created, started)| started.map(|s| (s - created).as_seconds_f64()))
             .collect();
         let avg_wait_seconds = (!waits.is_empty()).then(|| waits.iter().sum::<f64>() / waits.len() as f64);
-        let active = machines::count_active(conn, organization_id, now, offline_after)?;
+        let machines = machines::count_by_status(conn, organization_id, now, offline_after)?;
         Ok(Self {
             jobs_queued,
             jobs_running,
             oldest_queued_seconds,
             avg_wait_seconds,
-            active_drivers: active.online + active.busy,
-            busy_drivers: active.busy,
+            active_drivers: machines.online + machines.busy,
+            busy_drivers: machines.busy,
         })
     }
 

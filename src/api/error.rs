@@ -1,6 +1,7 @@
 //! Errors of the public and driver APIs, as the contract spells them:
 //! `{"error": "<code>", "message": "<human sentence>", "code": <HTTP status>}`.
 
+use actix_web::error::JsonPayloadError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
@@ -20,6 +21,24 @@ pub enum ApiError {
     ExpiredApiKey,
     #[error("Not found.")]
     NotFound,
+    #[error("The enrollment token is malformed: it is not an enroll_ token with a valid checksum.")]
+    MalformedToken,
+    #[error("The enrollment token is not valid.")]
+    InvalidToken,
+    #[error("The enrollment token has already been used. Ask an admin for a new one.")]
+    TokenUsed,
+    #[error("The enrollment token has expired. Ask an admin for a new one.")]
+    TokenExpired,
+    #[error("The enrollment token has been revoked. Ask an admin for a new one.")]
+    TokenRevoked,
+    #[error("Send the machine credential as Authorization: Bearer gd_….")]
+    MissingCredential,
+    #[error("The machine credential is malformed: it is not a gd_ credential with a valid checksum.")]
+    MalformedCredential,
+    #[error("The machine credential is not valid.")]
+    InvalidCredential,
+    #[error("This machine was removed by an admin. Enroll it again with a new token to bring it back.")]
+    MachineRemoved,
     #[error("{0}")]
     InvalidRequest(String),
     #[error("The request body is larger than 1 MiB.")]
@@ -45,6 +64,15 @@ impl ApiError {
             Self::RevokedApiKey => "revoked_api_key",
             Self::ExpiredApiKey => "expired_api_key",
             Self::NotFound => "not_found",
+            Self::MalformedToken => "malformed_token",
+            Self::InvalidToken => "invalid_token",
+            Self::TokenUsed => "token_used",
+            Self::TokenExpired => "token_expired",
+            Self::TokenRevoked => "token_revoked",
+            Self::MissingCredential => "missing_credential",
+            Self::MalformedCredential => "malformed_credential",
+            Self::InvalidCredential => "invalid_credential",
+            Self::MachineRemoved => "machine_removed",
             Self::InvalidRequest(_) => "invalid_request",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -60,7 +88,14 @@ impl ResponseError for ApiError {
             | Self::MalformedApiKey
             | Self::InvalidApiKey
             | Self::RevokedApiKey
-            | Self::ExpiredApiKey => StatusCode::UNAUTHORIZED,
+            | Self::ExpiredApiKey
+            | Self::MalformedToken
+            | Self::InvalidToken
+            | Self::MissingCredential
+            | Self::MalformedCredential
+            | Self::InvalidCredential
+            | Self::MachineRemoved => StatusCode::UNAUTHORIZED,
+            Self::TokenUsed | Self::TokenExpired | Self::TokenRevoked => StatusCode::GONE,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -79,6 +114,29 @@ impl ResponseError for ApiError {
             "message": self.to_string(),
             "code": status.as_u16(),
         }))
+    }
+}
+
+/// Bodies that do not parse: too large, not JSON, or not the shape the endpoint expects. The parser's
+/// own message is only passed on where it cannot echo the body back (it could hold a secret).
+pub fn from_json_error(error: JsonPayloadError) -> ApiError {
+    match error {
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => ApiError::PayloadTooLarge,
+        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+        JsonPayloadError::Deserialize(e) => {
+            let message = e.to_string();
+            if message.starts_with("missing field") || message.starts_with("unknown field") {
+                let field = message.split(" at line").next().unwrap_or(&message);
+                ApiError::InvalidRequest(format!("The body is not valid: {field}."))
+            } else {
+                ApiError::InvalidRequest(format!(
+                    "The body is not the JSON this endpoint expects (line {}, column {}).",
+                    e.line(),
+                    e.column()
+                ))
+            }
+        }
+        _ => ApiError::InvalidRequest("The body could not be read.".into()),
     }
 }
 

@@ -2,15 +2,25 @@
 //! errors per the contract.
 
 pub mod auth;
+pub mod driver;
 pub mod error;
 pub mod me;
 pub mod queue;
 
 use actix_web::web;
 
+/// Request bodies: JSON only, at most 1 MiB.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    let json = web::JsonConfig::default()
+        .limit(MAX_BODY_BYTES)
+        .error_handler(|error, _req| error::from_json_error(error).into());
     cfg.service(
         web::scope("/api")
+            .app_data(json)
+            .route("/v1/driver/enroll", web::post().to(driver::enroll))
+            .route("/v1/driver/heartbeat", web::post().to(driver::heartbeat))
             .route("/me", web::get().to(me::show))
             .route("/queue", web::get().to(queue::show))
             .default_service(web::to(error::not_found)),

@@ -21,6 +21,9 @@ pub enum DbConnection {
     Sqlite(diesel::SqliteConnection),
 }
 
+/// The backend type of [`DbConnection`], for boxed queries.
+pub type DbConnectionBackend = <DbConnection as diesel::Connection>::Backend;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("database unavailable: {0}")]
@@ -180,6 +183,42 @@ impl Pool {
             tracing::info!(applied, "database migrations applied");
         }
         Ok(())
+    }
+}
+
+/// A transaction that will write. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`), so
+/// concurrent writers queue on the busy timeout instead of failing when a read lock cannot be upgraded;
+/// on PostgreSQL it is an ordinary transaction. Nested `transaction` calls inside become savepoints.
+pub fn write_transaction<T, E, F>(conn: &mut DbConnection, work: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    if matches!(conn, DbConnection::Postgres(_)) {
+        return conn.transaction(work);
+    }
+    // The enum delegates its transaction state to the inner connection, so a transaction begun on the
+    // inner one is the enum's transaction too.
+    fn inner(conn: &mut DbConnection) -> &mut diesel::SqliteConnection {
+        match conn {
+            DbConnection::Sqlite(sqlite) => sqlite,
+            DbConnection::Postgres(_) => unreachable!("only called for SQLite"),
+        }
+    }
+    AnsiTransactionManager::begin_transaction_sql(inner(conn), "BEGIN IMMEDIATE")?;
+    match work(conn) {
+        Ok(value) => match AnsiTransactionManager::commit_transaction(inner(conn)) {
+            Ok(()) => Ok(value),
+            Err(error) => {
+                let _ = AnsiTransactionManager::rollback_transaction(inner(conn));
+                Err(error.into())
+            }
+        },
+        Err(error) => {
+            let _ = AnsiTransactionManager::rollback_transaction(inner(conn));
+            Err(error)
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::auth::CurrentUser;
 use super::charts::BarChart;
 use super::error::WebError;
-use super::layout::{Layout, render, render_with_status};
+use super::layout::{Layout, NewSecret, render, render_with_status};
 use super::session::DashboardSession;
 use super::time::{Moment, duration_words};
 use super::{actor, is_htmx};
@@ -55,12 +55,6 @@ impl KeyRow {
             expires: key.expires_at.map(|t| Moment::new(t, now)),
         }
     }
-}
-
-/// A secret just created, for its one showing.
-pub struct NewSecret {
-    pub secret: String,
-    pub note: String,
 }
 
 pub struct ApiKeysSection {
@@ -152,7 +146,7 @@ pub async fn create(
 }
 
 fn shown_once(secret: Secret, note: String) -> NewSecret {
-    NewSecret { secret: secret.expose().to_owned(), note }
+    NewSecret { element_id: "new-api-key", secret: secret.expose().to_owned(), note, command: None }
 }
 
 /// Revokes a key and removes its row; when it was the last one, the whole section (its empty state).

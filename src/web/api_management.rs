@@ -6,6 +6,8 @@ use askama::Template;
 
 use super::api_keys::ApiKeysSection;
 use super::auth::CurrentUser;
+use super::enrollment_tokens::EnrollmentTokensSection;
+use super::machines::MachinesSection;
 use super::error::WebError;
 use super::layout::{Layout, render};
 use super::login::see_other;
@@ -20,6 +22,8 @@ struct ApiManagementPage {
     layout: Layout,
     user: CurrentUser,
     api_keys: ApiKeysSection,
+    enrollment_tokens: EnrollmentTokensSection,
+    machines: MachinesSection,
     queue: QueueStatus,
 }
 
@@ -35,14 +39,24 @@ pub async fn page(
 ) -> Result<HttpResponse, WebError> {
     let offline_after = settings.offline_after();
     let for_load = user.clone();
-    let (api_keys, queue) = pool
+    let default_token_hours = settings.enrollment_ttl_hours as i64;
+    let (api_keys, enrollment_tokens, machines, queue) = pool
         .run(move |conn| {
             let now = chrono::Utc::now().naive_utc();
             let api_keys = ApiKeysSection::load(conn, &for_load, now)?;
+            let enrollment_tokens = EnrollmentTokensSection::load(conn, &for_load, default_token_hours, now)?;
+            let machines = MachinesSection::load(conn, &for_load, now, offline_after)?;
             let queue = QueueStatus::load(conn, for_load.organization.id, now, offline_after)?;
-            Ok::<_, WebError>((api_keys, queue))
+            Ok::<_, WebError>((api_keys, enrollment_tokens, machines, queue))
         })
         .await?;
     let csrf_token = DashboardSession::new(session).ensure_csrf_token();
-    render(&ApiManagementPage { layout: Layout::new("API Management", csrf_token), user, api_keys, queue })
+    render(&ApiManagementPage {
+        layout: Layout::new("API Management", csrf_token),
+        user,
+        api_keys,
+        enrollment_tokens,
+        machines,
+        queue,
+    })
 }

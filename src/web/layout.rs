@@ -24,6 +24,16 @@ impl Layout {
     }
 }
 
+/// A secret just created, for its one showing (`templates/fragments/new_secret.html`).
+pub struct NewSecret {
+    /// Unique on the page, for the copy button.
+    pub element_id: &'static str,
+    pub secret: String,
+    pub note: String,
+    /// A command that uses the secret, shown (and copyable) beside it.
+    pub command: Option<String>,
+}
+
 /// Renders a page or fragment template as an HTML response.
 pub fn render(template: &impl Template) -> Result<HttpResponse, WebError> {
     Ok(HttpResponse::Ok().content_type(ContentType::html()).body(template.render()?))

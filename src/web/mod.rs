@@ -7,10 +7,13 @@ pub mod assets;
 pub mod auth;
 pub mod charts;
 pub mod csrf;
+pub mod enrollment_tokens;
 pub mod error;
 pub mod health;
 pub mod layout;
 pub mod login;
+pub mod machines;
+pub mod queue_status;
 pub mod request_log;
 pub mod session;
 pub mod session_key;
@@ -38,7 +41,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/api-management/api-keys", web::post().to(api_keys::create))
                 .route("/api-management/api-keys/{id}/revoke", web::post().to(api_keys::revoke))
                 .route("/api-management/api-keys/{id}/roll", web::post().to(api_keys::roll))
-                .route("/api-management/api-keys/{id}/analytics", web::get().to(api_keys::analytics)),
+                .route("/api-management/api-keys/{id}/analytics", web::get().to(api_keys::analytics))
+                .route("/api-management/enrollment-tokens", web::get().to(enrollment_tokens::show))
+                .route("/api-management/enrollment-tokens", web::post().to(enrollment_tokens::create))
+                .route("/api-management/enrollment-tokens/{id}/revoke", web::post().to(enrollment_tokens::revoke))
+                .route("/api-management/machines/list", web::get().to(machines::list))
+                .route("/api-management/machines/{id}", web::get().to(machines::detail))
+                .route("/api-management/machines/{id}/remove", web::post().to(machines::remove))
+                .route("/api-management/queue", web::get().to(queue_status::show)),
         );
 }
 

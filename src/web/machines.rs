@@ -1,0 +1,306 @@
+//! The VM Machines section: live status of the fleet (refreshed by htmx every few seconds), counts per
+//! status, filter and search, pages, removal in place; and each machine's detail page.
+
+use std::collections::HashMap;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use chrono::NaiveDateTime;
+use serde::{Deserialize, Serialize};
+
+use super::auth::CurrentUser;
+use super::error::WebError;
+use super::layout::{Layout, render, render_with_status};
+use super::session::DashboardSession;
+use super::time::Moment;
+use super::{actor, is_htmx};
+use crate::config::Settings;
+use crate::db::{DbConnection, Pool};
+use crate::enrollment;
+use crate::machines::{self, Machine, MachineFilter, MachineStatus, StatusCounts};
+use crate::runs::{self, RunSummary};
+
+pub const PAGE_SIZE: i64 = 50;
+/// How often an open page refreshes the list (the contract asks for at most 5 s).
+pub const REFRESH_SECONDS: u32 = 4;
+
+pub struct MachineRow {
+    pub id: i64,
+    pub name: String,
+    pub status: MachineStatus,
+    pub last_seen: Option<Moment>,
+    pub current_job: Option<String>,
+    pub os_version: String,
+    pub ip_address: String,
+}
+
+impl MachineRow {
+    fn new(machine: Machine, jobs: &HashMap<i64, RunSummary>, now: NaiveDateTime, offline_after: chrono::Duration) -> Self {
+        let status = machine.status(now, offline_after);
+        let current_job = machine
+            .current_run_id
+            .filter(|_| status == MachineStatus::Busy)
+            .and_then(|id| jobs.get(&id))
+            .map(|run| format!("{} ({})", run.endpoint, run.public_id));
+        Self {
+            id: machine.id,
+            status,
+            last_seen: machine.last_seen_at.map(|t| Moment::new(t, now)),
+            current_job,
+            name: machine.name,
+            os_version: machine.os_version,
+            ip_address: machine.ip_address,
+        }
+    }
+}
+
+/// The filter, search and page of the list, as the query string carries them.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub q: String,
+    #[serde(default)]
+    pub page: Option<i64>,
+}
+
+impl ListQuery {
+    fn filter(&self) -> MachineFilter {
+        MachineFilter { status: MachineStatus::parse(&self.status), name_contains: self.q.chars().take(100).collect() }
+    }
+
+    fn page(&self) -> i64 {
+        self.page.unwrap_or(1).max(1)
+    }
+
+    /// The query string of this view at another page.
+    fn at_page(&self, page: i64) -> String {
+        let at = ListQuery { page: Some(page), ..self.clone() };
+        serde_urlencoded::to_string(&at).unwrap_or_default()
+    }
+}
+
+/// The part of the section that refreshes itself: counts, rows, pages.
+pub struct MachineList {
+    pub rows: Vec<MachineRow>,
+    pub counts: StatusCounts,
+    pub statuses: [MachineStatus; 3],
+    pub matching: i64,
+    pub page: i64,
+    pub pages: i64,
+    pub first_shown: i64,
+    pub last_shown: i64,
+    /// This view's own query string, for the next refresh.
+    pub self_query: String,
+    pub previous_query: Option<String>,
+    pub next_query: Option<String>,
+    pub filtered: bool,
+    pub can_manage: bool,
+    pub refresh_seconds: u32,
+}
+
+impl MachineList {
+    pub fn load(
+        conn: &mut DbConnection,
+        user: &CurrentUser,
+        query: &ListQuery,
+        now: NaiveDateTime,
+        offline_after: chrono::Duration,
+    ) -> Result<Self, WebError> {
+        let organization_id = user.organization.id;
+        let filter = query.filter();
+        let counts = machines::count_by_status(conn, organization_id, now, offline_after)?;
+        let (mut page_rows, matching) =
+            machines::list(conn, organization_id, &filter, now, offline_after, (query.page() - 1) * PAGE_SIZE, PAGE_SIZE)?;
+        let pages = ((matching + PAGE_SIZE - 1) / PAGE_SIZE).max(1);
+        let page = query.page().min(pages);
+        if page != query.page() {
+            // Past the end (machines went away): show the last page instead of an empty one.
+            page_rows = machines::list(conn, organization_id, &filter, now, offline_after, (page - 1) * PAGE_SIZE, PAGE_SIZE)?.0;
+        }
+        let running: Vec<i64> = page_rows.iter().filter_map(|m| m.current_run_id).collect();
+        let jobs: HashMap<i64, RunSummary> = runs::summaries(conn, &running)?.into_iter().map(|r| (r.id, r)).collect();
+        let rows: Vec<MachineRow> = page_rows.into_iter().map(|m| MachineRow::new(m, &jobs, now, offline_after)).collect();
+        let first_shown = if rows.is_empty() { 0 } else { (page - 1) * PAGE_SIZE + 1 };
+        Ok(Self {
+            last_shown: first_shown + rows.len() as i64 - 1,
+            first_shown,
+            rows,
+            counts,
+            statuses: MachineStatus::ALL,
+            matching,
+            page,
+            pages,
+            self_query: query.at_page(page),
+            previous_query: (page > 1).then(|| query.at_page(page - 1)),
+            next_query: (page < pages).then(|| query.at_page(page + 1)),
+            filtered: filter != MachineFilter::default(),
+            can_manage: user.require_admin().is_ok(),
+            refresh_seconds: REFRESH_SECONDS,
+        })
+    }
+}
+
+pub struct MachinesSection {
+    pub list: MachineList,
+    pub statuses: [MachineStatus; 3],
+}
+
+impl MachinesSection {
+    pub fn load(
+        conn: &mut DbConnection,
+        user: &CurrentUser,
+        now: NaiveDateTime,
+        offline_after: chrono::Duration,
+    ) -> Result<Self, WebError> {
+        Ok(Self { list: MachineList::load(conn, user, &ListQuery::default(), now, offline_after)?, statuses: MachineStatus::ALL })
+    }
+}
+
+#[derive(Template)]
+#[template(path = "fragments/machine_list.html")]
+struct ListFragment<'a> {
+    list: &'a MachineList,
+}
+
+/// `GET /api-management/machines/list`: the self-refreshing list for htmx; the page otherwise.
+pub async fn list(
+    req: HttpRequest,
+    user: CurrentUser,
+    pool: web::Data<Pool>,
+    settings: web::Data<Settings>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, WebError> {
+    if !is_htmx(&req) {
+        return Ok(super::login::see_other("/api-management#machines"));
+    }
+    let (query, offline_after) = (query.into_inner(), settings.offline_after());
+    let list = pool
+        .run(move |conn| MachineList::load(conn, &user, &query, chrono::Utc::now().naive_utc(), offline_after))
+        .await?;
+    render_with_status(StatusCode::OK, &ListFragment { list: &list })
+}
+
+#[derive(Deserialize)]
+pub struct AfterRemoval {
+    /// `list`: send the browser back to the list (removing from the detail page).
+    #[serde(default)]
+    then: String,
+}
+
+/// Removes a machine: its row goes, its credential is refused, its running job is queued again.
+pub async fn remove(
+    req: HttpRequest,
+    user: CurrentUser,
+    pool: web::Data<Pool>,
+    machine_id: web::Path<i64>,
+    after: web::Query<AfterRemoval>,
+) -> Result<HttpResponse, WebError> {
+    user.require_admin()?;
+    let (organization_id, actor, machine_id) = (user.organization.id, actor(&req, &user), machine_id.into_inner());
+    let removed = pool
+        .run(move |conn| Ok::<_, WebError>(machines::remove(conn, organization_id, machine_id, &actor)?))
+        .await?
+        .ok_or(WebError::NotFound)?;
+    tracing::info!(machine_id = removed.id, "machine removed");
+    if is_htmx(&req) && after.then == "list" {
+        Ok(HttpResponse::Ok().insert_header(("HX-Redirect", "/api-management#machines")).finish())
+    } else if is_htmx(&req) {
+        Ok(HttpResponse::Ok().content_type("text/html; charset=utf-8").finish())
+    } else {
+        Ok(super::login::see_other("/api-management#machines"))
+    }
+}
+
+#[derive(Template)]
+#[template(path = "machine_detail.html")]
+struct DetailPage {
+    layout: Layout,
+    user: CurrentUser,
+    machine: MachineRow,
+    capabilities: Vec<String>,
+    driver_version: String,
+    enrolled: Moment,
+    token_hint: Option<String>,
+    token_description: Option<String>,
+    token_created_by: Option<String>,
+    history: Vec<HistoryRow>,
+    can_manage: bool,
+}
+
+pub struct HistoryRow {
+    pub public_id: String,
+    pub endpoint: String,
+    pub status: String,
+    pub queued: Moment,
+    pub waited: String,
+    pub ran: String,
+    pub error: Option<String>,
+}
+
+fn seconds_text(from: NaiveDateTime, to: Option<NaiveDateTime>) -> String {
+    match to {
+        Some(to) => format!("{:.1} s", (to - from).as_seconds_f64().max(0.0)),
+        None => "—".into(),
+    }
+}
+
+/// `GET /api-management/machines/{id}`: everything about one machine, and the jobs it ran.
+pub async fn detail(
+    user: CurrentUser,
+    session: actix_session::Session,
+    pool: web::Data<Pool>,
+    settings: web::Data<Settings>,
+    machine_id: web::Path<i64>,
+) -> Result<HttpResponse, WebError> {
+    let (organization_id, machine_id, offline_after) = (user.organization.id, machine_id.into_inner(), settings.offline_after());
+    let now = chrono::Utc::now().naive_utc();
+    let (machine, origin, history, current) = pool
+        .run(move |conn| {
+            let machine = machines::find(conn, organization_id, machine_id)?.ok_or(WebError::NotFound)?;
+            let origin = match machine.enrollment_token_id {
+                Some(token_id) => enrollment::origin_of(conn, token_id)?,
+                None => None,
+            };
+            let history = runs::history_of_machine(conn, machine.id, 50)?;
+            let current = runs::summaries(conn, &machine.current_run_id.into_iter().collect::<Vec<_>>())?;
+            Ok::<_, WebError>((machine, origin, history, current))
+        })
+        .await?;
+    let capabilities = machine.capability_list();
+    let (driver_version, enrolled) = (machine.driver_version.clone(), Moment::new(machine.enrolled_at, now));
+    let jobs: HashMap<i64, RunSummary> = current.into_iter().map(|r| (r.id, r)).collect();
+    let (token_hint, token_description, token_created_by) = match origin {
+        Some((token, created_by)) => (Some(token.hint), Some(token.description).filter(|d| !d.is_empty()), created_by),
+        None => (None, None, None),
+    };
+    let history = history
+        .into_iter()
+        .map(|run| HistoryRow {
+            waited: seconds_text(run.created_at, run.started_at),
+            ran: run.started_at.map(|s| seconds_text(s, run.finished_at)).unwrap_or_else(|| "—".into()),
+            queued: Moment::new(run.created_at, now),
+            public_id: run.public_id,
+            endpoint: run.endpoint,
+            status: run.status,
+            error: run.error_message,
+        })
+        .collect();
+    let can_manage = user.require_admin().is_ok();
+    let page = DetailPage {
+        layout: Layout::new(format!("{} · Machine", machine.name), DashboardSession::new(session).ensure_csrf_token()),
+        machine: MachineRow::new(machine, &jobs, now, offline_after),
+        user,
+        capabilities,
+        driver_version,
+        enrolled,
+        token_hint,
+        token_description,
+        token_created_by,
+        history,
+        can_manage,
+    };
+    render(&page)
+}
