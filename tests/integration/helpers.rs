@@ -168,6 +168,32 @@ impl TestApp {
         ApiClient { address: self.address, key: key.map(str::to_owned), agent: Client::new(self.address).agent }
     }
 
+    /// POSTs JSON to the public or driver API, with `Authorization: Bearer …` when given.
+    pub fn post_json(&self, path: &str, body: &Value, bearer: Option<&str>) -> Reply {
+        let agent = Client::new(self.address).agent;
+        let mut request = agent.post(format!("http://{}{path}", self.address));
+        if let Some(bearer) = bearer {
+            request = request.header("Authorization", format!("Bearer {bearer}"));
+        }
+        reply_of(request.send_json(body).expect("POST failed"))
+    }
+
+    /// Enrolls a machine with `token` through the driver API; returns (machine id, credential).
+    pub fn enroll(&self, token: &str, name: &str) -> (i64, String) {
+        let body = serde_json::json!({
+            "token": token, "name": name, "os_version": "Ubuntu 24.04", "capabilities": ["linux", "chrome"],
+            "driver_version": "1.0.0",
+        });
+        let reply = self.post_json("/api/v1/driver/enroll", &body, None);
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        let json = reply.json();
+        (json["machine_id"].as_i64().unwrap(), json["credential"].as_str().unwrap().to_owned())
+    }
+
+    pub fn heartbeat(&self, credential: &str) -> Reply {
+        self.post_json("/api/v1/driver/heartbeat", &serde_json::json!({ "status": "idle" }), Some(credential))
+    }
+
     /// Adds a user straight through the domain (faster than the CLI, which has its own test).
     pub fn add_user(&self, email: &str, password: &str, role: Role, new_organization: Option<&str>) {
         let mut conn = self.pool.get().unwrap();
@@ -225,6 +251,13 @@ impl Reply {
         Some(self.body[text_start..].split('<').next()?.to_owned())
     }
 
+    /// The `data-status` of the machine row with this id, if the reply lists it.
+    pub fn machine_status(&self, id: i64) -> Option<String> {
+        let marker = format!("<tr data-id=\"{id}\" data-status=\"");
+        let start = self.body.find(&marker)? + marker.len();
+        Some(self.body[start..].split('"').next()?.to_owned())
+    }
+
     /// The `data-id` of every row in the reply, in order.
     pub fn row_ids(&self) -> Vec<i64> {
         self.body
@@ -232,6 +265,14 @@ impl Reply {
             .skip(1)
             .filter_map(|rest| rest.split('"').next()?.parse().ok())
             .collect()
+    }
+
+    /// (status, `error` code) of a JSON error reply, checking the contract's shape on the way.
+    pub fn api_error(&self) -> (u16, String) {
+        let json = self.json();
+        assert_eq!(json["code"], self.status, "{json}");
+        assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()), "{json}");
+        (self.status, json["error"].as_str().unwrap_or_default().to_owned())
     }
 
     pub fn json(&self) -> Value {
@@ -331,6 +372,22 @@ impl Client {
         (id, secret)
     }
 
+    /// Creates an enrollment token through the dashboard and returns (its id, the secret shown once).
+    pub fn create_enrollment_token(&mut self, description: &str) -> (i64, String) {
+        let reply = self.htmx_post("/api-management/enrollment-tokens", &[("description", description), ("lifetime_hours", "24")]);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let secret = reply.new_secret().expect("the new token is shown");
+        let id = reply.row_ids().into_iter().next().expect("a row for the token");
+        (id, secret)
+    }
+
+    /// The self-refreshing machine list, as htmx fetches it.
+    pub fn machine_list(&mut self, query: &str) -> Reply {
+        let reply = self.get_with(&format!("/api-management/machines/list?{query}"), &[("HX-Request", "true")]);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply
+    }
+
     /// The CSRF token of the signed-in page, as htmx would send it.
     pub fn page_csrf_token(&mut self) -> String {
         let page = self.get("/api-management");
@@ -358,6 +415,17 @@ impl Client {
     }
 }
 
+fn reply_of(mut response: ureq::http::Response<ureq::Body>) -> Reply {
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+        .collect();
+    let body = response.body_mut().read_to_string().unwrap_or_default();
+    Reply { status, headers, body }
+}
+
 pub struct ApiClient {
     address: SocketAddr,
     key: Option<String>,
@@ -370,24 +438,12 @@ impl ApiClient {
         if let Some(key) = &self.key {
             request = request.header("X-Granite-API-Key", key);
         }
-        let mut response = request.call().expect("GET failed");
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
-            .collect();
-        let body = response.body_mut().read_to_string().unwrap_or_default();
-        Reply { status, headers, body }
+        reply_of(request.call().expect("GET failed"))
     }
 
     /// The `error` code of a JSON error reply, checking the contract's shape on the way.
     pub fn error_of(&self, path: &str) -> (u16, String) {
-        let reply = self.get(path);
-        let json = reply.json();
-        assert_eq!(json["code"], reply.status, "{json}");
-        assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()), "{json}");
-        (reply.status, json["error"].as_str().unwrap_or_default().to_owned())
+        self.get(path).api_error()
     }
 }
 

@@ -8,5 +8,6 @@ mod browser;
 mod cli;
 mod csrf;
 mod first_start;
+mod machines;
 mod pages;
 mod sign_in;
