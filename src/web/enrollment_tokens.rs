@@ -66,8 +66,25 @@ pub struct LifetimeChoice {
     pub selected: bool,
 }
 
-pub struct EnrollmentTokensSection {
+/// The part of the section that refreshes itself, so a token flips to Used while the admin watches.
+pub struct TokenList {
     pub rows: Vec<TokenRow>,
+    pub refresh_seconds: u32,
+}
+
+impl TokenList {
+    pub fn load(conn: &mut DbConnection, user: &CurrentUser, now: NaiveDateTime) -> Result<Self, WebError> {
+        let can_manage = user.require_admin().is_ok();
+        let rows = enrollment::list_recent(conn, user.organization.id, now)?
+            .into_iter()
+            .map(|t| TokenRow::new(t, now, can_manage))
+            .collect();
+        Ok(Self { rows, refresh_seconds: super::machines::REFRESH_SECONDS })
+    }
+}
+
+pub struct EnrollmentTokensSection {
+    pub list: TokenList,
     pub can_manage: bool,
     pub new_secret: Option<NewSecret>,
     pub form_description: String,
@@ -83,10 +100,7 @@ impl EnrollmentTokensSection {
         now: NaiveDateTime,
     ) -> Result<Self, WebError> {
         let can_manage = user.require_admin().is_ok();
-        let rows = enrollment::list_recent(conn, user.organization.id, now)?
-            .into_iter()
-            .map(|t| TokenRow::new(t, now, can_manage))
-            .collect();
+        let list = TokenList::load(conn, user, now)?;
         let mut hours = vec![1, 6, 24, 72, 168];
         if !hours.contains(&default_lifetime_hours) {
             hours.push(default_lifetime_hours);
@@ -105,7 +119,7 @@ impl EnrollmentTokensSection {
                 selected: h == default_lifetime_hours,
             })
             .collect();
-        Ok(Self { rows, can_manage, new_secret: None, form_description: String::new(), form_error: None, lifetimes })
+        Ok(Self { list, can_manage, new_secret: None, form_description: String::new(), form_error: None, lifetimes })
     }
 }
 
@@ -113,6 +127,21 @@ impl EnrollmentTokensSection {
 #[template(path = "sections/enrollment_tokens.html")]
 struct SectionFragment<'a> {
     enrollment_tokens: &'a EnrollmentTokensSection,
+}
+
+#[derive(Template)]
+#[template(path = "fragments/token_list.html")]
+struct ListFragment<'a> {
+    list: &'a TokenList,
+}
+
+/// `GET /api-management/enrollment-tokens/list`: the self-refreshing token list.
+pub async fn list(req: HttpRequest, user: CurrentUser, pool: web::Data<Pool>) -> Result<HttpResponse, WebError> {
+    if !is_htmx(&req) {
+        return Ok(super::login::see_other("/api-management#enrollment-tokens"));
+    }
+    let list = pool.run(move |conn| TokenList::load(conn, &user, chrono::Utc::now().naive_utc())).await?;
+    render_with_status(StatusCode::OK, &ListFragment { list: &list })
 }
 
 #[derive(Template)]

@@ -44,6 +44,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/api-management/api-keys/{id}/analytics", web::get().to(api_keys::analytics))
                 .route("/api-management/enrollment-tokens", web::get().to(enrollment_tokens::show))
                 .route("/api-management/enrollment-tokens", web::post().to(enrollment_tokens::create))
+                .route("/api-management/enrollment-tokens/list", web::get().to(enrollment_tokens::list))
                 .route("/api-management/enrollment-tokens/{id}/revoke", web::post().to(enrollment_tokens::revoke))
                 .route("/api-management/machines/list", web::get().to(machines::list))
                 .route("/api-management/machines/{id}", web::get().to(machines::detail))

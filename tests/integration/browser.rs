@@ -106,3 +106,86 @@ fn admin_creates_uses_and_revokes_an_api_key(backend: Backend) {
     let empty = browser.wait_for_css("#api-keys .empty-state");
     assert!(browser.text(&empty[0]).contains("No API keys yet"));
 }
+
+mod fleet {
+    use super::*;
+    both_backends!(admin_enrolls_watches_and_removes_a_machine);
+}
+
+fn admin_enrolls_watches_and_removes_a_machine(backend: Backend) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let db = TestDb::new(backend);
+    let app = Arc::new(TestApp::spawn_with(&db, |s| {
+        s.admin_email = Some(ADMIN_EMAIL.into());
+        s.admin_password = Some(ADMIN_PASSWORD.into());
+        s.offline_after_secs = 3;
+    }));
+    let browser = Browser::start();
+    sign_in(&browser, &app, ADMIN_PASSWORD);
+    browser.wait_for_css("#enrollment-tokens");
+    browser.execute("window.stillTheSamePage = true; return null;");
+
+    // Two tokens: one to enroll with, one to revoke.
+    browser.type_into(&browser.field_labelled("Description"), "spare");
+    browser.click_button("Create Token");
+    browser.wait_until("the first token", || (browser.count("#enrollment-tokens tbody tr") == 1).then_some(()));
+    browser.type_into(&browser.field_labelled("Description"), "build agent");
+    browser.click_button("Create Token");
+    browser.wait_until("the second token", || (browser.count("#enrollment-tokens tbody tr") == 2).then_some(()));
+    let token = browser.text_of("#enrollment-tokens [data-testid=new-secret]").unwrap();
+    assert!(token.starts_with("enroll_"), "{token}");
+    let command = browser.text_of("#enrollment-tokens pre.command").unwrap();
+    assert!(command.contains(&token), "the enroll command carries the token: {command}");
+    browser.screenshot(&format!("enrollment-token-{backend:?}").to_lowercase());
+
+    // The machine enrolls over HTTP and heartbeats until told to stop.
+    let (machine_id, credential) = app.enroll(&token, "build-agent-7");
+    let beating = Arc::new(AtomicBool::new(true));
+    let heart = {
+        let (app, beating, credential) = (app.clone(), beating.clone(), credential.clone());
+        std::thread::spawn(move || {
+            while beating.load(Ordering::Relaxed) {
+                assert_eq!(app.heartbeat(&credential).status, 200);
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+        })
+    };
+    let tile = format!("#machine-list tr[data-id='{machine_id}']");
+    let enrolled = std::time::Instant::now();
+    browser.wait_until("the machine to appear Online", || {
+        (browser.attribute_of(&tile, "data-status").as_deref() == Some("online")).then_some(())
+    });
+    assert!(enrolled.elapsed() < std::time::Duration::from_secs(5), "it appeared within 5 s");
+    assert!(browser.text_of(&tile).unwrap().contains("Online"), "the status is written, not only coloured");
+    browser.wait_until("the token to show Used by the machine", || {
+        let used = browser.text_of("#enrollment-tokens tr[data-state=used]")?;
+        used.contains("build-agent-7").then_some(())
+    });
+    browser.execute("document.getElementById('enrollment-tokens').scrollIntoView(); return null;");
+    browser.screenshot(&format!("machine-online-{backend:?}").to_lowercase());
+
+    // Heartbeats stop: the machine turns Offline by itself.
+    beating.store(false, Ordering::Relaxed);
+    heart.join().unwrap();
+    browser.wait_until("the machine to turn Offline", || {
+        (browser.attribute_of(&tile, "data-status").as_deref() == Some("offline")).then_some(())
+    });
+    assert!(browser.text_of(&tile).unwrap().contains("Offline"));
+
+    // Revoke the spare token with its trash icon.
+    let hint = browser.text_of("#enrollment-tokens tr[data-state=active] code").unwrap();
+    browser.click_button(&format!("Revoke token {hint}"));
+    assert!(browser.accept_dialog().contains(&hint));
+    browser.wait_until("the token row to show Revoked", || {
+        (browser.count("#enrollment-tokens tr[data-state=revoked]") == 1).then_some(())
+    });
+
+    // Remove the machine with its trash icon: the row goes and the credential is refused.
+    browser.click_button("Remove machine build-agent-7");
+    assert!(browser.accept_dialog().contains("build-agent-7"));
+    browser.wait_until("the machine row to go", || (browser.count(&tile) == 0).then_some(()));
+    assert_eq!(app.heartbeat(&credential).api_error(), (401, "machine_removed".into()));
+    assert_eq!(browser.execute("return window.stillTheSamePage === true"), true, "all without a reload");
+}

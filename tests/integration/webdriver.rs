@@ -86,6 +86,11 @@ impl Browser {
     }
 
     fn command(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        self.try_command(method, path, body)
+            .unwrap_or_else(|(status, value)| panic!("WebDriver {method} {path} answered {status}: {value}"))
+    }
+
+    fn try_command(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, (u16, Value)> {
         let url = format!("{}{path}", self.base);
         let mut response = match method {
             "GET" => self.agent.get(&url).call(),
@@ -95,8 +100,7 @@ impl Browser {
         .unwrap_or_else(|e| panic!("WebDriver {method} {path} failed: {e}"));
         let status = response.status().as_u16();
         let value: Value = response.body_mut().read_json().unwrap_or(Value::Null);
-        assert!(status < 400, "WebDriver {method} {path} answered {status}: {value}");
-        value["value"].clone()
+        if status < 400 { Ok(value["value"].clone()) } else { Err((status, value)) }
     }
 
     fn session_command(&self, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -145,6 +149,40 @@ impl Browser {
     pub fn button_named(&self, name: &str) -> Element {
         let xpath = format!("//button[normalize-space()='{name}' or @aria-label='{name}']");
         self.wait_until(&format!("a button {name:?}"), || self.find_all("xpath", &xpath).into_iter().next())
+    }
+
+    /// Clicks the button named `name`, finding it again if a refresh replaced it in between.
+    pub fn click_button(&self, name: &str) {
+        let xpath = format!("//button[normalize-space()='{name}' or @aria-label='{name}']");
+        self.wait_until(&format!("a clickable button {name:?}"), || {
+            let button = self.find_all("xpath", &xpath).into_iter().next()?;
+            let clicked = self.try_command("POST", &format!("/session/{}/element/{}/click", self.session, button.0), None);
+            match clicked {
+                Ok(_) => Some(()),
+                Err((_, value)) if value.to_string().contains("stale element") => None,
+                Err((status, value)) => panic!("clicking {name:?} answered {status}: {value}"),
+            }
+        })
+    }
+
+    /// The visible text of the first element matching `selector`, read in one step (no stale handles).
+    pub fn text_of(&self, selector: &str) -> Option<String> {
+        let script = "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;";
+        let value = self.session_command("POST", "/execute/sync", Some(json!({ "script": script, "args": [selector] })));
+        value.as_str().map(str::to_owned)
+    }
+
+    /// An attribute of the first element matching `selector`, read in one step.
+    pub fn attribute_of(&self, selector: &str, name: &str) -> Option<String> {
+        let script = "const e = document.querySelector(arguments[0]); return e ? e.getAttribute(arguments[1]) : null;";
+        let value = self.session_command("POST", "/execute/sync", Some(json!({ "script": script, "args": [selector, name] })));
+        value.as_str().map(str::to_owned)
+    }
+
+    pub fn count(&self, selector: &str) -> usize {
+        let script = "return document.querySelectorAll(arguments[0]).length;";
+        let value = self.session_command("POST", "/execute/sync", Some(json!({ "script": script, "args": [selector] })));
+        value.as_u64().unwrap_or(0) as usize
     }
 
     pub fn type_into(&self, element: &Element, text: &str) {
