@@ -107,3 +107,36 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.partial_cmp(b).unwrap());
     values[values.len() / 2]
 }
+
+/// Signs in through the real form and returns the session cookie and the page's CSRF token.
+pub fn sign_in(base: &str, email: &str, password: &str) -> (String, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).build().into();
+    let cookie_of = |response: &ureq::http::Response<ureq::Body>| {
+        response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("granite_session="))
+            .map(|v| v.split(';').next().unwrap().to_owned())
+    };
+    let csrf_of = |body: &str| {
+        let marker = "name=\"csrf_token\" value=\"";
+        let start = body.find(marker).unwrap() + marker.len();
+        body[start..].split('"').next().unwrap().to_owned()
+    };
+    let mut login = agent.get(format!("{base}/login")).call().unwrap();
+    let cookie = cookie_of(&login).unwrap();
+    let token = csrf_of(&login.body_mut().read_to_string().unwrap());
+    let signed_in = agent
+        .post(format!("{base}/login"))
+        .header("Cookie", &cookie)
+        .header("Origin", base)
+        .send_form([("email", email), ("password", password), ("csrf_token", token.as_str())])
+        .unwrap();
+    assert_eq!(signed_in.status().as_u16(), 303, "benchmark sign-in");
+    let cookie = cookie_of(&signed_in).unwrap();
+    let mut page = agent.get(format!("{base}/api-management")).header("Cookie", &cookie).call().unwrap();
+    let token = csrf_of(&page.body_mut().read_to_string().unwrap());
+    (cookie, token)
+}
