@@ -15,7 +15,10 @@ use actix_web::{App, HttpServer};
 use crate::api;
 use crate::api_keys::usage::{FLUSH_EVERY, UsageRecorder};
 use crate::config::Settings;
-use crate::db::{DbError, Pool};
+use crate::db::{DatabaseUrl, DbError, Pool};
+use crate::metrics::Metrics;
+use crate::runs::dispatch::{self, Dispatcher, Signal};
+use crate::runs::leases;
 use crate::setup::{self, ConfiguredAdmin, FirstStart};
 use crate::users::Email;
 use crate::users::password::Password;
@@ -53,6 +56,12 @@ impl Application {
 
         let usage = actix_web::web::Data::new(UsageRecorder::default());
         spawn_usage_flusher(pool.clone(), usage.clone());
+        let dispatcher = actix_web::web::Data::new(Dispatcher::default());
+        if let DatabaseUrl::Postgres(url) = &settings.database.database_url {
+            dispatch::spawn_postgres_listener(url.clone(), dispatcher.clone().into_inner());
+        }
+        spawn_lease_keeper(pool.clone(), dispatcher.clone(), settings.offline_after());
+        let metrics = actix_web::web::Data::new(Metrics::default());
 
         let settings = actix_web::web::Data::new(settings);
         let data_pool = actix_web::web::Data::new(pool.clone());
@@ -62,6 +71,8 @@ impl Application {
                 .app_data(settings.clone())
                 .app_data(data_pool.clone())
                 .app_data(data_usage.clone())
+                .app_data(dispatcher.clone())
+                .app_data(metrics.clone())
                 .configure(api::routes)
                 .configure(dashboard::routes)
                 // Innermost first: CSRF needs the session, and every response gets the headers and a log line.
@@ -107,6 +118,37 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// How often each replica looks for runs whose machine went Offline or was removed.
+const LEASE_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// Returns the runs of machines that went quiet to the queue (or fails them after their last attempt).
+fn spawn_lease_keeper(pool: Pool, dispatcher: actix_web::web::Data<Dispatcher>, offline_after: chrono::Duration) {
+    actix_web::rt::spawn(async move {
+        let mut every = actix_web::rt::time::interval(LEASE_CHECK_EVERY);
+        loop {
+            every.tick().await;
+            let released = pool
+                .run(move |conn| {
+                    let organizations = leases::release_lost(conn, chrono::Utc::now().naive_utc(), offline_after)?;
+                    for organization_id in &organizations {
+                        dispatch::publish(conn, *organization_id, Signal::Queued)?;
+                    }
+                    Ok::<_, DbError>(organizations)
+                })
+                .await;
+            match released {
+                Ok(organizations) => {
+                    for organization_id in organizations {
+                        tracing::info!(organization_id, "runs of machines that went offline are back in the queue");
+                        dispatcher.announce(organization_id, Signal::Queued);
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "could not check run leases"),
+            }
+        }
+    });
 }
 
 /// Writes the API key usage tallied in memory every few seconds.

@@ -9,6 +9,7 @@ pub mod enrollment;
 pub mod machines;
 pub mod organizations;
 pub mod queue;
+pub mod metrics;
 pub mod runs;
 pub mod secret;
 pub mod setup;

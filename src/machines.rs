@@ -227,11 +227,13 @@ pub fn touch(
     Ok(Err(if removed > 0 { CredentialRejection::Removed } else { CredentialRejection::Unknown }))
 }
 
-/// Public ids of the running runs of this machine that were asked to stop.
-pub fn cancelled_runs(conn: &mut DbConnection, machine_id: i64) -> QueryResult<Vec<String>> {
+/// The public id of the run this machine holds, if it was cancelled while running: the driver should stop it.
+pub fn cancelled_runs(conn: &mut DbConnection, machine: &Machine) -> QueryResult<Vec<String>> {
+    let Some(run_id) = machine.current_run_id else { return Ok(Vec::new()) };
     runs::table
-        .filter(runs::machine_id.eq(machine_id))
-        .filter(runs::status.eq("running"))
+        .find(run_id)
+        .filter(runs::machine_id.eq(machine.id))
+        .filter(runs::status.eq("cancelled"))
         .filter(runs::cancel_requested_at.is_not_null())
         .select(runs::public_id)
         .load(conn)
@@ -253,17 +255,9 @@ pub fn remove(conn: &mut DbConnection, organization_id: i64, machine_id: i64, ac
         let Some(machine) = find(conn, organization_id, machine_id)? else { return Ok(None) };
         let now = chrono::Utc::now().naive_utc();
         diesel::update(machines::table.find(machine.id))
-            .set((
-                machines::removed_at.eq(now),
-                machines::removed_by_user_id.eq(actor.user_id),
-                machines::current_run_id.eq(None::<i64>),
-            ))
+            .set((machines::removed_at.eq(now), machines::removed_by_user_id.eq(actor.user_id)))
             .execute(conn)?;
-        let requeued = diesel::update(
-            runs::table.filter(runs::machine_id.eq(machine.id)).filter(runs::status.eq("running")),
-        )
-        .set((runs::status.eq("queued"), runs::machine_id.eq(None::<i64>), runs::started_at.eq(None::<NaiveDateTime>)))
-        .execute(conn)?;
+        let requeued = crate::runs::leases::release_machine(conn, machine.id, now)?;
         audit::record(conn, actor.event(organization_id, "machine_removed", "machine", machine.id, serde_json::json!({
             "name": machine.name, "requeued_runs": requeued,
         })))?;
@@ -293,12 +287,13 @@ impl StatusCounts {
     }
 }
 
-/// The live machines of an organization, as a query to narrow further.
-fn live(organization_id: i64) -> machines::BoxedQuery<'static, crate::db::DbConnectionBackend> {
-    machines::table
-        .filter(machines::organization_id.eq(organization_id))
-        .filter(machines::removed_at.is_null())
-        .into_boxed()
+/// The live machines of an organization (or of all), as a query to narrow further.
+fn live(organization_id: Option<i64>) -> machines::BoxedQuery<'static, crate::db::DbConnectionBackend> {
+    let query = machines::table.filter(machines::removed_at.is_null()).into_boxed();
+    match organization_id {
+        Some(id) => query.filter(machines::organization_id.eq(id)),
+        None => query,
+    }
 }
 
 /// The status rule of [`MachineStatus::from_last_seen`], as a filter.
@@ -314,9 +309,10 @@ fn with_status(
     }
 }
 
+/// Machines per status, of one organization or (`None`) of all.
 pub fn count_by_status(
     conn: &mut DbConnection,
-    organization_id: i64,
+    organization_id: Option<i64>,
     now: NaiveDateTime,
     offline_after: chrono::Duration,
 ) -> QueryResult<StatusCounts> {
@@ -355,7 +351,7 @@ pub fn list(
 ) -> QueryResult<(Vec<Machine>, i64)> {
     let cutoff = now - offline_after;
     let filtered = || {
-        let mut query = live(organization_id);
+        let mut query = live(Some(organization_id));
         if let Some(status) = filter.status {
             query = with_status(query, status, cutoff);
         }

@@ -55,7 +55,7 @@ impl QueueStatus {
             .filter_map(|(created, started)| started.map(|s| (s - created).as_seconds_f64()))
             .collect();
         let avg_wait_seconds = (!waits.is_empty()).then(|| waits.iter().sum::<f64>() / waits.len() as f64);
-        let machines = machines::count_by_status(conn, organization_id, now, offline_after)?;
+        let machines = machines::count_by_status(conn, Some(organization_id), now, offline_after)?;
         Ok(Self {
             jobs_queued,
             jobs_running,

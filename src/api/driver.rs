@@ -2,13 +2,20 @@
 //! machine's own credential in `Authorization: Bearer gd_…`.
 
 use std::future::{Ready, ready};
+use std::time::{Duration, Instant};
+
+use futures_util::future::select;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
+use super::body::read_json;
 use super::error::ApiError;
+use crate::metrics::Metrics;
+use crate::runs::dispatch::{self, Dispatcher, Signal};
+use crate::runs::{self, Outcome, RunError};
 use crate::config::Settings;
 use crate::db::Pool;
 use crate::enrollment::{self, EnrollError};
@@ -126,11 +133,119 @@ pub async fn heartbeat(
     };
     let machine = credential.touch(&pool, Some(status)).await?;
     let cancel = match machine.current_run_id {
-        Some(_) => pool.run(move |conn| machines::cancelled_runs(conn, machine.id).map_err(ApiError::from)).await?,
+        Some(_) => pool.run(move |conn| machines::cancelled_runs(conn, &machine).map_err(ApiError::from)).await?,
         None => Vec::new(),
     };
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "heartbeat_interval_seconds": settings.heartbeat_secs,
         "cancel": cancel,
     })))
+}
+
+#[derive(Deserialize, Default)]
+struct ClaimRequest {
+    #[serde(default)]
+    wait_seconds: Option<u64>,
+}
+
+/// Longest a claim may wait for a run.
+const MAX_CLAIM_WAIT: u64 = 30;
+/// A waiting claim also looks every so often, in case a wake-up from another replica was missed.
+const RECHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// `POST /api/v1/driver/jobs/claim`: the next run this machine can run, waiting up to `wait_seconds`
+/// for one. A waiting driver sleeps on a signal: no thread, no connection, no polling loop.
+pub async fn claim(
+    req: HttpRequest,
+    credential: Credential,
+    payload: web::Payload,
+    pool: web::Data<Pool>,
+    dispatcher: web::Data<Dispatcher>,
+    metrics: web::Data<Metrics>,
+) -> Result<HttpResponse, ApiError> {
+    let body: ClaimRequest = read_json(&req, payload).await?;
+    let wait = body.wait_seconds.unwrap_or(0);
+    if wait > MAX_CLAIM_WAIT {
+        return Err(ApiError::InvalidRequest(format!("wait_seconds must be 0 to {MAX_CLAIM_WAIT}.")));
+    }
+    let machine = credential.touch(&pool, None).await?;
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    let signal = dispatcher.signal(machine.organization_id, Signal::Queued);
+    loop {
+        let notified = signal.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        let for_claim = machine.clone();
+        let claimed = pool
+            .run(move |conn| runs::claim::claim(conn, &for_claim, chrono::Utc::now().naive_utc()).map_err(ApiError::from))
+            .await?;
+        if let Some(run) = claimed {
+            if let Some(started) = run.started_at {
+                metrics.observe_wait((started - run.created_at).as_seconds_f64().max(0.0));
+            }
+            return Ok(HttpResponse::Ok().json(run.to_json()));
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Ok(HttpResponse::NoContent().finish());
+        }
+        let sleep = std::pin::pin!(tokio::time::sleep(remaining.min(RECHECK_EVERY)));
+        let _ = select(notified, sleep).await;
+    }
+}
+
+#[derive(Deserialize)]
+struct CompleteRequest {
+    status: String,
+    #[serde(default)]
+    result: Option<serde_json::Value>,
+    #[serde(default)]
+    error: Option<RunErrorBody>,
+}
+
+#[derive(Deserialize)]
+struct RunErrorBody {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// `POST /api/v1/driver/jobs/{runId}/complete`: the run's outcome; the machine is free again.
+pub async fn complete(
+    req: HttpRequest,
+    credential: Credential,
+    run_id: web::Path<String>,
+    payload: web::Payload,
+    pool: web::Data<Pool>,
+    dispatcher: web::Data<Dispatcher>,
+    metrics: web::Data<Metrics>,
+) -> Result<HttpResponse, ApiError> {
+    let body: CompleteRequest = read_json(&req, payload).await?;
+    let succeeded = match body.status.as_str() {
+        "completed" => true,
+        "failed" => false,
+        _ => return Err(ApiError::InvalidRequest("status must be \"completed\" or \"failed\".".into())),
+    };
+    let error = body.error.map(|e| {
+        let kind = if e.kind.trim().is_empty() { "failed".to_owned() } else { e.kind.chars().take(100).collect() };
+        (kind, e.message.chars().take(4000).collect::<String>())
+    });
+    let outcome = Outcome { succeeded, result: body.result, error };
+    let machine = credential.touch(&pool, None).await?;
+    let organization_id = machine.organization_id;
+    let run = pool
+        .run(move |conn| {
+            let run = runs::complete(conn, machine.id, &run_id, &outcome).map_err(|e| match e {
+                RunError::NotFound => ApiError::NotFound,
+                RunError::AlreadyFinished => ApiError::RunFinished,
+                RunError::Query(e) => e.into(),
+            })?;
+            dispatch::publish(conn, organization_id, Signal::Finished)?;
+            Ok::<_, ApiError>(run)
+        })
+        .await?;
+    metrics.count_finished(&run.status);
+    dispatcher.announce(organization_id, Signal::Finished);
+    Ok(HttpResponse::Ok().json(run.to_json()))
 }

@@ -39,6 +39,8 @@ pub enum ApiError {
     InvalidCredential,
     #[error("This machine was removed by an admin. Enroll it again with a new token to bring it back.")]
     MachineRemoved,
+    #[error("The run has already finished.")]
+    RunFinished,
     #[error("{0}")]
     InvalidRequest(String),
     #[error("The request body is larger than 1 MiB.")]
@@ -73,6 +75,7 @@ impl ApiError {
             Self::MalformedCredential => "malformed_credential",
             Self::InvalidCredential => "invalid_credential",
             Self::MachineRemoved => "machine_removed",
+            Self::RunFinished => "run_finished",
             Self::InvalidRequest(_) => "invalid_request",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -97,6 +100,7 @@ impl ResponseError for ApiError {
             | Self::MachineRemoved => StatusCode::UNAUTHORIZED,
             Self::TokenUsed | Self::TokenExpired | Self::TokenRevoked => StatusCode::GONE,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::RunFinished => StatusCode::CONFLICT,
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -19,6 +19,7 @@ use crate::config::Settings;
 use crate::db::{DbConnection, Pool};
 use crate::enrollment;
 use crate::machines::{self, Machine, MachineFilter, MachineStatus, StatusCounts};
+use crate::runs::dispatch::{self, Dispatcher, Signal};
 use crate::runs::{self, RunSummary};
 
 pub const PAGE_SIZE: i64 = 50;
@@ -111,7 +112,7 @@ impl MachineList {
     ) -> Result<Self, WebError> {
         let organization_id = user.organization.id;
         let filter = query.filter();
-        let counts = machines::count_by_status(conn, organization_id, now, offline_after)?;
+        let counts = machines::count_by_status(conn, Some(organization_id), now, offline_after)?;
         let (mut page_rows, matching) =
             machines::list(conn, organization_id, &filter, now, offline_after, (query.page() - 1) * PAGE_SIZE, PAGE_SIZE)?;
         let pages = ((matching + PAGE_SIZE - 1) / PAGE_SIZE).max(1);
@@ -197,13 +198,20 @@ pub async fn remove(
     pool: web::Data<Pool>,
     machine_id: web::Path<i64>,
     after: web::Query<AfterRemoval>,
+    dispatcher: web::Data<Dispatcher>,
 ) -> Result<HttpResponse, WebError> {
     user.require_admin()?;
     let (organization_id, actor, machine_id) = (user.organization.id, actor(&req, &user), machine_id.into_inner());
     let removed = pool
-        .run(move |conn| Ok::<_, WebError>(machines::remove(conn, organization_id, machine_id, &actor)?))
+        .run(move |conn| {
+            let removed = machines::remove(conn, organization_id, machine_id, &actor)?;
+            dispatch::publish(conn, organization_id, Signal::Queued)?;
+            Ok::<_, WebError>(removed)
+        })
         .await?
         .ok_or(WebError::NotFound)?;
+    // Its running job, if any, is claimable again.
+    dispatcher.announce(organization_id, Signal::Queued);
     tracing::info!(machine_id = removed.id, "machine removed");
     if is_htmx(&req) && after.then == "list" {
         Ok(HttpResponse::Ok().insert_header(("HX-Redirect", "/api-management#machines")).finish())

@@ -9,7 +9,7 @@ pub mod charts;
 pub mod csrf;
 pub mod enrollment_tokens;
 pub mod error;
-pub mod health;
+pub mod ops;
 pub mod layout;
 pub mod login;
 pub mod machines;
@@ -25,7 +25,8 @@ use actix_web::{HttpRequest, web};
 
 /// Every route of the server. The public and driver APIs join here as they arrive.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::check))
+    cfg.route("/healthz", web::get().to(ops::check))
+        .route("/metrics", web::get().to(ops::metrics))
         .route("/static/{name}", web::get().to(assets::serve))
         .route("/login", web::get().to(login::show))
         .route("/login", web::post().to(login::submit))

@@ -6,6 +6,9 @@ use std::time::Instant;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
+use actix_web::web;
+
+use crate::metrics::Metrics;
 
 pub async fn log(
     req: ServiceRequest,
@@ -20,6 +23,9 @@ pub async fn log(
         Ok(response) => {
             let status = response.status().as_u16();
             let route = response.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+            if let Some(metrics) = response.request().app_data::<web::Data<Metrics>>() {
+                metrics.count_request(&route, status);
+            }
             if path == "/healthz" {
                 tracing::debug!(%method, %path, %route, status, elapsed_ms, "request");
             } else {

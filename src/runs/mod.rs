@@ -1,0 +1,289 @@
+//! Runs: the jobs of the public API ("agent runs"). Queued by an API key, claimed by exactly one machine
+//! of the same organization whose capabilities cover the run's `requires`, completed by that machine.
+
+pub mod claim;
+pub mod dispatch;
+pub mod leases;
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use serde_json::{Value, json};
+
+use crate::db::schema::{machines, runs};
+use crate::db::{DbConnection, write_transaction};
+
+/// A run is handed out at most this many times; after that, losing its machine fails it.
+pub const MAX_ATTEMPTS: i32 = 3;
+
+#[derive(Clone, Debug, Queryable, Selectable)]
+#[diesel(table_name = runs)]
+pub struct Run {
+    pub id: i64,
+    pub public_id: String,
+    pub organization_id: i64,
+    pub api_key_id: Option<i64>,
+    pub endpoint: String,
+    pub parameters: String,
+    pub requires: String,
+    pub priority: i32,
+    pub status: String,
+    pub result: Option<String>,
+    pub error_type: Option<String>,
+    pub error_message: Option<String>,
+    pub machine_id: Option<i64>,
+    pub attempts: i32,
+    pub created_at: NaiveDateTime,
+    pub started_at: Option<NaiveDateTime>,
+    pub finished_at: Option<NaiveDateTime>,
+    pub cancel_requested_at: Option<NaiveDateTime>,
+}
+
+fn rfc3339(at: Option<NaiveDateTime>) -> Value {
+    at.map(|t| Value::String(t.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Millis, true))).unwrap_or(Value::Null)
+}
+
+impl Run {
+    pub fn is_finished(&self) -> bool {
+        matches!(self.status.as_str(), "completed" | "failed" | "cancelled")
+    }
+
+    pub fn requires_list(&self) -> Vec<String> {
+        serde_json::from_str(&self.requires).unwrap_or_default()
+    }
+
+    /// The contract's run object.
+    pub fn to_json(&self) -> Value {
+        let duration = match (self.started_at, self.finished_at) {
+            (Some(started), Some(finished)) => json!((finished - started).num_milliseconds().max(0)),
+            _ => Value::Null,
+        };
+        let error = match (&self.error_type, &self.error_message) {
+            (None, None) => Value::Null,
+            (kind, message) => json!({ "type": kind, "message": message }),
+        };
+        json!({
+            "runId": self.public_id,
+            "endpoint": self.endpoint,
+            "status": self.status,
+            "parameters": serde_json::from_str::<Value>(&self.parameters).unwrap_or(Value::Null),
+            "requires": self.requires_list(),
+            "priority": self.priority,
+            "result": self.result.as_deref().and_then(|r| serde_json::from_str::<Value>(r).ok()).unwrap_or(Value::Null),
+            "error": error,
+            "machineId": self.machine_id,
+            "createdAt": rfc3339(Some(self.created_at)),
+            "startedAt": rfc3339(self.started_at),
+            "finishedAt": rfc3339(self.finished_at),
+            "duration": duration,
+        })
+    }
+}
+
+/// An automation's name in `POST /api/{org}/{endpoint}`: 1–100 characters of `a-z0-9-`.
+pub fn parse_endpoint(text: &str) -> Result<String, String> {
+    let valid = !text.is_empty() && text.len() <= 100 && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if valid { Ok(text.to_owned()) } else { Err("The endpoint must be 1–100 characters of a-z, 0-9 and -.".into()) }
+}
+
+/// What a caller asks to run.
+pub struct NewRun {
+    pub endpoint: String,
+    pub parameters: Value,
+    pub requires: Vec<String>,
+    pub priority: i32,
+}
+
+pub fn enqueue(conn: &mut DbConnection, organization_id: i64, api_key_id: i64, new: &NewRun) -> QueryResult<Run> {
+    diesel::insert_into(runs::table)
+        .values((
+            runs::public_id.eq(format!("run_{}", crate::secret::random_base62(24))),
+            runs::organization_id.eq(organization_id),
+            runs::api_key_id.eq(api_key_id),
+            runs::endpoint.eq(&new.endpoint),
+            runs::parameters.eq(new.parameters.to_string()),
+            runs::requires.eq(serde_json::to_string(&new.requires).expect("strings serialize")),
+            runs::priority.eq(new.priority),
+            runs::status.eq("queued"),
+            runs::created_at.eq(chrono::Utc::now().naive_utc()),
+        ))
+        .returning(runs::all_columns)
+        .get_result::<Run>(conn)
+}
+
+/// One run of the organization by its public id; another organization's run is not found.
+pub fn find(conn: &mut DbConnection, organization_id: i64, public_id: &str) -> QueryResult<Option<Run>> {
+    runs::table
+        .filter(runs::public_id.eq(public_id))
+        .filter(runs::organization_id.eq(organization_id))
+        .select(Run::as_select())
+        .first(conn)
+        .optional()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("No such run.")]
+    NotFound,
+    #[error("The run has already finished.")]
+    AlreadyFinished,
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+}
+
+/// Cancels a queued run at once; a running one is marked cancelled and its machine is told on its next
+/// heartbeat or claim.
+pub fn cancel(conn: &mut DbConnection, organization_id: i64, public_id: &str) -> Result<Run, RunError> {
+    write_transaction(conn, |conn| {
+        let run = find(conn, organization_id, public_id)?.ok_or(RunError::NotFound)?;
+        let now = chrono::Utc::now().naive_utc();
+        let cancel_requested = match run.status.as_str() {
+            "queued" => None,
+            "running" => Some(now),
+            _ => return Err(RunError::AlreadyFinished),
+        };
+        Ok(diesel::update(runs::table.find(run.id))
+            .set((runs::status.eq("cancelled"), runs::finished_at.eq(now), runs::cancel_requested_at.eq(cancel_requested)))
+            .returning(runs::all_columns)
+            .get_result::<Run>(conn)?)
+    })
+}
+
+/// How a machine says a run ended.
+pub struct Outcome {
+    pub succeeded: bool,
+    pub result: Option<Value>,
+    pub error: Option<(String, String)>,
+}
+
+/// Records the end of a run the machine holds and frees the machine. A run cancelled while it ran is
+/// acknowledged and stays cancelled.
+pub fn complete(conn: &mut DbConnection, machine_id: i64, public_id: &str, outcome: &Outcome) -> Result<Run, RunError> {
+    write_transaction(conn, |conn| {
+        let run = runs::table
+            .filter(runs::public_id.eq(public_id))
+            .filter(runs::machine_id.eq(machine_id))
+            .select(Run::as_select())
+            .first(conn)
+            .optional()?
+            .ok_or(RunError::NotFound)?;
+        diesel::update(machines::table.find(machine_id).filter(machines::current_run_id.eq(run.id)))
+            .set(machines::current_run_id.eq(None::<i64>))
+            .execute(conn)?;
+        match run.status.as_str() {
+            "running" => {}
+            "cancelled" => return Ok(run),
+            _ => return Err(RunError::AlreadyFinished),
+        }
+        let (error_type, error_message) = match &outcome.error {
+            Some((kind, message)) => (Some(kind.clone()), Some(message.clone())),
+            None if !outcome.succeeded => (Some("failed".to_owned()), Some("The automation reported a failure.".to_owned())),
+            None => (None, None),
+        };
+        Ok(diesel::update(runs::table.find(run.id))
+            .set((
+                runs::status.eq(if outcome.succeeded { "completed" } else { "failed" }),
+                runs::result.eq(outcome.result.as_ref().map(Value::to_string)),
+                runs::error_type.eq(error_type),
+                runs::error_message.eq(error_message),
+                runs::finished_at.eq(chrono::Utc::now().naive_utc()),
+            ))
+            .returning(runs::all_columns)
+            .get_result::<Run>(conn)?)
+    })
+}
+
+/// A run as lists show it.
+#[derive(Clone, Debug, Queryable)]
+pub struct RunSummary {
+    pub id: i64,
+    pub public_id: String,
+    pub endpoint: String,
+    pub status: String,
+    pub created_at: NaiveDateTime,
+    pub started_at: Option<NaiveDateTime>,
+    pub finished_at: Option<NaiveDateTime>,
+    pub error_message: Option<String>,
+    pub machine_id: Option<i64>,
+}
+
+type SummaryColumns = (
+    runs::id,
+    runs::public_id,
+    runs::endpoint,
+    runs::status,
+    runs::created_at,
+    runs::started_at,
+    runs::finished_at,
+    runs::error_message,
+    runs::machine_id,
+);
+
+const SUMMARY: SummaryColumns = (
+    runs::id,
+    runs::public_id,
+    runs::endpoint,
+    runs::status,
+    runs::created_at,
+    runs::started_at,
+    runs::finished_at,
+    runs::error_message,
+    runs::machine_id,
+);
+
+/// The newest runs a machine took, newest first.
+pub fn history_of_machine(conn: &mut DbConnection, machine_id: i64, limit: i64) -> QueryResult<Vec<RunSummary>> {
+    runs::table
+        .filter(runs::machine_id.eq(machine_id))
+        .order((runs::created_at.desc(), runs::id.desc()))
+        .limit(limit)
+        .select(SUMMARY)
+        .load(conn)
+}
+
+/// The runs with these ids (the Current Job of a page of machines).
+pub fn summaries(conn: &mut DbConnection, ids: &[i64]) -> QueryResult<Vec<RunSummary>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    runs::table.filter(runs::id.eq_any(ids)).select(SUMMARY).load(conn)
+}
+
+pub const STATUSES: [&str; 5] = ["queued", "running", "completed", "failed", "cancelled"];
+
+/// One page of an organization's runs, newest first, optionally of one status; and how many match.
+pub fn list(
+    conn: &mut DbConnection,
+    organization_id: i64,
+    status: Option<&str>,
+    offset: i64,
+    limit: i64,
+) -> QueryResult<(Vec<RunSummary>, i64)> {
+    let filtered = || {
+        let mut query = runs::table.filter(runs::organization_id.eq(organization_id)).into_boxed();
+        if let Some(status) = status {
+            query = query.filter(runs::status.eq(status.to_owned()));
+        }
+        query
+    };
+    let total = filtered().count().get_result(conn)?;
+    let page = filtered()
+        .order((runs::created_at.desc(), runs::id.desc()))
+        .offset(offset)
+        .limit(limit)
+        .select(SUMMARY)
+        .load(conn)?;
+    Ok((page, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_slugs() {
+        assert!(parse_endpoint("invoice-sync-2").is_ok());
+        for bad in ["", "Invoice", "a_b", "a b", "é", &"a".repeat(101)] {
+            assert!(parse_endpoint(bad).is_err(), "{bad}");
+        }
+    }
+}
