@@ -58,7 +58,7 @@ impl Application {
         spawn_usage_flusher(pool.clone(), usage.clone());
         let dispatcher = actix_web::web::Data::new(Dispatcher::default());
         if let DatabaseUrl::Postgres(url) = &settings.database.database_url {
-            dispatch::spawn_postgres_listener(url.clone(), dispatcher.clone().into_inner());
+            dispatch::spawn_postgres_listener(url.clone(), std::sync::Arc::downgrade(&dispatcher.clone().into_inner()));
         }
         spawn_lease_keeper(pool.clone(), dispatcher.clone(), settings.offline_after());
         let metrics = actix_web::web::Data::new(Metrics::default());

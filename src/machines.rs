@@ -327,6 +327,21 @@ pub fn count_by_status(
     })
 }
 
+/// The capability lists of the organization's machines that are Online or Busy now.
+pub fn capabilities_in_contact(
+    conn: &mut DbConnection,
+    organization_id: i64,
+    now: NaiveDateTime,
+    offline_after: chrono::Duration,
+) -> QueryResult<Vec<Vec<String>>> {
+    let lists: Vec<String> = live(Some(organization_id))
+        .filter(machines::last_seen_at.gt(now - offline_after))
+        .select(machines::capabilities)
+        .distinct()
+        .load(conn)?;
+    Ok(lists.iter().map(|l| serde_json::from_str(l).unwrap_or_default()).collect())
+}
+
 diesel::define_sql_function! {
     /// SQL `lower()`, on both backends (`ilike` is PostgreSQL only).
     fn lower(text: diesel::sql_types::Text) -> diesel::sql_types::Text;

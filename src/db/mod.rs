@@ -129,6 +129,8 @@ impl Pool {
         }
         let inner = r2d2::Pool::builder()
             .max_size(max_size)
+            // Open connections as load needs them rather than all at start: replicas share one server.
+            .min_idle(Some(2.min(max_size)))
             .connection_timeout(Duration::from_secs(10))
             .build(ConnectionManager { url: url.clone() })
             .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", url.redacted()))?;

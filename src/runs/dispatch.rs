@@ -4,7 +4,7 @@
 //! `NOTIFY granite_runs`, which a listener on every replica turns into the same local wake-up.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -65,29 +65,28 @@ pub fn publish(conn: &mut DbConnection, organization_id: i64, signal: Signal) ->
     Ok(())
 }
 
-/// Listens for other replicas' signals on a dedicated connection and wakes local waiters. The PostgreSQL
-/// client library offers no blocking wait here, so the listener checks every 5 ms.
-pub fn spawn_postgres_listener(url: String, dispatcher: Arc<Dispatcher>) {
+/// Listens for other replicas' signals on a dedicated connection and wakes local waiters, until the
+/// server that owns `dispatcher` is gone. The PostgreSQL client library offers no blocking wait here, so
+/// the listener checks every 5 ms.
+pub fn spawn_postgres_listener(url: String, dispatcher: Weak<Dispatcher>) {
     std::thread::Builder::new()
         .name("granite-listen".into())
         .spawn(move || {
-            loop {
-                match listen(&url, &dispatcher) {
-                    Ok(()) => return,
-                    Err(error) => {
-                        tracing::warn!(%error, "lost the PostgreSQL listener; reconnecting in 1 s");
-                        std::thread::sleep(Duration::from_secs(1));
-                    }
+            while dispatcher.strong_count() > 0 {
+                if let Err(error) = listen(&url, &dispatcher) {
+                    tracing::warn!(%error, "lost the PostgreSQL listener; reconnecting in 1 s");
+                    std::thread::sleep(Duration::from_secs(1));
                 }
             }
         })
         .expect("a thread for the PostgreSQL listener");
 }
 
-fn listen(url: &str, dispatcher: &Dispatcher) -> Result<(), Box<dyn std::error::Error>> {
+fn listen(url: &str, dispatcher: &Weak<Dispatcher>) -> Result<(), Box<dyn std::error::Error>> {
     let mut conn = diesel::PgConnection::establish(url)?;
     conn.batch_execute(&format!("LISTEN {CHANNEL}"))?;
     loop {
+        let Some(dispatcher) = dispatcher.upgrade() else { return Ok(()) };
         for notification in conn.notifications_iter() {
             let notification = notification?;
             let Some((tag, organization)) = notification.payload.split_once(':') else { continue };
@@ -95,6 +94,7 @@ fn listen(url: &str, dispatcher: &Dispatcher) -> Result<(), Box<dyn std::error::
             let signal = if tag == "q" { Signal::Queued } else { Signal::Finished };
             dispatcher.announce(organization_id, signal);
         }
+        drop(dispatcher);
         std::thread::sleep(Duration::from_millis(5));
     }
 }

@@ -8,7 +8,7 @@ use chrono::NaiveDateTime;
 use serde::Deserialize;
 
 use super::auth::CurrentUser;
-use super::charts::BarChart;
+use super::charts::{BarChart, Point};
 use super::error::WebError;
 use super::layout::{Layout, NewSecret, render, render_with_status};
 use super::session::DashboardSession;
@@ -205,6 +205,14 @@ fn key_error(error: KeyError) -> WebError {
     }
 }
 
+fn usage_chart(label: &str, buckets: &[usage::Bucket], name_format: &str, label_every: usize) -> BarChart {
+    let points: Vec<Point> = buckets
+        .iter()
+        .map(|b| Point { name: b.start.format(name_format).to_string(), primary: b.success, secondary: b.rejected })
+        .collect();
+    BarChart::new(label, "Successful", Some("Rejected"), &points, label_every)
+}
+
 #[derive(Template)]
 #[template(path = "api_key_analytics.html")]
 struct AnalyticsPage {
@@ -239,8 +247,8 @@ pub async fn analytics(
         user,
         key: KeyRow::new(ListedKey { key, created_by: None }, now),
         revoked,
-        hourly: BarChart::new("Requests per hour, last 24 hours (UTC)", &hourly, |b| b.start.format("%H:00").to_string(), 3),
-        daily: BarChart::new("Requests per day, last 7 days (UTC)", &daily, |b| b.start.format("%a %d").to_string(), 1),
+        hourly: usage_chart("Requests per hour, last 24 hours (UTC)", &hourly, "%H:00", 3),
+        daily: usage_chart("Requests per day, last 7 days (UTC)", &daily, "%a %d", 1),
     };
     render(&page)
 }

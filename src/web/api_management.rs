@@ -14,7 +14,7 @@ use super::login::see_other;
 use super::session::DashboardSession;
 use crate::config::Settings;
 use crate::db::Pool;
-use crate::queue::QueueStatus;
+use super::queue_status::QueueSection;
 
 #[derive(Template)]
 #[template(path = "api_management.html")]
@@ -24,7 +24,7 @@ struct ApiManagementPage {
     api_keys: ApiKeysSection,
     enrollment_tokens: EnrollmentTokensSection,
     machines: MachinesSection,
-    queue: QueueStatus,
+    queue: QueueSection,
 }
 
 pub async fn home() -> HttpResponse {
@@ -46,7 +46,7 @@ pub async fn page(
             let api_keys = ApiKeysSection::load(conn, &for_load, now)?;
             let enrollment_tokens = EnrollmentTokensSection::load(conn, &for_load, default_token_hours, now)?;
             let machines = MachinesSection::load(conn, &for_load, now, offline_after)?;
-            let queue = QueueStatus::load(conn, for_load.organization.id, now, offline_after)?;
+            let queue = QueueSection::load(conn, for_load.organization.id, now, offline_after)?;
             Ok::<_, WebError>((api_keys, enrollment_tokens, machines, queue))
         })
         .await?;

@@ -1,15 +1,23 @@
 //! Bar charts drawn on the server as inline SVG: no chart JavaScript, nothing to load.
 
-use crate::api_keys::usage::Bucket;
-
 const WIDTH: f64 = 720.0;
 const HEIGHT: f64 = 180.0;
 const PLOT_TOP: f64 = 10.0;
 const PLOT_BOTTOM: f64 = 150.0;
 const PLOT_LEFT: f64 = 40.0;
 
+/// One bar: a primary value, optionally with a secondary one stacked on top.
+pub struct Point {
+    pub name: String,
+    pub primary: i64,
+    pub secondary: i64,
+}
+
 pub struct BarChart {
     pub label: String,
+    /// What the two stacked values are, for the legend and hover text.
+    pub primary_label: &'static str,
+    pub secondary_label: Option<&'static str>,
     pub width: f64,
     pub height: f64,
     pub plot_left: f64,
@@ -19,25 +27,25 @@ pub struct BarChart {
     pub axis_label_y: f64,
     pub bars: Vec<Bar>,
     pub gridlines: Vec<Gridline>,
-    pub total_success: i64,
-    pub total_rejected: i64,
+    pub total_primary: i64,
+    pub total_secondary: i64,
 }
 
 pub struct Bar {
     pub x: f64,
     pub width: f64,
-    pub success_y: f64,
-    pub success_height: f64,
-    pub rejected_y: f64,
-    pub rejected_height: f64,
+    pub primary_y: f64,
+    pub primary_height: f64,
+    pub secondary_y: f64,
+    pub secondary_height: f64,
     /// Axis label under the bar, when this bar gets one.
     pub axis_label: Option<String>,
     pub label_x: f64,
-    /// Hover text: the bucket and its numbers.
+    /// Hover text: the bar's name and numbers.
     pub tooltip: String,
-    pub start: String,
-    pub success: i64,
-    pub rejected: i64,
+    pub name: String,
+    pub primary: i64,
+    pub secondary: i64,
 }
 
 pub struct Gridline {
@@ -46,36 +54,51 @@ pub struct Gridline {
 }
 
 impl BarChart {
-    /// Stacked bars (successful below, rejected above) for `buckets`, labelled by `name_of`; every
-    /// `label_every`-th bar gets an axis label.
-    pub fn new(label: &str, buckets: &[Bucket], name_of: impl Fn(&Bucket) -> String, label_every: usize) -> Self {
-        let max = buckets.iter().map(|b| b.success + b.rejected).max().unwrap_or(0);
+    /// Bars for `points`; every `label_every`-th bar gets an axis label.
+    pub fn new(
+        label: &str,
+        primary_label: &'static str,
+        secondary_label: Option<&'static str>,
+        points: &[Point],
+        label_every: usize,
+    ) -> Self {
+        let max = points.iter().map(|p| p.primary + p.secondary).max().unwrap_or(0);
         let scale_max = nice_ceiling(max.max(1));
         let plot_height = PLOT_BOTTOM - PLOT_TOP;
-        let slot = (WIDTH - PLOT_LEFT - 10.0) / buckets.len().max(1) as f64;
+        let slot = (WIDTH - PLOT_LEFT - 10.0) / points.len().max(1) as f64;
         let bar_width = (slot * 0.72).max(1.0);
         let height_of = |n: i64| n as f64 / scale_max as f64 * plot_height;
-        let bars = buckets
+        let bars = points
             .iter()
             .enumerate()
-            .map(|(i, bucket)| {
+            .map(|(i, point)| {
                 let x = PLOT_LEFT + i as f64 * slot + (slot - bar_width) / 2.0;
-                let success_height = height_of(bucket.success);
-                let rejected_height = height_of(bucket.rejected);
-                let name = name_of(bucket);
+                let primary_height = height_of(point.primary);
+                let secondary_height = height_of(point.secondary);
+                let tooltip = match secondary_label {
+                    Some(secondary) => format!(
+                        "{}: {} {}, {} {}",
+                        point.name,
+                        point.primary,
+                        primary_label.to_lowercase(),
+                        point.secondary,
+                        secondary.to_lowercase()
+                    ),
+                    None => format!("{}: {} {}", point.name, point.primary, primary_label.to_lowercase()),
+                };
                 Bar {
                     x,
                     width: bar_width,
-                    success_y: PLOT_BOTTOM - success_height,
-                    success_height,
-                    rejected_y: PLOT_BOTTOM - success_height - rejected_height,
-                    rejected_height,
-                    axis_label: (i % label_every.max(1) == 0).then(|| name.clone()),
+                    primary_y: PLOT_BOTTOM - primary_height,
+                    primary_height,
+                    secondary_y: PLOT_BOTTOM - primary_height - secondary_height,
+                    secondary_height,
+                    axis_label: (i % label_every.max(1) == 0).then(|| point.name.clone()),
                     label_x: x + bar_width / 2.0,
-                    tooltip: format!("{name}: {} successful, {} rejected", bucket.success, bucket.rejected),
-                    start: name,
-                    success: bucket.success,
-                    rejected: bucket.rejected,
+                    tooltip,
+                    name: point.name.clone(),
+                    primary: point.primary,
+                    secondary: point.secondary,
                 }
             })
             .collect();
@@ -85,6 +108,8 @@ impl BarChart {
             .collect();
         Self {
             label: label.to_owned(),
+            primary_label,
+            secondary_label,
             width: WIDTH,
             height: HEIGHT,
             plot_left: PLOT_LEFT,
@@ -93,8 +118,8 @@ impl BarChart {
             axis_label_y: PLOT_BOTTOM + 18.0,
             bars,
             gridlines,
-            total_success: buckets.iter().map(|b| b.success).sum(),
-            total_rejected: buckets.iter().map(|b| b.rejected).sum(),
+            total_primary: points.iter().map(|p| p.primary).sum(),
+            total_secondary: points.iter().map(|p| p.secondary).sum(),
         }
     }
 }
@@ -116,20 +141,21 @@ fn nice_ceiling(n: i64) -> i64 {
 mod tests {
     use super::*;
 
-    fn bucket(success: i64, rejected: i64) -> Bucket {
-        Bucket { start: chrono::NaiveDateTime::default(), success, rejected }
+    fn point(primary: i64, secondary: i64) -> Point {
+        Point { name: "x".into(), primary, secondary }
     }
 
     #[test]
     fn scales_to_a_nice_maximum_and_stacks() {
-        let chart = BarChart::new("t", &[bucket(30, 10), bucket(0, 0), bucket(80, 0)], |_| "x".into(), 2);
+        let chart = BarChart::new("t", "Successful", Some("Rejected"), &[point(30, 10), point(0, 0), point(80, 0)], 2);
         assert_eq!(chart.gridlines.last().unwrap().value, 100);
-        assert_eq!(chart.total_success, 110);
-        assert_eq!(chart.total_rejected, 10);
+        assert_eq!(chart.total_primary, 110);
+        assert_eq!(chart.total_secondary, 10);
         let first = &chart.bars[0];
-        assert!((first.success_height - 42.0).abs() < 1e-9, "30 of 100 over a 140px plot");
-        assert!((first.rejected_y + first.rejected_height - first.success_y).abs() < 1e-9, "stacked");
-        assert_eq!(chart.bars[1].success_height, 0.0);
+        assert!((first.primary_height - 42.0).abs() < 1e-9, "30 of 100 over a 140px plot");
+        assert!((first.secondary_y + first.secondary_height - first.primary_y).abs() < 1e-9, "stacked");
+        assert_eq!(first.tooltip, "x: 30 successful, 10 rejected");
+        assert_eq!(chart.bars[1].primary_height, 0.0);
         assert!(chart.bars[0].axis_label.is_some() && chart.bars[1].axis_label.is_none());
     }
 

@@ -9,6 +9,7 @@ pub mod charts;
 pub mod csrf;
 pub mod enrollment_tokens;
 pub mod error;
+pub mod jobs;
 pub mod ops;
 pub mod layout;
 pub mod login;
@@ -50,7 +51,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/api-management/machines/list", web::get().to(machines::list))
                 .route("/api-management/machines/{id}", web::get().to(machines::detail))
                 .route("/api-management/machines/{id}/remove", web::post().to(machines::remove))
-                .route("/api-management/queue", web::get().to(queue_status::show)),
+                .route("/api-management/queue", web::get().to(queue_status::show))
+                .route("/api-management/jobs", web::get().to(jobs::page)),
         );
 }
 

@@ -1,21 +1,64 @@
-//! The Queue Status section: the contract's three numbers, refreshed by htmx every few seconds.
+//! The Queue Status section: the contract's three numbers and what explains them (running jobs, the
+//! oldest wait, p95 wait, busy and idle drivers, queue depth over the hour, jobs nobody can run),
+//! refreshed by htmx every few seconds.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
+use chrono::NaiveDateTime;
 
 use super::auth::CurrentUser;
+use super::charts::{BarChart, Point};
 use super::error::WebError;
 use super::is_htmx;
 use super::layout::render_with_status;
 use crate::config::Settings;
-use crate::db::Pool;
-use crate::queue::QueueStatus;
+use crate::db::{DbConnection, Pool};
+use crate::queue::{self, QueueStatus, Unrunnable};
+
+pub struct QueueSection {
+    pub status: QueueStatus,
+    pub avg_wait: String,
+    pub p95_wait: String,
+    pub oldest_queued: String,
+    pub idle_drivers: i64,
+    pub depth: BarChart,
+    pub unrunnable: Vec<Unrunnable>,
+    pub unrunnable_total: i64,
+    pub refresh_seconds: u32,
+}
+
+impl QueueSection {
+    pub fn load(
+        conn: &mut DbConnection,
+        organization_id: i64,
+        now: NaiveDateTime,
+        offline_after: chrono::Duration,
+    ) -> Result<Self, WebError> {
+        let status = QueueStatus::load(conn, organization_id, now, offline_after)?;
+        let depth: Vec<Point> = queue::depth_last_hour(conn, organization_id, now)?
+            .into_iter()
+            .map(|(at, depth)| Point { name: at.format("%H:%M").to_string(), primary: depth, secondary: 0 })
+            .collect();
+        let unrunnable = queue::unrunnable(conn, organization_id, now, offline_after)?;
+        Ok(Self {
+            avg_wait: queue::seconds_display(status.avg_wait_seconds),
+            p95_wait: queue::seconds_display(status.p95_wait_seconds),
+            oldest_queued: queue::seconds_display(status.oldest_queued_seconds),
+            idle_drivers: status.active_drivers - status.busy_drivers,
+            depth: BarChart::new("Jobs queued, last hour (UTC)", "Queued", None, &depth, 10),
+            unrunnable_total: unrunnable.iter().map(|u| u.count).sum(),
+            unrunnable,
+            status,
+            refresh_seconds: super::machines::REFRESH_SECONDS,
+        })
+    }
+}
 
 #[derive(Template)]
 #[template(path = "sections/queue_status.html")]
 struct SectionFragment<'a> {
-    queue: &'a QueueStatus,
+    queue: &'a QueueSection,
 }
 
 pub async fn show(
@@ -29,7 +72,7 @@ pub async fn show(
     }
     let (organization_id, offline_after) = (user.organization.id, settings.offline_after());
     let queue = pool
-        .run(move |conn| Ok::<_, WebError>(QueueStatus::load(conn, organization_id, chrono::Utc::now().naive_utc(), offline_after)?))
+        .run(move |conn| QueueSection::load(conn, organization_id, chrono::Utc::now().naive_utc(), offline_after))
         .await?;
     render_with_status(StatusCode::OK, &SectionFragment { queue: &queue })
 }

@@ -170,12 +170,36 @@ impl TestApp {
 
     /// POSTs JSON to the public or driver API, with `Authorization: Bearer …` when given.
     pub fn post_json(&self, path: &str, body: &Value, bearer: Option<&str>) -> Reply {
-        let agent = Client::new(self.address).agent;
+        let authorization = bearer.map(|b| format!("Bearer {b}"));
+        let headers: Vec<(&str, &str)> = authorization.iter().map(|a| ("Authorization", a.as_str())).collect();
+        self.post_json_with(path, body, &headers)
+    }
+
+    pub fn post_json_with(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> Reply {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
         let mut request = agent.post(format!("http://{}{path}", self.address));
-        if let Some(bearer) = bearer {
-            request = request.header("Authorization", format!("Bearer {bearer}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         reply_of(request.send_json(body).expect("POST failed"))
+    }
+
+    /// `POST /api/{org}/{endpoint}?{query}` with an API key.
+    pub fn start_run(&self, key: &str, path_and_query: &str, parameters: &Value) -> Reply {
+        self.post_json_with(&format!("/api/{path_and_query}"), parameters, &[("X-Granite-API-Key", key)])
+    }
+
+    /// `POST /api/v1/driver/jobs/claim`, waiting up to `wait_seconds`.
+    pub fn claim(&self, credential: &str, wait_seconds: u64) -> Reply {
+        self.post_json("/api/v1/driver/jobs/claim", &serde_json::json!({ "wait_seconds": wait_seconds }), Some(credential))
+    }
+
+    pub fn complete(&self, credential: &str, run_id: &str, outcome: &Value) -> Reply {
+        self.post_json(&format!("/api/v1/driver/jobs/{run_id}/complete"), outcome, Some(credential))
     }
 
     /// Enrolls a machine with `token` through the driver API; returns (machine id, credential).

@@ -10,4 +10,5 @@ mod csrf;
 mod first_start;
 mod machines;
 mod pages;
+mod runs;
 mod sign_in;

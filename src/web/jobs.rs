@@ -1,0 +1,91 @@
+//! The organization's jobs (runs), newest first, filtered by status, a page at a time.
+
+use actix_web::{HttpResponse, web};
+use askama::Template;
+use serde::Deserialize;
+
+use super::auth::CurrentUser;
+use super::error::WebError;
+use super::layout::{Layout, render};
+use super::session::DashboardSession;
+use super::time::Moment;
+use crate::db::Pool;
+use crate::runs::{self, STATUSES};
+
+const PAGE_SIZE: i64 = 50;
+
+pub struct JobRow {
+    pub public_id: String,
+    pub endpoint: String,
+    pub status: String,
+    pub queued: Moment,
+    pub waited: String,
+    pub ran: String,
+    pub machine_id: Option<i64>,
+    pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "jobs.html")]
+struct JobsPage {
+    layout: Layout,
+    user: CurrentUser,
+    rows: Vec<JobRow>,
+    statuses: [&'static str; 5],
+    selected: String,
+    matching: i64,
+    page: i64,
+    pages: i64,
+}
+
+#[derive(Deserialize)]
+pub struct JobsQuery {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    page: Option<i64>,
+}
+
+pub async fn page(
+    user: CurrentUser,
+    session: actix_session::Session,
+    pool: web::Data<Pool>,
+    query: web::Query<JobsQuery>,
+) -> Result<HttpResponse, WebError> {
+    let query = query.into_inner();
+    let status = STATUSES.iter().find(|s| **s == query.status).copied();
+    let page = query.page.unwrap_or(1).max(1);
+    let organization_id = user.organization.id;
+    let (summaries, matching) = pool
+        .run(move |conn| Ok::<_, WebError>(runs::list(conn, organization_id, status, (page - 1) * PAGE_SIZE, PAGE_SIZE)?))
+        .await?;
+    let now = chrono::Utc::now().naive_utc();
+    let seconds = |from: chrono::NaiveDateTime, to: Option<chrono::NaiveDateTime>| match to {
+        Some(to) => format!("{:.1} s", (to - from).as_seconds_f64().max(0.0)),
+        None => "—".to_owned(),
+    };
+    let rows = summaries
+        .into_iter()
+        .map(|run| JobRow {
+            waited: seconds(run.created_at, run.started_at),
+            ran: run.started_at.map(|s| seconds(s, run.finished_at)).unwrap_or_else(|| "—".into()),
+            queued: Moment::new(run.created_at, now),
+            public_id: run.public_id,
+            endpoint: run.endpoint,
+            status: run.status,
+            machine_id: run.machine_id,
+            error: run.error_message,
+        })
+        .collect();
+    let layout = Layout::new("Jobs", DashboardSession::new(session).ensure_csrf_token());
+    render(&JobsPage {
+        layout,
+        user,
+        rows,
+        statuses: STATUSES,
+        selected: status.unwrap_or_default().to_owned(),
+        matching,
+        page,
+        pages: ((matching + PAGE_SIZE - 1) / PAGE_SIZE).max(1),
+    })
+}
