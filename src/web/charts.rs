@@ -29,6 +29,8 @@ pub struct BarChart {
     pub gridlines: Vec<Gridline>,
     pub total_primary: i64,
     pub total_secondary: i64,
+    /// The line beside the title; by default the totals.
+    pub summary: String,
 }
 
 pub struct Bar {
@@ -120,7 +122,29 @@ impl BarChart {
             gridlines,
             total_primary: points.iter().map(|p| p.primary).sum(),
             total_secondary: points.iter().map(|p| p.secondary).sum(),
+            summary: String::new(),
         }
+        .with_totals_summary()
+    }
+
+    fn with_totals_summary(mut self) -> Self {
+        self.summary = match self.secondary_label {
+            Some(secondary) => format!(
+                "{} {} · {} {}",
+                self.total_primary,
+                self.primary_label.to_lowercase(),
+                self.total_secondary,
+                secondary.to_lowercase()
+            ),
+            None => format!("{} {}", self.total_primary, self.primary_label.to_lowercase()),
+        };
+        self
+    }
+
+    /// Replaces the totals beside the title (for levels, where a sum means nothing).
+    pub fn with_summary(mut self, summary: String) -> Self {
+        self.summary = summary;
+        self
     }
 }
 

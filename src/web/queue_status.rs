@@ -40,13 +40,15 @@ impl QueueSection {
             .into_iter()
             .map(|(at, depth)| Point { name: at.format("%H:%M").to_string(), primary: depth, secondary: 0 })
             .collect();
+        let peak = depth.iter().map(|p| p.primary).max().unwrap_or(0);
         let unrunnable = queue::unrunnable(conn, organization_id, now, offline_after)?;
         Ok(Self {
             avg_wait: queue::seconds_display(status.avg_wait_seconds),
             p95_wait: queue::seconds_display(status.p95_wait_seconds),
             oldest_queued: queue::seconds_display(status.oldest_queued_seconds),
             idle_drivers: status.active_drivers - status.busy_drivers,
-            depth: BarChart::new("Jobs queued, last hour (UTC)", "Queued", None, &depth, 10),
+            depth: BarChart::new("Jobs queued, last hour (UTC)", "Queued", None, &depth, 10)
+                .with_summary(format!("peak {peak} · now {}", status.jobs_queued)),
             unrunnable_total: unrunnable.iter().map(|u| u.count).sum(),
             unrunnable,
             status,

@@ -189,3 +189,63 @@ fn admin_enrolls_watches_and_removes_a_machine(backend: Backend) {
     assert_eq!(app.heartbeat(&credential).api_error(), (401, "machine_removed".into()));
     assert_eq!(browser.execute("return window.stillTheSamePage === true"), true, "all without a reload");
 }
+
+mod queue {
+    use super::*;
+    both_backends!(jobs_flow_through_the_page_without_a_reload);
+}
+
+fn jobs_flow_through_the_page_without_a_reload(backend: Backend) {
+    let db = TestDb::new(backend);
+    let app = TestApp::spawn(&db);
+    let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (_, key) = admin.create_api_key("scheduler");
+    let (_, token) = admin.create_enrollment_token("worker");
+    let (machine_id, credential) = app.enroll(&token, "worker-1");
+
+    let browser = Browser::start();
+    sign_in(&browser, &app, ADMIN_PASSWORD);
+    browser.wait_for_css("#queue-status");
+    browser.execute("window.stillTheSamePage = true; return null;");
+    assert_eq!(browser.text_of("[data-metric=jobs-queued]").as_deref(), Some("0"));
+
+    for n in 0..2 {
+        let reply = app.start_run(&key, "default/invoice-sync", &serde_json::json!({ "n": n }));
+        assert_eq!(reply.status, 202, "{}", reply.body);
+    }
+    browser.wait_until("Jobs Queued to rise", || (browser.text_of("[data-metric=jobs-queued]").as_deref() == Some("2")).then_some(()));
+
+    let claimed = app.claim(&credential, 0).json();
+    let run_id = claimed["runId"].as_str().unwrap().to_owned();
+    let tile = format!("#machine-list tr[data-id='{machine_id}']");
+    browser.wait_until("the tile to turn Busy with its job", || {
+        let busy = browser.attribute_of(&tile, "data-status").as_deref() == Some("busy");
+        let text = browser.text_of(&tile).unwrap_or_default();
+        (busy && text.contains("Busy") && text.contains(&run_id)).then_some(())
+    });
+    browser.wait_until("the queue numbers to change", || {
+        let queued = browser.text_of("[data-metric=jobs-queued]");
+        let running = browser.text_of("[data-metric=jobs-running]");
+        (queued.as_deref() == Some("1") && running.as_deref() == Some("1")).then_some(())
+    });
+    assert_ne!(browser.text_of("[data-metric=avg-wait]").as_deref(), Some("—"), "Avg Wait Time has a value once a job started");
+    browser.execute("document.getElementById('machines').scrollIntoView(); return null;");
+    browser.screenshot(&format!("machine-busy-{backend:?}").to_lowercase());
+
+    let done = app.complete(&credential, &run_id, &serde_json::json!({ "status": "completed", "result": { "ok": true } }));
+    assert_eq!(done.status, 200);
+    browser.wait_until("the tile to turn Online again", || {
+        (browser.attribute_of(&tile, "data-status").as_deref() == Some("online")).then_some(())
+    });
+    assert_eq!(browser.execute("return window.stillTheSamePage === true"), true, "all without a reload");
+    browser.execute("document.getElementById('queue-status').scrollIntoView(); return null;");
+    browser.screenshot(&format!("queue-status-{backend:?}").to_lowercase());
+
+    // The job is in the machine's history.
+    browser.goto(&app.url(&format!("/api-management/machines/{machine_id}")));
+    browser.wait_until("the job in the history", || {
+        let history = browser.text_of("section[aria-labelledby=history-heading] tbody")?;
+        let completed = history.to_lowercase().contains("completed");
+        (history.contains("invoice-sync") && history.contains(&run_id) && completed).then_some(())
+    });
+}
