@@ -1,6 +1,9 @@
 //! Shared by the benchmarks: a server started exactly as `granite serve` starts it, and a closed-loop
 //! load generator on loopback that reports requests per second.
 
+// Each benchmark uses part of this module.
+#![allow(dead_code)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

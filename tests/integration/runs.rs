@@ -425,7 +425,8 @@ fn queue_numbers_and_metrics_follow_the_work(backend: Backend) {
 
     let section = s.admin.get_with("/api-management/queue", &[("HX-Request", "true")]);
     assert!(section.body.contains("data-metric=\"jobs-queued\">4<"), "{}", section.body);
-    assert!(section.body.contains("needs-gpu") || section.body.contains("gpu"), "a run no online machine can do is flagged");
+    assert!(section.body.contains("1 queued job cannot run:"), "a run no online machine can do is flagged: {}", section.body);
+    assert!(section.body.contains("1 requiring <code>gpu</code>"));
 
     std::thread::sleep(Duration::from_millis(50));
     let claimed = s.app.claim(&worker, 0).json();

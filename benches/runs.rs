@@ -1,0 +1,196 @@
+//! Runs at speed: `cargo bench --bench runs`.
+//!
+//! Enqueue throughput (`POST /api/{org}/{endpoint}`), claim-and-complete throughput (a driver taking a
+//! run and reporting it done: two requests), both against unauthenticated routes of the same server in
+//! the same run; and the latency from `POST /api/{org}/{endpoint}` to a long-polling driver holding the
+//! run (goal: under 5 ms at the median).
+
+mod support;
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use granite::api_keys::{self, KeyName};
+use granite::audit::Actor;
+use granite::db::DatabaseUrl;
+use granite::enrollment;
+use granite::machines::MachineProfile;
+use granite::secret::{Secret, SecretKind};
+use support::{Request, Server, get, measure, median};
+
+const THREADS: usize = 4;
+const ROUND: Duration = Duration::from_secs(2);
+const ROUNDS: usize = 3;
+const LATENCY_SAMPLES: usize = 200;
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+fn enqueue(base: &str, key: &str) -> Request {
+    let (url, key) = (format!("{base}/api/default/bench-job"), key.to_owned());
+    Arc::new(move |agent: &ureq::Agent| {
+        let mut response = agent
+            .post(&url)
+            .header("X-Granite-API-Key", &key)
+            .header("Content-Type", "application/json")
+            .send(&b"{\"n\":1}"[..])
+            .expect("request sent");
+        let _ = response.body_mut().read_to_vec();
+        response.status().as_u16()
+    })
+}
+
+/// One driver cycle: claim a run, report it completed. Each cycle borrows a machine no other cycle is
+/// using, so machines never trip over each other.
+fn claim_and_complete(base: &str, credentials: Vec<String>) -> Request {
+    let base = base.to_owned();
+    let idle = Arc::new(Mutex::new(credentials));
+    Arc::new(move |agent: &ureq::Agent| {
+        let credential = idle.lock().unwrap().pop().expect("a machine per load thread");
+        let mut claimed = agent
+            .post(format!("{base}/api/v1/driver/jobs/claim"))
+            .header("Authorization", format!("Bearer {credential}"))
+            .header("Content-Type", "application/json")
+            .send(&b"{\"wait_seconds\":0}"[..])
+            .expect("claim sent");
+        let body = claimed.body_mut().read_to_string().unwrap_or_default();
+        assert_eq!(claimed.status().as_u16(), 200, "the queue ran dry during the benchmark");
+        let run: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let mut done = agent
+            .post(format!("{base}/api/v1/driver/jobs/{}/complete", run["runId"].as_str().unwrap()))
+            .header("Authorization", format!("Bearer {credential}"))
+            .header("Content-Type", "application/json")
+            .send(&b"{\"status\":\"completed\"}"[..])
+            .expect("complete sent");
+        let _ = done.body_mut().read_to_vec();
+        idle.lock().unwrap().push(credential);
+        done.status().as_u16()
+    })
+}
+
+fn setup(server: &Server, machines: usize) -> (String, Vec<String>) {
+    let mut conn = server.pool.get().unwrap();
+    let actor = Actor { user_id: 1, email: "bench@example.com".into(), source_ip: None };
+    let (_, key) = api_keys::create(&mut conn, 1, &KeyName::parse("bench").unwrap(), &actor).unwrap();
+    let credentials = (0..machines)
+        .map(|i| {
+            let (token, _) = enrollment::create(&mut conn, 1, "bench", 1, &actor).unwrap();
+            let credential = Secret::generate(SecretKind::MachineCredential);
+            let profile = MachineProfile::parse(&format!("driver-{i}"), "", None, None, &[], "").unwrap();
+            granite::machines::insert(&mut conn, 1, &profile, &credential.hash(), token.id, chrono::Utc::now().naive_utc()).unwrap();
+            credential.expose().to_owned()
+        })
+        .collect();
+    (key.expose().to_owned(), credentials)
+}
+
+/// Median and 95th percentile, in milliseconds, from queuing a run to a waiting driver holding it.
+fn latency(base: &str, key: &str, credential: &str) -> (f64, f64) {
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let (got_tx, got_rx) = mpsc::channel::<Instant>();
+    let driver = {
+        let (base, credential) = (base.to_owned(), credential.to_owned());
+        std::thread::spawn(move || {
+            let agent = agent();
+            for _ in 0..LATENCY_SAMPLES {
+                ready_tx.send(()).unwrap();
+                let mut claimed = agent
+                    .post(format!("{base}/api/v1/driver/jobs/claim"))
+                    .header("Authorization", format!("Bearer {credential}"))
+                    .header("Content-Type", "application/json")
+                    .send(&b"{\"wait_seconds\":30}"[..])
+                    .unwrap();
+                let received = Instant::now();
+                let run: serde_json::Value = serde_json::from_str(&claimed.body_mut().read_to_string().unwrap()).unwrap();
+                got_tx.send(received).unwrap();
+                let _ = agent
+                    .post(format!("{base}/api/v1/driver/jobs/{}/complete", run["runId"].as_str().unwrap()))
+                    .header("Authorization", format!("Bearer {credential}"))
+                    .header("Content-Type", "application/json")
+                    .send(&b"{\"status\":\"completed\"}"[..]);
+            }
+        })
+    };
+    let caller = agent();
+    let mut samples = Vec::with_capacity(LATENCY_SAMPLES);
+    for _ in 0..LATENCY_SAMPLES {
+        ready_rx.recv().unwrap();
+        // Let the claim arrive and go to sleep on the server first.
+        std::thread::sleep(Duration::from_millis(20));
+        let sent = Instant::now();
+        let mut response = caller
+            .post(format!("{base}/api/default/latency"))
+            .header("X-Granite-API-Key", key)
+            .header("Content-Type", "application/json")
+            .send(&b"{}"[..])
+            .unwrap();
+        let _ = response.body_mut().read_to_vec();
+        let received = got_rx.recv().unwrap();
+        samples.push((received - sent).as_secs_f64() * 1000.0);
+    }
+    driver.join().unwrap();
+    samples.sort_by(f64::total_cmp);
+    (samples[samples.len() / 2], samples[samples.len() * 95 / 100])
+}
+
+fn bench(label: &str, url: DatabaseUrl) {
+    let server = Server::start(url);
+    let (key, credentials) = setup(&server, THREADS + 1);
+    let base = format!("http://{}", server.address);
+    let static_file = get(format!("{base}/static/favicon.svg"), vec![]);
+    let health = get(format!("{base}/healthz"), vec![]);
+    let enqueue = enqueue(&base, &key);
+    let cycle = claim_and_complete(&base, credentials[..THREADS].to_vec());
+    measure(THREADS, Duration::from_millis(300), 200, static_file.clone());
+    measure(THREADS, Duration::from_millis(300), 200, health.clone());
+    let mut rates = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..ROUNDS {
+        rates[0].push(measure(THREADS, ROUND, 200, static_file.clone()));
+        rates[1].push(measure(THREADS, ROUND, 200, health.clone()));
+        // Enqueue first: it leaves the runs the claim round takes.
+        rates[2].push(measure(THREADS, ROUND, 202, enqueue.clone()));
+        rates[3].push(measure(THREADS, ROUND / 2, 200, cycle.clone()));
+    }
+    let [static_rate, health_rate, enqueue_rate, cycle_rate] = rates.map(median);
+    // Drain what is left so the latency runs meet an empty queue.
+    let drain = agent();
+    while drain
+        .post(format!("{base}/api/v1/driver/jobs/claim"))
+        .header("Authorization", format!("Bearer {}", credentials[THREADS]))
+        .header("Content-Type", "application/json")
+        .send(&b"{}"[..])
+        .map(|mut r| {
+            let ok = r.status().as_u16() == 200;
+            if ok {
+                let run: serde_json::Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+                let _ = drain
+                    .post(format!("{base}/api/v1/driver/jobs/{}/complete", run["runId"].as_str().unwrap()))
+                    .header("Authorization", format!("Bearer {}", credentials[THREADS]))
+                    .header("Content-Type", "application/json")
+                    .send(&b"{\"status\":\"completed\"}"[..]);
+            }
+            ok
+        })
+        .unwrap_or(false)
+    {}
+    let (p50, p95) = latency(&base, &key, &credentials[THREADS]);
+    println!("\n{label}: {THREADS} keep-alive clients, median of {ROUNDS} rounds");
+    println!("  static file (no database)      {static_rate:>9.0} req/s");
+    println!("  /healthz (database ping)       {health_rate:>9.0} req/s");
+    println!("  enqueue                        {enqueue_rate:>9.0} req/s");
+    println!("  claim + complete               {cycle_rate:>9.0} cycles/s ({:.0} req/s)", cycle_rate * 2.0);
+    println!("  ratio enqueue / static file:        {:.3}", enqueue_rate / static_rate);
+    println!("  ratio enqueue / healthz:            {:.2}", enqueue_rate / health_rate);
+    println!("  ratio claim+complete req / healthz: {:.2}", cycle_rate * 2.0 / health_rate);
+    println!("  queued → long-polling driver: median {p50:.2} ms, p95 {p95:.2} ms (goal: median < 5 ms)");
+}
+
+fn main() {
+    bench("SQLite", support::sqlite_url());
+    match support::postgres_url() {
+        Some(url) => bench("PostgreSQL", url),
+        None => println!("\nPostgreSQL: not reachable (GRANITE_BENCH_POSTGRES_URL), skipped"),
+    }
+}
