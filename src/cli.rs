@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::app::Application;
 use crate::config::{DatabaseArgs, Settings};
 use crate::db::Pool;
+use crate::driver;
 use crate::organizations::{self, OrganizationSlug};
 use crate::users::password::Password;
 use crate::users::{self, Email, Role};
@@ -30,6 +31,63 @@ enum Command {
     /// Manage dashboard users.
     #[command(subcommand)]
     User(UserCommand),
+    /// The reference driver: enroll this machine, then run jobs on it.
+    #[command(subcommand)]
+    Driver(DriverCommand),
+    /// Try Granite: a server on a fresh database with simulated drivers and a trickle of jobs.
+    Demo(DemoArgs),
+}
+
+#[derive(Subcommand)]
+enum DriverCommand {
+    /// Enroll this machine with a one-time token and save its credential (readable by you only).
+    Enroll(DriverEnroll),
+    /// Heartbeat, take jobs and run them: a job for automation X runs the executable X from --automations.
+    Run(DriverRun),
+}
+
+#[derive(clap::Args)]
+struct DriverEnroll {
+    /// The Granite server, e.g. https://granite.example.com
+    #[arg(long)]
+    server: String,
+    /// The enrollment token. Prefer GRANITE_ENROLLMENT_TOKEN or standard input: a flag shows in the
+    /// process list. When neither is given, the token is read from standard input (without echo).
+    #[arg(long, env = "GRANITE_ENROLLMENT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Where to save the credential [default: ~/.config/granite/driver.json]
+    #[arg(long)]
+    credentials: Option<std::path::PathBuf>,
+    /// The machine's name in the dashboard [default: the host name]
+    #[arg(long)]
+    name: Option<String>,
+    /// A capability jobs can require (repeat for several); the OS is added by itself.
+    #[arg(long = "capability")]
+    capabilities: Vec<String>,
+    /// Replace an existing enrollment in the credentials file.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(clap::Args)]
+struct DriverRun {
+    /// The saved enrollment [default: ~/.config/granite/driver.json]
+    #[arg(long)]
+    credentials: Option<std::path::PathBuf>,
+    /// Folder of automations: a job for automation X runs the executable X from here, with the job's
+    /// parameters as JSON on standard input; what it prints (JSON) is the result.
+    #[arg(long)]
+    automations: std::path::PathBuf,
+    /// Seconds an automation may run before it is stopped and the job fails.
+    #[arg(long, default_value_t = 300)]
+    time_limit: u64,
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    bind: std::net::SocketAddr,
 }
 
 #[derive(Subcommand)]
@@ -64,6 +122,9 @@ pub fn main() -> ExitCode {
         None => serve(cli.serve),
         Some(Command::Serve(settings)) => serve(settings),
         Some(Command::User(UserCommand::Add(args))) => add_user(args),
+        Some(Command::Driver(DriverCommand::Enroll(args))) => enroll_driver(args),
+        Some(Command::Driver(DriverCommand::Run(args))) => return run_driver(args),
+        Some(Command::Demo(args)) => crate::demo::run(args.bind),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -123,4 +184,78 @@ fn read_password() -> anyhow::Result<String> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+fn enroll_driver(args: DriverEnroll) -> anyhow::Result<()> {
+    let path = args.credentials.unwrap_or_else(driver::credentials::default_path);
+    anyhow::ensure!(
+        args.force || !path.exists(),
+        "{} already holds an enrollment; pass --force to replace it, or --credentials to keep both",
+        path.display()
+    );
+    let token = match args.token {
+        Some(token) => token,
+        None if std::io::stdin().is_terminal() => rpassword::prompt_password("Enrollment token: ")?,
+        None => {
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            line
+        }
+    };
+    let name = args.name.unwrap_or_else(driver::host_name);
+    let capabilities = driver::capabilities(&args.capabilities);
+    let client = driver::client::DriverClient::new(&args.server, None);
+    let enrolled = client.enroll(token.trim(), &name, &driver::os_version(), &capabilities)?;
+    let saved = driver::credentials::SavedEnrollment {
+        server: args.server.trim_end_matches('/').to_owned(),
+        machine_id: enrolled.machine_id,
+        organization: enrolled.organization_slug.clone(),
+        name: name.clone(),
+        credential: enrolled.credential,
+    };
+    driver::credentials::save(&path, &saved, args.force)?;
+    println!(
+        "Enrolled {name} as machine {} of {} (capabilities: {}).\nCredential saved to {} (readable by you only).\nStart it with: granite driver run --automations DIR",
+        enrolled.machine_id,
+        enrolled.organization_slug,
+        capabilities.join(", "),
+        path.display()
+    );
+    Ok(())
+}
+
+fn run_driver(args: DriverRun) -> ExitCode {
+    let outcome = (|| -> anyhow::Result<driver::Stopped> {
+        let path = args.credentials.unwrap_or_else(driver::credentials::default_path);
+        let saved = driver::credentials::load(&path)?;
+        anyhow::ensure!(args.automations.is_dir(), "{} is not a folder of automations", args.automations.display());
+        let state = std::sync::Arc::new(driver::DriverState::default());
+        let on_signal = state.clone();
+        ctrlc::set_handler(move || on_signal.on_interrupt())?;
+        let executor = driver::automation::ProcessExecutor {
+            directory: args.automations.clone(),
+            time_limit: std::time::Duration::from_secs(args.time_limit.max(1)),
+        };
+        eprintln!(
+            "granite driver: {} (machine {} of {}) takes jobs from {}, running automations from {}",
+            saved.name,
+            saved.machine_id,
+            saved.organization,
+            saved.server,
+            args.automations.display()
+        );
+        let client = std::sync::Arc::new(driver::client::DriverClient::new(&saved.server, Some(saved.credential)));
+        Ok(driver::run(client, std::sync::Arc::new(executor), state))
+    })();
+    match outcome {
+        Ok(driver::Stopped::Interrupted) => ExitCode::SUCCESS,
+        Ok(driver::Stopped::Removed) => {
+            eprintln!("granite driver: {}", driver::REMOVED_MESSAGE);
+            ExitCode::from(3)
+        }
+        Err(error) => {
+            eprintln!("granite: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

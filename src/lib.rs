@@ -5,6 +5,8 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod demo;
+pub mod driver;
 pub mod enrollment;
 pub mod machines;
 pub mod organizations;

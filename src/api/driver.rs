@@ -249,3 +249,28 @@ pub async fn complete(
     dispatcher.announce(organization_id, Signal::Finished);
     Ok(HttpResponse::Ok().json(run.to_json()))
 }
+
+/// `POST /api/v1/driver/jobs/{runId}/release`: the driver is stopping and gives the run back to the
+/// queue (an addition to the contract's driver API, used by `granite driver` on a second Ctrl-C).
+pub async fn release(
+    credential: Credential,
+    run_id: web::Path<String>,
+    pool: web::Data<Pool>,
+    dispatcher: web::Data<Dispatcher>,
+) -> Result<HttpResponse, ApiError> {
+    let machine = credential.touch(&pool, None).await?;
+    let organization_id = machine.organization_id;
+    let run = pool
+        .run(move |conn| {
+            let run = runs::release(conn, machine.id, &run_id).map_err(|e| match e {
+                RunError::NotFound => ApiError::NotFound,
+                RunError::AlreadyFinished => ApiError::RunFinished,
+                RunError::Query(e) => e.into(),
+            })?;
+            dispatch::publish(conn, organization_id, Signal::Queued)?;
+            Ok::<_, ApiError>(run)
+        })
+        .await?;
+    dispatcher.announce(organization_id, Signal::Queued);
+    Ok(HttpResponse::Ok().json(run.to_json()))
+}

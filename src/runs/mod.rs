@@ -192,6 +192,37 @@ pub fn complete(conn: &mut DbConnection, machine_id: i64, public_id: &str, outco
     })
 }
 
+/// A machine gives back a run it holds but will not finish (its driver is stopping): the run is queued
+/// again, and the attempt does not count against it.
+pub fn release(conn: &mut DbConnection, machine_id: i64, public_id: &str) -> Result<Run, RunError> {
+    write_transaction(conn, |conn| {
+        let run = runs::table
+            .filter(runs::public_id.eq(public_id))
+            .filter(runs::machine_id.eq(machine_id))
+            .select(Run::as_select())
+            .first(conn)
+            .optional()?
+            .ok_or(RunError::NotFound)?;
+        diesel::update(machines::table.find(machine_id).filter(machines::current_run_id.eq(run.id)))
+            .set(machines::current_run_id.eq(None::<i64>))
+            .execute(conn)?;
+        match run.status.as_str() {
+            "running" => {}
+            "cancelled" => return Ok(run),
+            _ => return Err(RunError::AlreadyFinished),
+        }
+        Ok(diesel::update(runs::table.find(run.id))
+            .set((
+                runs::status.eq("queued"),
+                runs::machine_id.eq(None::<i64>),
+                runs::started_at.eq(None::<NaiveDateTime>),
+                runs::attempts.eq(runs::attempts - 1),
+            ))
+            .returning(runs::all_columns)
+            .get_result::<Run>(conn)?)
+    })
+}
+
 /// A run as lists show it.
 #[derive(Clone, Debug, Queryable)]
 pub struct RunSummary {

@@ -7,6 +7,7 @@ mod api_keys;
 mod browser;
 mod cli;
 mod csrf;
+mod driver;
 mod first_start;
 mod machines;
 mod pages;

@@ -1,0 +1,119 @@
+//! `granite demo`: a server on a fresh SQLite file with a demo admin, a handful of simulated drivers
+//! enrolled through the real driver API, and a trickle of jobs queued through the real public API, so the
+//! dashboard is alive within seconds. Ctrl-C stops everything.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::api_keys::{self, KeyName};
+use crate::app::Application;
+use crate::audit::Actor;
+use crate::config::Settings;
+use crate::db::{DatabaseUrl, Pool};
+use crate::driver::client::{DriverClient, Job};
+use crate::driver::{self, DriverState, Executor};
+use crate::enrollment;
+use crate::runs::Outcome;
+use crate::secret::random_base62;
+
+const DEMO_EMAIL: &str = "admin@demo.granite";
+const DRIVERS: [(&str, &[&str]); 5] = [
+    ("win-desktop-01", &["windows", "chrome", "excel"]),
+    ("win-desktop-02", &["windows", "chrome"]),
+    ("linux-runner-01", &["linux", "chrome"]),
+    ("linux-runner-02", &["linux"]),
+    ("mac-mini-01", &["macos", "safari"]),
+];
+const AUTOMATIONS: [(&str, &str); 6] = [
+    ("invoice-sync", ""),
+    ("crm-export", "chrome"),
+    ("report-pdf", ""),
+    ("inbox-triage", "windows"),
+    ("price-scrape", "chrome"),
+    ("ledger-close", "excel"),
+];
+
+pub fn run(bind: SocketAddr) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("granite-demo-{}", random_base62(8)));
+    let url = DatabaseUrl::parse(&format!("sqlite://{}/demo.db", dir.display())).map_err(|e| anyhow::anyhow!(e))?;
+    let password = random_base62(16);
+    let mut settings = Settings::new(url, bind);
+    settings.admin_email = Some(DEMO_EMAIL.into());
+    settings.admin_password = Some(password.clone());
+    settings.heartbeat_secs = 3;
+    settings.offline_after_secs = 10;
+    actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(settings).await?;
+        let base = format!("http://{}", app.address());
+        println!();
+        println!("  Granite demo: open {base} and sign in as {DEMO_EMAIL} with password {password}");
+        println!("  (data in {}; Ctrl-C stops everything)", dir.display());
+        println!();
+        let (pool, server) = (app.pool().clone(), base.clone());
+        std::thread::spawn(move || {
+            if let Err(e) = populate(&pool, &server) {
+                tracing::error!(error = %e, "the demo could not start its drivers");
+            }
+        });
+        app.run_until_stopped().await?;
+        Ok(())
+    })
+}
+
+/// Enrolls the simulated drivers through the driver API and feeds jobs through the public API.
+fn populate(pool: &Pool, base: &str) -> anyhow::Result<()> {
+    let actor = Actor { user_id: 1, email: DEMO_EMAIL.into(), source_ip: None };
+    let mut conn = pool.get()?;
+    let (_, key) = api_keys::create(&mut conn, 1, &KeyName::parse("demo-scheduler").map_err(|e| anyhow::anyhow!(e))?, &actor)?;
+    for (name, capabilities) in DRIVERS {
+        let (_, token) = enrollment::create(&mut conn, 1, &format!("demo: {name}"), 1, &actor)?;
+        let capabilities: Vec<String> = capabilities.iter().map(|c| c.to_string()).collect();
+        let enrolled = DriverClient::new(base, None).enroll(token.expose(), name, "simulated", &capabilities)?;
+        let client = Arc::new(DriverClient::new(base, Some(enrolled.credential)));
+        std::thread::spawn(move || driver::run(client, Arc::new(Simulated), Arc::new(DriverState::default())));
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    drop(conn);
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    loop {
+        let (endpoint, requires) = AUTOMATIONS[random_below(AUTOMATIONS.len() as u64) as usize];
+        let url = format!("{base}/api/default/{endpoint}?requires={requires}&priority={}", random_below(3));
+        let body = serde_json::json!({ "batch": random_below(1000) });
+        if agent.post(&url).header("X-Granite-API-Key", key.expose()).send_json(&body).is_err() {
+            return Ok(()); // The server stopped.
+        }
+        std::thread::sleep(Duration::from_millis(800 + random_below(1700)));
+    }
+}
+
+/// A driver that pretends to work: a few seconds per job, now and then a failure.
+struct Simulated;
+
+impl Executor for Simulated {
+    fn execute(&self, job: &Job, interrupt: &AtomicBool) -> Outcome {
+        let millis = 2000 + random_below(7000);
+        let step = Duration::from_millis(100);
+        for _ in 0..millis / 100 {
+            if interrupt.load(Ordering::Relaxed) {
+                return Outcome { succeeded: false, result: None, error: Some(("interrupted".into(), "Stopped.".into())) };
+            }
+            std::thread::sleep(step);
+        }
+        if random_below(10) == 0 {
+            return Outcome {
+                succeeded: false,
+                result: None,
+                error: Some(("element_not_found".into(), format!("{}: the Submit button never appeared", job.endpoint))),
+            };
+        }
+        Outcome { succeeded: true, result: Some(serde_json::json!({ "processed": 1 + random_below(50), "ms": millis })), error: None }
+    }
+}
+
+fn random_below(n: u64) -> u64 {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    u64::from_le_bytes(bytes) % n.max(1)
+}
