@@ -230,12 +230,9 @@ pub async fn create(
     render_with_status(StatusCode::OK, &SectionFragment { enrollment_tokens: &section })
 }
 
-/// The command that enrolls a machine with `token` over the driver API.
+/// The command that enrolls a machine with `token`, using the reference driver.
 fn enroll_command(server: &str, token: &str) -> String {
-    format!(
-        "curl -sS -X POST {server}/api/v1/driver/enroll -H 'Content-Type: application/json' \\\n  \
-         -d '{{\"token\": \"{token}\", \"name\": \"'\"$(hostname)\"'\", \"os_version\": \"'\"$(uname -sr)\"'\", \"capabilities\": []}}'"
-    )
+    format!("GRANITE_ENROLLMENT_TOKEN={token} granite driver enroll --server {server}")
 }
 
 /// Revokes an active token and answers with its row, now Revoked.
@@ -273,7 +270,6 @@ mod tests {
     #[test]
     fn the_command_carries_the_server_and_token() {
         let command = enroll_command("https://granite.example.com", "enroll_abc");
-        assert!(command.starts_with("curl -sS -X POST https://granite.example.com/api/v1/driver/enroll"));
-        assert!(command.contains("\"token\": \"enroll_abc\""));
+        assert_eq!(command, "GRANITE_ENROLLMENT_TOKEN=enroll_abc granite driver enroll --server https://granite.example.com");
     }
 }

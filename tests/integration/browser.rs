@@ -229,8 +229,10 @@ fn jobs_flow_through_the_page_without_a_reload(backend: Backend) {
         (queued.as_deref() == Some("1") && running.as_deref() == Some("1")).then_some(())
     });
     assert_ne!(browser.text_of("[data-metric=avg-wait]").as_deref(), Some("—"), "Avg Wait Time has a value once a job started");
-    browser.execute("document.getElementById('machines').scrollIntoView(); return null;");
-    browser.screenshot(&format!("machine-busy-{backend:?}").to_lowercase());
+    browser.resize(1280, 1650);
+    browser.execute("window.scrollTo(0, 0); return null;");
+    browser.screenshot(&format!("api-management-busy-{backend:?}").to_lowercase());
+    browser.resize(1280, 1000);
 
     let done = app.complete(&credential, &run_id, &serde_json::json!({ "status": "completed", "result": { "ok": true } }));
     assert_eq!(done.status, 200);

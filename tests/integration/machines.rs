@@ -37,9 +37,8 @@ fn a_token_is_shown_once_with_the_command_that_uses_it(backend: Backend) {
     assert_eq!(reply.status, 200, "{}", reply.body);
     let secret = reply.new_secret().unwrap();
     assert!(Secret::parse(SecretKind::EnrollmentToken, &secret).is_ok(), "{secret}");
-    let command = format!("curl -sS -X POST {}/api/v1/driver/enroll", app.url(""));
-    assert!(reply.body.contains(&command), "the enroll command names this server: {}", reply.body);
-    assert!(reply.body.contains(&format!("&#34;token&#34;: &#34;{secret}&#34;")), "and carries the token");
+    let command = format!("GRANITE_ENROLLMENT_TOKEN={secret} granite driver enroll --server {}", app.url(""));
+    assert!(reply.body.contains(&command), "the enroll command names the token and this server: {}", reply.body);
     let id = reply.row_ids()[0];
 
     let page = admin.get("/api-management");

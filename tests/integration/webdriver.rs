@@ -222,6 +222,11 @@ impl Browser {
         self.session_command("POST", "/execute/sync", Some(json!({ "script": script, "args": [] })))
     }
 
+    /// Resizes the window (to capture a whole page in one screenshot).
+    pub fn resize(&self, width: u32, height: u32) {
+        self.session_command("POST", "/window/rect", Some(json!({ "width": width, "height": height })));
+    }
+
     /// Saves a PNG of the viewport under target/screenshots/ (for people reviewing what a test saw).
     pub fn screenshot(&self, name: &str) {
         use base64::Engine;
