@@ -16,7 +16,7 @@ use granite::db::{DatabaseUrl, write_transaction};
 use granite::enrollment;
 use granite::machines::{self, MachineProfile};
 use granite::secret::{Secret, SecretKind};
-use support::{Request, Server, get, measure, median};
+use support::{Request, Server, get, measure_routes};
 
 const MACHINES: usize = 10_000;
 const THREADS: usize = 4;
@@ -75,16 +75,7 @@ fn bench(label: &str, url: DatabaseUrl) {
         ("heartbeat (10,000 machines)", heartbeats(&base, credentials), 200),
         ("VM Machines fragment", fragment.clone(), 200),
     ];
-    for (_, request, expect) in &routes {
-        measure(THREADS, Duration::from_millis(300), *expect, request.clone());
-    }
-    let mut samples = vec![Vec::new(); routes.len()];
-    for _ in 0..ROUNDS {
-        for (i, (_, request, expect)) in routes.iter().enumerate() {
-            samples[i].push(measure(THREADS, ROUND, *expect, request.clone()));
-        }
-    }
-    let rates: Vec<f64> = samples.into_iter().map(median).collect();
+    let rates = measure_routes(&routes, THREADS, ROUND, ROUNDS);
     // Render time as one admin sees it: sequential requests, one at a time.
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let timed = Instant::now();

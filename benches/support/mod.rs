@@ -105,6 +105,21 @@ pub fn get(url: String, headers: Vec<(&'static str, String)>) -> Request {
     })
 }
 
+/// Requests per second of each route: a short warm-up, then `rounds` rounds in which every route takes
+/// its turn (interleaved, so drift affects all alike); the median round of each.
+pub fn measure_routes(routes: &[(&str, Request, u16)], threads: usize, round: Duration, rounds: usize) -> Vec<f64> {
+    for (_, request, expect) in routes {
+        measure(threads, Duration::from_millis(300), *expect, request.clone());
+    }
+    let mut samples = vec![Vec::new(); routes.len()];
+    for _ in 0..rounds {
+        for (i, (_, request, expect)) in routes.iter().enumerate() {
+            samples[i].push(measure(threads, round, *expect, request.clone()));
+        }
+    }
+    samples.into_iter().map(median).collect()
+}
+
 /// Median of several rounds, measured interleaved so drift affects every route alike.
 pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.partial_cmp(b).unwrap());

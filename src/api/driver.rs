@@ -15,7 +15,7 @@ use super::body::read_json;
 use super::error::ApiError;
 use crate::metrics::Metrics;
 use crate::runs::dispatch::{self, Dispatcher, Signal};
-use crate::runs::{self, Outcome, RunError};
+use crate::runs::{self, Outcome};
 use crate::config::Settings;
 use crate::db::Pool;
 use crate::enrollment::{self, EnrollError};
@@ -236,11 +236,7 @@ pub async fn complete(
     let organization_id = machine.organization_id;
     let run = pool
         .run(move |conn| {
-            let run = runs::complete(conn, machine.id, &run_id, &outcome).map_err(|e| match e {
-                RunError::NotFound => ApiError::NotFound,
-                RunError::AlreadyFinished => ApiError::RunFinished,
-                RunError::Query(e) => e.into(),
-            })?;
+            let run = runs::complete(conn, machine.id, &run_id, &outcome).map_err(ApiError::from)?;
             dispatch::publish(conn, organization_id, Signal::Finished)?;
             Ok::<_, ApiError>(run)
         })
@@ -262,11 +258,7 @@ pub async fn release(
     let organization_id = machine.organization_id;
     let run = pool
         .run(move |conn| {
-            let run = runs::release(conn, machine.id, &run_id).map_err(|e| match e {
-                RunError::NotFound => ApiError::NotFound,
-                RunError::AlreadyFinished => ApiError::RunFinished,
-                RunError::Query(e) => e.into(),
-            })?;
+            let run = runs::release(conn, machine.id, &run_id).map_err(ApiError::from)?;
             dispatch::publish(conn, organization_id, Signal::Queued)?;
             Ok::<_, ApiError>(run)
         })

@@ -57,6 +57,16 @@ impl From<diesel::result::Error> for ApiError {
     }
 }
 
+impl From<crate::runs::RunError> for ApiError {
+    fn from(e: crate::runs::RunError) -> Self {
+        match e {
+            crate::runs::RunError::NotFound => Self::NotFound,
+            crate::runs::RunError::AlreadyFinished => Self::RunFinished,
+            crate::runs::RunError::Query(e) => e.into(),
+        }
+    }
+}
+
 impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {

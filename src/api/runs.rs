@@ -13,7 +13,7 @@ use super::error::ApiError;
 use crate::db::Pool;
 use crate::machines::parse_capabilities;
 use crate::runs::dispatch::{self, Dispatcher, Signal};
-use crate::runs::{self, NewRun, Run, RunError};
+use crate::runs::{self, NewRun, Run};
 
 const MAX_WAIT_SECONDS: u64 = 300;
 /// Waiters also look every so often, in case a wake-up from another replica was missed.
@@ -151,11 +151,7 @@ pub async fn cancel(
     let organization_id = caller.organization.id;
     let run = pool
         .run(move |conn| {
-            let run = runs::cancel(conn, organization_id, &run_id).map_err(|e| match e {
-                RunError::NotFound => ApiError::NotFound,
-                RunError::AlreadyFinished => ApiError::RunFinished,
-                RunError::Query(e) => e.into(),
-            })?;
+            let run = runs::cancel(conn, organization_id, &run_id).map_err(ApiError::from)?;
             dispatch::publish(conn, organization_id, Signal::Finished)?;
             Ok::<_, ApiError>(run)
         })

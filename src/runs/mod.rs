@@ -148,6 +148,32 @@ pub fn cancel(conn: &mut DbConnection, organization_id: i64, public_id: &str) ->
     })
 }
 
+/// A run a machine is letting go of (finished or given back).
+enum Held {
+    Running(Run),
+    /// Cancelled while it ran: the machine acknowledges, the run stays cancelled.
+    Cancelled(Run),
+}
+
+/// The machine stops holding the run: it is free again. The run must be this machine's and not finished.
+fn let_go(conn: &mut DbConnection, machine_id: i64, public_id: &str) -> Result<Held, RunError> {
+    let run = runs::table
+        .filter(runs::public_id.eq(public_id))
+        .filter(runs::machine_id.eq(machine_id))
+        .select(Run::as_select())
+        .first(conn)
+        .optional()?
+        .ok_or(RunError::NotFound)?;
+    diesel::update(machines::table.find(machine_id).filter(machines::current_run_id.eq(run.id)))
+        .set(machines::current_run_id.eq(None::<i64>))
+        .execute(conn)?;
+    match run.status.as_str() {
+        "running" => Ok(Held::Running(run)),
+        "cancelled" => Ok(Held::Cancelled(run)),
+        _ => Err(RunError::AlreadyFinished),
+    }
+}
+
 /// How a machine says a run ended.
 pub struct Outcome {
     pub succeeded: bool,
@@ -159,21 +185,10 @@ pub struct Outcome {
 /// acknowledged and stays cancelled.
 pub fn complete(conn: &mut DbConnection, machine_id: i64, public_id: &str, outcome: &Outcome) -> Result<Run, RunError> {
     write_transaction(conn, |conn| {
-        let run = runs::table
-            .filter(runs::public_id.eq(public_id))
-            .filter(runs::machine_id.eq(machine_id))
-            .select(Run::as_select())
-            .first(conn)
-            .optional()?
-            .ok_or(RunError::NotFound)?;
-        diesel::update(machines::table.find(machine_id).filter(machines::current_run_id.eq(run.id)))
-            .set(machines::current_run_id.eq(None::<i64>))
-            .execute(conn)?;
-        match run.status.as_str() {
-            "running" => {}
-            "cancelled" => return Ok(run),
-            _ => return Err(RunError::AlreadyFinished),
-        }
+        let run = match let_go(conn, machine_id, public_id)? {
+            Held::Running(run) => run,
+            Held::Cancelled(run) => return Ok(run),
+        };
         let (error_type, error_message) = match &outcome.error {
             Some((kind, message)) => (Some(kind.clone()), Some(message.clone())),
             None if !outcome.succeeded => (Some("failed".to_owned()), Some("The automation reported a failure.".to_owned())),
@@ -196,21 +211,10 @@ pub fn complete(conn: &mut DbConnection, machine_id: i64, public_id: &str, outco
 /// again, and the attempt does not count against it.
 pub fn release(conn: &mut DbConnection, machine_id: i64, public_id: &str) -> Result<Run, RunError> {
     write_transaction(conn, |conn| {
-        let run = runs::table
-            .filter(runs::public_id.eq(public_id))
-            .filter(runs::machine_id.eq(machine_id))
-            .select(Run::as_select())
-            .first(conn)
-            .optional()?
-            .ok_or(RunError::NotFound)?;
-        diesel::update(machines::table.find(machine_id).filter(machines::current_run_id.eq(run.id)))
-            .set(machines::current_run_id.eq(None::<i64>))
-            .execute(conn)?;
-        match run.status.as_str() {
-            "running" => {}
-            "cancelled" => return Ok(run),
-            _ => return Err(RunError::AlreadyFinished),
-        }
+        let run = match let_go(conn, machine_id, public_id)? {
+            Held::Running(run) => run,
+            Held::Cancelled(run) => return Ok(run),
+        };
         Ok(diesel::update(runs::table.find(run.id))
             .set((
                 runs::status.eq("queued"),

@@ -1,6 +1,7 @@
 //! The organization's jobs (runs), newest first, filtered by status, a page at a time.
 
 use actix_web::{HttpResponse, web};
+use chrono::NaiveDateTime;
 use askama::Template;
 use serde::Deserialize;
 
@@ -10,10 +11,11 @@ use super::layout::{Layout, render};
 use super::session::DashboardSession;
 use super::time::Moment;
 use crate::db::Pool;
-use crate::runs::{self, STATUSES};
+use crate::runs::{self, RunSummary, STATUSES};
 
 const PAGE_SIZE: i64 = 50;
 
+/// A run as the jobs list and a machine's history show it.
 pub struct JobRow {
     pub public_id: String,
     pub endpoint: String,
@@ -23,6 +25,25 @@ pub struct JobRow {
     pub ran: String,
     pub machine_id: Option<i64>,
     pub error: Option<String>,
+}
+
+impl JobRow {
+    pub fn new(run: RunSummary, now: NaiveDateTime) -> Self {
+        let seconds = |from: NaiveDateTime, to: Option<NaiveDateTime>| match to {
+            Some(to) => format!("{:.1} s", (to - from).as_seconds_f64().max(0.0)),
+            None => "—".to_owned(),
+        };
+        Self {
+            waited: seconds(run.created_at, run.started_at),
+            ran: run.started_at.map(|s| seconds(s, run.finished_at)).unwrap_or_else(|| "—".into()),
+            queued: Moment::new(run.created_at, now),
+            public_id: run.public_id,
+            endpoint: run.endpoint,
+            status: run.status,
+            machine_id: run.machine_id,
+            error: run.error_message,
+        }
+    }
 }
 
 #[derive(Template)]
@@ -60,23 +81,7 @@ pub async fn page(
         .run(move |conn| Ok::<_, WebError>(runs::list(conn, organization_id, status, (page - 1) * PAGE_SIZE, PAGE_SIZE)?))
         .await?;
     let now = chrono::Utc::now().naive_utc();
-    let seconds = |from: chrono::NaiveDateTime, to: Option<chrono::NaiveDateTime>| match to {
-        Some(to) => format!("{:.1} s", (to - from).as_seconds_f64().max(0.0)),
-        None => "—".to_owned(),
-    };
-    let rows = summaries
-        .into_iter()
-        .map(|run| JobRow {
-            waited: seconds(run.created_at, run.started_at),
-            ran: run.started_at.map(|s| seconds(s, run.finished_at)).unwrap_or_else(|| "—".into()),
-            queued: Moment::new(run.created_at, now),
-            public_id: run.public_id,
-            endpoint: run.endpoint,
-            status: run.status,
-            machine_id: run.machine_id,
-            error: run.error_message,
-        })
-        .collect();
+    let rows = summaries.into_iter().map(|run| JobRow::new(run, now)).collect();
     let layout = Layout::new("Jobs", DashboardSession::new(session).ensure_csrf_token());
     render(&JobsPage {
         layout,

@@ -13,6 +13,7 @@ use super::auth::CurrentUser;
 use super::error::WebError;
 use super::layout::{Layout, render, render_with_status};
 use super::session::DashboardSession;
+use super::jobs::JobRow;
 use super::time::Moment;
 use super::{actor, is_htmx};
 use crate::config::Settings;
@@ -234,25 +235,8 @@ struct DetailPage {
     token_hint: Option<String>,
     token_description: Option<String>,
     token_created_by: Option<String>,
-    history: Vec<HistoryRow>,
+    history: Vec<JobRow>,
     can_manage: bool,
-}
-
-pub struct HistoryRow {
-    pub public_id: String,
-    pub endpoint: String,
-    pub status: String,
-    pub queued: Moment,
-    pub waited: String,
-    pub ran: String,
-    pub error: Option<String>,
-}
-
-fn seconds_text(from: NaiveDateTime, to: Option<NaiveDateTime>) -> String {
-    match to {
-        Some(to) => format!("{:.1} s", (to - from).as_seconds_f64().max(0.0)),
-        None => "—".into(),
-    }
 }
 
 /// `GET /api-management/machines/{id}`: everything about one machine, and the jobs it ran.
@@ -284,18 +268,7 @@ pub async fn detail(
         Some((token, created_by)) => (Some(token.hint), Some(token.description).filter(|d| !d.is_empty()), created_by),
         None => (None, None, None),
     };
-    let history = history
-        .into_iter()
-        .map(|run| HistoryRow {
-            waited: seconds_text(run.created_at, run.started_at),
-            ran: run.started_at.map(|s| seconds_text(s, run.finished_at)).unwrap_or_else(|| "—".into()),
-            queued: Moment::new(run.created_at, now),
-            public_id: run.public_id,
-            endpoint: run.endpoint,
-            status: run.status,
-            error: run.error_message,
-        })
-        .collect();
+    let history = history.into_iter().map(|run| JobRow::new(run, now)).collect();
     let can_manage = user.require_admin().is_ok();
     let page = DetailPage {
         layout: Layout::new(format!("{} · Machine", machine.name), DashboardSession::new(session).ensure_csrf_token()),
