@@ -37,18 +37,34 @@ pub struct ApiKey {
 impl ApiKey {
     /// Whether the key opens the public API at `now`, and if not, why.
     pub fn check(&self, now: NaiveDateTime) -> Result<(), Rejection> {
-        if self.revoked_at.is_some() {
-            return Err(Rejection::Revoked);
-        }
-        match self.expires_at {
-            Some(expires_at) if expires_at <= now => Err(Rejection::Expired),
-            _ => Ok(()),
-        }
+        check(self.revoked_at, self.expires_at, now)
     }
 
     pub fn needs_rotation(&self, now: NaiveDateTime) -> bool {
         now - self.created_at >= Duration::days(ROTATE_AFTER_DAYS)
     }
+}
+
+/// The rule for whether a key opens the public API: not revoked, and not past the end of a roll's grace.
+fn check(revoked_at: Option<NaiveDateTime>, expires_at: Option<NaiveDateTime>, now: NaiveDateTime) -> Result<(), Rejection> {
+    if revoked_at.is_some() {
+        return Err(Rejection::Revoked);
+    }
+    match expires_at {
+        Some(expires_at) if expires_at <= now => Err(Rejection::Expired),
+        _ => Ok(()),
+    }
+}
+
+/// What a public API call needs to know about its key: no more columns than that, on the hottest path.
+#[derive(Clone, Debug, Queryable, Selectable)]
+#[diesel(table_name = api_keys)]
+pub struct KeyIdentity {
+    pub id: i64,
+    pub name: String,
+    pub hint: String,
+    pub expires_at: Option<NaiveDateTime>,
+    pub revoked_at: Option<NaiveDateTime>,
 }
 
 /// A key's name: trimmed, 1–100 characters.
@@ -138,7 +154,7 @@ pub enum KeyError {
 /// A key that passed [`authenticate`], with its organization.
 #[derive(Clone, Debug)]
 pub struct AuthenticatedKey {
-    pub key: ApiKey,
+    pub key: KeyIdentity,
     pub organization: Organization,
 }
 
@@ -265,15 +281,15 @@ pub fn authenticate(
     secret_hash: &str,
     now: NaiveDateTime,
 ) -> QueryResult<Result<AuthenticatedKey, (Rejection, Option<i64>)>> {
-    let found: Option<(ApiKey, Organization)> = api_keys::table
+    let found: Option<(KeyIdentity, Organization)> = api_keys::table
         .inner_join(organizations::table)
         .filter(api_keys::secret_hash.eq(secret_hash))
-        .select((ApiKey::as_select(), Organization::as_select()))
+        .select((KeyIdentity::as_select(), Organization::as_select()))
         .first(conn)
         .optional()?;
     Ok(match found {
         None => Err((Rejection::Unknown, None)),
-        Some((key, organization)) => match key.check(now) {
+        Some((key, organization)) => match check(key.revoked_at, key.expires_at, now) {
             Ok(()) => Ok(AuthenticatedKey { key, organization }),
             Err(rejection) => Err((rejection, Some(key.id))),
         },
