@@ -23,31 +23,73 @@ fn bench(label: &str, url: DatabaseUrl) {
     let server = Server::start(url);
     let secret = {
         let mut conn = server.pool.get().unwrap();
-        let actor = Actor { user_id: 1, email: "bench@example.com".into(), source_ip: None };
-        let (_, secret) = api_keys::create(&mut conn, 1, &KeyName::parse("bench").unwrap(), &actor).unwrap();
+        let actor = Actor {
+            user_id: 1,
+            email: "bench@example.com".into(),
+            source_ip: None,
+        };
+        let (_, secret) =
+            api_keys::create(&mut conn, 1, &KeyName::parse("bench").unwrap(), &actor).unwrap();
         secret.expose().to_owned()
     };
     let mut malformed = secret.clone();
     malformed.replace_range(20..21, if &secret[20..21] == "x" { "y" } else { "x" });
     let base = format!("http://{}", server.address);
     let routes = [
-        ("static file (no database)", get(format!("{base}/static/favicon.svg"), vec![]), 200),
-        ("/healthz (database ping)", get(format!("{base}/healthz"), vec![]), 200),
-        ("/api/me, valid key", get(format!("{base}/api/me"), vec![("X-Granite-API-Key", secret)]), 200),
-        ("/api/me, malformed key", get(format!("{base}/api/me"), vec![("X-Granite-API-Key", malformed)]), 401),
+        (
+            "static file (no database)",
+            get(format!("{base}/static/favicon.svg"), vec![]),
+            200,
+        ),
+        (
+            "/healthz (database ping)",
+            get(format!("{base}/healthz"), vec![]),
+            200,
+        ),
+        (
+            "/api/me, valid key",
+            get(
+                format!("{base}/api/me"),
+                vec![("X-Granite-API-Key", secret)],
+            ),
+            200,
+        ),
+        (
+            "/api/me, malformed key",
+            get(
+                format!("{base}/api/me"),
+                vec![("X-Granite-API-Key", malformed)],
+            ),
+            401,
+        ),
     ];
     let rates = measure_routes(&routes, THREADS, ROUND, ROUNDS);
-    println!("\n{label}: {THREADS} keep-alive clients, median of {ROUNDS} rounds of {}s", ROUND.as_secs());
+    println!(
+        "\n{label}: {THREADS} keep-alive clients, median of {ROUNDS} rounds of {}s",
+        ROUND.as_secs()
+    );
     for ((name, _, _), rate) in routes.iter().zip(&rates) {
         println!("  {name:<28} {rate:>9.0} req/s");
     }
     let (static_rate, health_rate, valid, malformed) = (rates[0], rates[1], rates[2], rates[3]);
     // The goals (≥ 0.60 valid, ≥ 0.90 malformed) are against an unauthenticated route; both baselines
     // are shown: the bare request (no database) and one that asks the database something.
-    println!("  ratio valid key / static file:      {:.2}", valid / static_rate);
-    println!("  ratio malformed key / static file:  {:.2}", malformed / static_rate);
-    println!("  ratio valid key / healthz:          {:.2} (goal ≥ 0.60)", valid / health_rate);
-    println!("  ratio malformed key / healthz:      {:.2} (goal ≥ 0.90)", malformed / health_rate);
+    println!(
+        "  ratio valid key / static file:      {:.2}",
+        valid / static_rate
+    );
+    println!(
+        "  ratio malformed key / static file:  {:.2}",
+        malformed / static_rate
+    );
+    println!(
+        "  ratio valid key / healthz:          {:.2} (goal ≥ 0.60)",
+        valid / health_rate
+    );
+    println!(
+        "  ratio malformed key / healthz:      {:.2} (goal ≥ 0.90)",
+        malformed / health_rate
+    );
 }
 
 fn main() {

@@ -25,13 +25,27 @@ const ROUNDS: usize = 3;
 
 fn enroll_fleet(server: &Server) -> Vec<String> {
     let mut conn = server.pool.get().unwrap();
-    let actor = Actor { user_id: 1, email: "bench@example.com".into(), source_ip: None };
+    let actor = Actor {
+        user_id: 1,
+        email: "bench@example.com".into(),
+        source_ip: None,
+    };
     let (token, _) = enrollment::create(&mut conn, 1, "bench fleet", 24, &actor).unwrap();
     let now = chrono::Utc::now().naive_utc();
-    let credentials: Vec<Secret> = (0..MACHINES).map(|_| Secret::generate(SecretKind::MachineCredential)).collect();
+    let credentials: Vec<Secret> = (0..MACHINES)
+        .map(|_| Secret::generate(SecretKind::MachineCredential))
+        .collect();
     write_transaction(&mut conn, |conn| {
         for (i, credential) in credentials.iter().enumerate() {
-            let profile = MachineProfile::parse(&format!("vm-{i:05}"), "Windows 11", Some("10.0.0.1"), None, &[], "1.0").unwrap();
+            let profile = MachineProfile::parse(
+                &format!("vm-{i:05}"),
+                "Windows 11",
+                Some("10.0.0.1"),
+                None,
+                &[],
+                "1.0",
+            )
+            .unwrap();
             machines::insert(conn, 1, &profile, &credential.hash(), token.id, now)?;
         }
         Ok::<_, diesel::result::Error>(())
@@ -70,14 +84,29 @@ fn bench(label: &str, url: DatabaseUrl) {
         vec![("Cookie", cookie.clone()), ("HX-Request", "true".into())],
     );
     let routes: Vec<(&str, Request, u16)> = vec![
-        ("static file (no database)", get(format!("{base}/static/favicon.svg"), vec![]), 200),
-        ("/healthz (database ping)", get(format!("{base}/healthz"), vec![]), 200),
-        ("heartbeat (10,000 machines)", heartbeats(&base, credentials), 200),
+        (
+            "static file (no database)",
+            get(format!("{base}/static/favicon.svg"), vec![]),
+            200,
+        ),
+        (
+            "/healthz (database ping)",
+            get(format!("{base}/healthz"), vec![]),
+            200,
+        ),
+        (
+            "heartbeat (10,000 machines)",
+            heartbeats(&base, credentials),
+            200,
+        ),
         ("VM Machines fragment", fragment.clone(), 200),
     ];
     let rates = measure_routes(&routes, THREADS, ROUND, ROUNDS);
     // Render time as one admin sees it: sequential requests, one at a time.
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
     let timed = Instant::now();
     let runs = 50;
     for _ in 0..runs {
@@ -85,17 +114,35 @@ fn bench(label: &str, url: DatabaseUrl) {
     }
     let fragment_ms = timed.elapsed().as_secs_f64() * 1000.0 / runs as f64;
 
-    println!("\n{label}: {MACHINES} machines (enrolled in {:.1}s), {THREADS} keep-alive clients, median of {ROUNDS} rounds of {}s",
-        enrolled_in.as_secs_f64(), ROUND.as_secs());
+    println!(
+        "\n{label}: {MACHINES} machines (enrolled in {:.1}s), {THREADS} keep-alive clients, median of {ROUNDS} rounds of {}s",
+        enrolled_in.as_secs_f64(),
+        ROUND.as_secs()
+    );
     for ((name, _, _), rate) in routes.iter().zip(&rates) {
         println!("  {name:<30} {rate:>9.0} req/s");
     }
     let (static_rate, health, beats, list) = (rates[0], rates[1], rates[2], rates[3]);
-    println!("  heartbeats / needed (1,000/s):       {:.1}x", beats / 1000.0);
-    println!("  ratio heartbeat / static file:       {:.2}", beats / static_rate);
-    println!("  ratio heartbeat / healthz:           {:.2}", beats / health);
-    println!("  ratio fragment / static file:        {:.3}", list / static_rate);
-    println!("  ratio fragment / healthz:            {:.3}", list / health);
+    println!(
+        "  heartbeats / needed (1,000/s):       {:.1}x",
+        beats / 1000.0
+    );
+    println!(
+        "  ratio heartbeat / static file:       {:.2}",
+        beats / static_rate
+    );
+    println!(
+        "  ratio heartbeat / healthz:           {:.2}",
+        beats / health
+    );
+    println!(
+        "  ratio fragment / static file:        {:.3}",
+        list / static_rate
+    );
+    println!(
+        "  ratio fragment / healthz:            {:.3}",
+        list / health
+    );
     println!("  fragment render, one at a time:      {fragment_ms:.1} ms");
 }
 

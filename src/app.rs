@@ -43,13 +43,17 @@ impl Application {
 
         let admin = configured_admin(&settings)?;
         let first_start = setup::on_start(&mut *pool.get()?, admin)?;
-        let session_key = dashboard::session_key::load(&mut *pool.get()?, settings.session_key.as_deref())?;
+        let session_key =
+            dashboard::session_key::load(&mut *pool.get()?, settings.session_key.as_deref())?;
 
         let listener = TcpListener::bind(settings.bind)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.bind))?;
         let address = listener.local_addr()?;
         let setup_url = match &first_start {
-            FirstStart::SetupCodeIssued { code } => Some(format!("{}/setup?code={code}", settings.public_base_url(address))),
+            FirstStart::SetupCodeIssued { code } => Some(format!(
+                "{}/setup?code={code}",
+                settings.public_base_url(address)
+            )),
             _ => None,
         };
         report_first_start(&first_start, setup_url.as_deref());
@@ -58,7 +62,10 @@ impl Application {
         spawn_usage_flusher(pool.clone(), usage.clone());
         let dispatcher = actix_web::web::Data::new(Dispatcher::default());
         if let DatabaseUrl::Postgres(url) = &settings.database.database_url {
-            dispatch::spawn_postgres_listener(url.clone(), std::sync::Arc::downgrade(&dispatcher.clone().into_inner()));
+            dispatch::spawn_postgres_listener(
+                url.clone(),
+                std::sync::Arc::downgrade(&dispatcher.clone().into_inner()),
+            );
         }
         spawn_lease_keeper(pool.clone(), dispatcher.clone(), settings.offline_after());
         let metrics = actix_web::web::Data::new(Metrics::default());
@@ -85,7 +92,13 @@ impl Application {
         .shutdown_timeout(30)
         .run();
         tracing::info!(%address, "Granite API Management is listening");
-        Ok(Self { server, address, pool, setup_url, usage })
+        Ok(Self {
+            server,
+            address,
+            pool,
+            setup_url,
+            usage,
+        })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -111,7 +124,9 @@ impl Application {
         self.server.await?;
         // What the last seconds tallied is written before the process ends.
         let (pool, usage) = (self.pool, self.usage);
-        let flushed = actix_web::web::block(move || usage.flush(&mut *pool.get()?).map_err(DbError::from)).await;
+        let flushed =
+            actix_web::web::block(move || usage.flush(&mut *pool.get()?).map_err(DbError::from))
+                .await;
         if let Ok(Err(error)) = flushed {
             tracing::error!(%error, "could not write the last API key usage");
         }
@@ -124,14 +139,19 @@ impl Application {
 const LEASE_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// Returns the runs of machines that went quiet to the queue (or fails them after their last attempt).
-fn spawn_lease_keeper(pool: Pool, dispatcher: actix_web::web::Data<Dispatcher>, offline_after: chrono::Duration) {
+fn spawn_lease_keeper(
+    pool: Pool,
+    dispatcher: actix_web::web::Data<Dispatcher>,
+    offline_after: chrono::Duration,
+) {
     actix_web::rt::spawn(async move {
         let mut every = actix_web::rt::time::interval(LEASE_CHECK_EVERY);
         loop {
             every.tick().await;
             let released = pool
                 .run(move |conn| {
-                    let organizations = leases::release_lost(conn, chrono::Utc::now().naive_utc(), offline_after)?;
+                    let organizations =
+                        leases::release_lost(conn, chrono::Utc::now().naive_utc(), offline_after)?;
                     for organization_id in &organizations {
                         dispatch::publish(conn, *organization_id, Signal::Queued)?;
                     }
@@ -141,7 +161,10 @@ fn spawn_lease_keeper(pool: Pool, dispatcher: actix_web::web::Data<Dispatcher>, 
             match released {
                 Ok(organizations) => {
                     for organization_id in organizations {
-                        tracing::info!(organization_id, "runs of machines that went offline are back in the queue");
+                        tracing::info!(
+                            organization_id,
+                            "runs of machines that went offline are back in the queue"
+                        );
                         dispatcher.announce(organization_id, Signal::Queued);
                     }
                 }
@@ -158,7 +181,9 @@ fn spawn_usage_flusher(pool: Pool, usage: actix_web::web::Data<UsageRecorder>) {
         loop {
             every.tick().await;
             let usage = usage.clone();
-            let written = pool.run(move |conn| usage.flush(conn).map_err(DbError::from)).await;
+            let written = pool
+                .run(move |conn| usage.flush(conn).map_err(DbError::from))
+                .await;
             if let Err(error) = written {
                 tracing::warn!(%error, "could not write API key usage; keeping it for the next try");
             }
@@ -176,7 +201,9 @@ fn session_middleware(settings: &Settings, key: Key) -> SessionMiddleware<Cookie
         .cookie_content_security(CookieContentSecurity::Private)
         .session_lifecycle(
             PersistentSession::default()
-                .session_ttl(actix_web::cookie::time::Duration::seconds(idle.as_secs() as i64))
+                .session_ttl(actix_web::cookie::time::Duration::seconds(
+                    idle.as_secs() as i64
+                ))
                 .session_ttl_extension_policy(TtlExtensionPolicy::OnStateChanges),
         )
         .build()
@@ -187,9 +214,14 @@ fn configured_admin(settings: &Settings) -> anyhow::Result<Option<ConfiguredAdmi
     match (&settings.admin_email, &settings.admin_password) {
         (None, None) => Ok(None),
         (Some(email), Some(password)) => {
-            let email = Email::parse(email).map_err(|e| anyhow::anyhow!("GRANITE_ADMIN_EMAIL: {e}"))?;
-            let password = Password::parse(password).map_err(|e| anyhow::anyhow!("GRANITE_ADMIN_PASSWORD: {e}"))?;
-            Ok(Some(ConfiguredAdmin { email, password_hash: password.hash() }))
+            let email =
+                Email::parse(email).map_err(|e| anyhow::anyhow!("GRANITE_ADMIN_EMAIL: {e}"))?;
+            let password = Password::parse(password)
+                .map_err(|e| anyhow::anyhow!("GRANITE_ADMIN_PASSWORD: {e}"))?;
+            Ok(Some(ConfiguredAdmin {
+                email,
+                password_hash: password.hash(),
+            }))
         }
         _ => anyhow::bail!("set both GRANITE_ADMIN_EMAIL and GRANITE_ADMIN_PASSWORD, or neither"),
     }

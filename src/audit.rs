@@ -77,7 +77,11 @@ pub struct RecordedEvent {
 }
 
 /// The newest events of an organization, newest first.
-pub fn recent(conn: &mut DbConnection, organization_id: i64, limit: i64) -> QueryResult<Vec<RecordedEvent>> {
+pub fn recent(
+    conn: &mut DbConnection,
+    organization_id: i64,
+    limit: i64,
+) -> QueryResult<Vec<RecordedEvent>> {
     audit_events::table
         .filter(audit_events::organization_id.eq(organization_id))
         .order((audit_events::created_at.desc(), audit_events::id.desc()))

@@ -152,7 +152,10 @@ fn add_user(args: UserAdd) -> anyhow::Result<()> {
     let organization = match &args.new_org {
         Some(name) => {
             let name = name.trim();
-            anyhow::ensure!(!name.is_empty() && name.chars().count() <= 100, "--new-org needs a name of 1–100 characters");
+            anyhow::ensure!(
+                !name.is_empty() && name.chars().count() <= 100,
+                "--new-org needs a name of 1–100 characters"
+            );
             let slug = OrganizationSlug::from_name(name);
             anyhow::ensure!(
                 organizations::find_by_slug(&mut conn, slug.as_str())?.is_none(),
@@ -165,8 +168,17 @@ fn add_user(args: UserAdd) -> anyhow::Result<()> {
         None => organizations::find_by_slug(&mut conn, &args.org)?
             .ok_or_else(|| anyhow::anyhow!("no organization with the slug \"{}\"", args.org))?,
     };
-    anyhow::ensure!(users::find_by_email(&mut conn, &email)?.is_none(), "a user with this email exists already");
-    let user = users::create(&mut conn, organization.id, &email, &password_hash, args.role)?;
+    anyhow::ensure!(
+        users::find_by_email(&mut conn, &email)?.is_none(),
+        "a user with this email exists already"
+    );
+    let user = users::create(
+        &mut conn,
+        organization.id,
+        &email,
+        &password_hash,
+        args.role,
+    )?;
     println!(
         "Added {} as {} of {} ({}).",
         user.email,
@@ -187,7 +199,9 @@ fn read_password() -> anyhow::Result<String> {
 }
 
 fn enroll_driver(args: DriverEnroll) -> anyhow::Result<()> {
-    let path = args.credentials.unwrap_or_else(driver::credentials::default_path);
+    let path = args
+        .credentials
+        .unwrap_or_else(driver::credentials::default_path);
     anyhow::ensure!(
         args.force || !path.exists(),
         "{} already holds an enrollment; pass --force to replace it, or --credentials to keep both",
@@ -226,9 +240,15 @@ fn enroll_driver(args: DriverEnroll) -> anyhow::Result<()> {
 
 fn run_driver(args: DriverRun) -> ExitCode {
     let outcome = (|| -> anyhow::Result<driver::Stopped> {
-        let path = args.credentials.unwrap_or_else(driver::credentials::default_path);
+        let path = args
+            .credentials
+            .unwrap_or_else(driver::credentials::default_path);
         let saved = driver::credentials::load(&path)?;
-        anyhow::ensure!(args.automations.is_dir(), "{} is not a folder of automations", args.automations.display());
+        anyhow::ensure!(
+            args.automations.is_dir(),
+            "{} is not a folder of automations",
+            args.automations.display()
+        );
         let state = std::sync::Arc::new(driver::DriverState::default());
         let on_signal = state.clone();
         ctrlc::set_handler(move || on_signal.on_interrupt())?;
@@ -244,7 +264,10 @@ fn run_driver(args: DriverRun) -> ExitCode {
             saved.server,
             args.automations.display()
         );
-        let client = std::sync::Arc::new(driver::client::DriverClient::new(&saved.server, Some(saved.credential)));
+        let client = std::sync::Arc::new(driver::client::DriverClient::new(
+            &saved.server,
+            Some(saved.credential),
+        ));
         Ok(driver::run(client, std::sync::Arc::new(executor), state))
     })();
     match outcome {

@@ -99,7 +99,11 @@ impl Settings {
     }
 
     pub fn cookies_secure(&self) -> bool {
-        self.secure_cookies || self.public_url.as_deref().is_some_and(|u| u.starts_with("https://"))
+        self.secure_cookies
+            || self
+                .public_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
     }
 
     /// Base URL for links printed to the log, e.g. the one-time setup URL.

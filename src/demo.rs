@@ -37,7 +37,8 @@ const AUTOMATIONS: [(&str, &str); 6] = [
 
 pub fn run(bind: SocketAddr) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("granite-demo-{}", random_base62(8)));
-    let url = DatabaseUrl::parse(&format!("sqlite://{}/demo.db", dir.display())).map_err(|e| anyhow::anyhow!(e))?;
+    let url = DatabaseUrl::parse(&format!("sqlite://{}/demo.db", dir.display()))
+        .map_err(|e| anyhow::anyhow!(e))?;
     let password = random_base62(16);
     let mut settings = Settings::new(url, bind);
     settings.admin_email = Some(DEMO_EMAIL.into());
@@ -48,7 +49,9 @@ pub fn run(bind: SocketAddr) -> anyhow::Result<()> {
         let app = Application::build(settings).await?;
         let base = format!("http://{}", app.address());
         println!();
-        println!("  Granite demo: open {base} and sign in as {DEMO_EMAIL} with password {password}");
+        println!(
+            "  Granite demo: open {base} and sign in as {DEMO_EMAIL} with password {password}"
+        );
         println!("  (data in {}; Ctrl-C stops everything)", dir.display());
         println!();
         let (pool, server) = (app.pool().clone(), base.clone());
@@ -64,24 +67,55 @@ pub fn run(bind: SocketAddr) -> anyhow::Result<()> {
 
 /// Enrolls the simulated drivers through the driver API and feeds jobs through the public API.
 fn populate(pool: &Pool, base: &str) -> anyhow::Result<()> {
-    let actor = Actor { user_id: 1, email: DEMO_EMAIL.into(), source_ip: None };
+    let actor = Actor {
+        user_id: 1,
+        email: DEMO_EMAIL.into(),
+        source_ip: None,
+    };
     let mut conn = pool.get()?;
-    let (_, key) = api_keys::create(&mut conn, 1, &KeyName::parse("demo-scheduler").map_err(|e| anyhow::anyhow!(e))?, &actor)?;
+    let (_, key) = api_keys::create(
+        &mut conn,
+        1,
+        &KeyName::parse("demo-scheduler").map_err(|e| anyhow::anyhow!(e))?,
+        &actor,
+    )?;
     for (name, capabilities) in DRIVERS {
         let (_, token) = enrollment::create(&mut conn, 1, &format!("demo: {name}"), 1, &actor)?;
         let capabilities: Vec<String> = capabilities.iter().map(|c| c.to_string()).collect();
-        let enrolled = DriverClient::new(base, None).enroll(token.expose(), name, "simulated", &capabilities)?;
+        let enrolled = DriverClient::new(base, None).enroll(
+            token.expose(),
+            name,
+            "simulated",
+            &capabilities,
+        )?;
         let client = Arc::new(DriverClient::new(base, Some(enrolled.credential)));
-        std::thread::spawn(move || driver::run(client, Arc::new(Simulated), Arc::new(DriverState::default())));
+        std::thread::spawn(move || {
+            driver::run(
+                client,
+                Arc::new(Simulated),
+                Arc::new(DriverState::default()),
+            )
+        });
         std::thread::sleep(Duration::from_millis(400));
     }
     drop(conn);
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
     loop {
         let (endpoint, requires) = AUTOMATIONS[random_below(AUTOMATIONS.len() as u64) as usize];
-        let url = format!("{base}/api/default/{endpoint}?requires={requires}&priority={}", random_below(3));
+        let url = format!(
+            "{base}/api/default/{endpoint}?requires={requires}&priority={}",
+            random_below(3)
+        );
         let body = serde_json::json!({ "batch": random_below(1000) });
-        if agent.post(&url).header("X-Granite-API-Key", key.expose()).send_json(&body).is_err() {
+        if agent
+            .post(&url)
+            .header("X-Granite-API-Key", key.expose())
+            .send_json(&body)
+            .is_err()
+        {
             return Ok(()); // The server stopped.
         }
         std::thread::sleep(Duration::from_millis(800 + random_below(1700)));
@@ -97,7 +131,11 @@ impl Executor for Simulated {
         let step = Duration::from_millis(100);
         for _ in 0..millis / 100 {
             if interrupt.load(Ordering::Relaxed) {
-                return Outcome { succeeded: false, result: None, error: Some(("interrupted".into(), "Stopped.".into())) };
+                return Outcome {
+                    succeeded: false,
+                    result: None,
+                    error: Some(("interrupted".into(), "Stopped.".into())),
+                };
             }
             std::thread::sleep(step);
         }
@@ -105,10 +143,17 @@ impl Executor for Simulated {
             return Outcome {
                 succeeded: false,
                 result: None,
-                error: Some(("element_not_found".into(), format!("{}: the Submit button never appeared", job.endpoint))),
+                error: Some((
+                    "element_not_found".into(),
+                    format!("{}: the Submit button never appeared", job.endpoint),
+                )),
             };
         }
-        Outcome { succeeded: true, result: Some(serde_json::json!({ "processed": 1 + random_below(50), "ms": millis })), error: None }
+        Outcome {
+            succeeded: true,
+            result: Some(serde_json::json!({ "processed": 1 + random_below(50), "ms": millis })),
+            error: None,
+        }
     }
 }
 

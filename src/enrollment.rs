@@ -120,7 +120,11 @@ pub struct ListedToken {
 }
 
 /// Active tokens and, for 7 days, used, expired and revoked ones; newest first.
-pub fn list_recent(conn: &mut DbConnection, organization_id: i64, now: NaiveDateTime) -> QueryResult<Vec<ListedToken>> {
+pub fn list_recent(
+    conn: &mut DbConnection,
+    organization_id: i64,
+    now: NaiveDateTime,
+) -> QueryResult<Vec<ListedToken>> {
     let since = now - Duration::days(HISTORY_DAYS);
     let rows: Vec<(EnrollmentToken, Option<String>, Option<String>)> = enrollment_tokens::table
         .left_join(users::table.on(enrollment_tokens::created_by_user_id.eq(users::id.nullable())))
@@ -135,12 +139,23 @@ pub fn list_recent(conn: &mut DbConnection, organization_id: i64, now: NaiveDate
                     .and(enrollment_tokens::revoked_at.is_null())
                     .and(enrollment_tokens::expires_at.gt(since))),
         )
-        .order((enrollment_tokens::created_at.desc(), enrollment_tokens::id.desc()))
-        .select((EnrollmentToken::as_select(), users::email.nullable(), machines::name.nullable()))
+        .order((
+            enrollment_tokens::created_at.desc(),
+            enrollment_tokens::id.desc(),
+        ))
+        .select((
+            EnrollmentToken::as_select(),
+            users::email.nullable(),
+            machines::name.nullable(),
+        ))
         .load(conn)?;
     Ok(rows
         .into_iter()
-        .map(|(token, created_by, machine_name)| ListedToken { token, created_by, machine_name })
+        .map(|(token, created_by, machine_name)| ListedToken {
+            token,
+            created_by,
+            machine_name,
+        })
         .collect())
 }
 
@@ -155,7 +170,12 @@ pub enum TokenError {
 }
 
 /// Revokes an active token: enrollments with it get `token_revoked` from now on.
-pub fn revoke(conn: &mut DbConnection, organization_id: i64, token_id: i64, actor: &Actor) -> Result<EnrollmentToken, TokenError> {
+pub fn revoke(
+    conn: &mut DbConnection,
+    organization_id: i64,
+    token_id: i64,
+    actor: &Actor,
+) -> Result<EnrollmentToken, TokenError> {
     write_transaction(conn, |conn| {
         let now = chrono::Utc::now().naive_utc();
         let updated = diesel::update(
@@ -166,7 +186,10 @@ pub fn revoke(conn: &mut DbConnection, organization_id: i64, token_id: i64, acto
                 .filter(enrollment_tokens::revoked_at.is_null())
                 .filter(enrollment_tokens::expires_at.gt(now)),
         )
-        .set((enrollment_tokens::revoked_at.eq(now), enrollment_tokens::revoked_by_user_id.eq(actor.user_id)))
+        .set((
+            enrollment_tokens::revoked_at.eq(now),
+            enrollment_tokens::revoked_by_user_id.eq(actor.user_id),
+        ))
         .returning(enrollment_tokens::all_columns)
         .get_result::<EnrollmentToken>(conn)
         .optional()?;
@@ -176,11 +199,24 @@ pub fn revoke(conn: &mut DbConnection, organization_id: i64, token_id: i64, acto
                 .filter(enrollment_tokens::organization_id.eq(organization_id))
                 .count()
                 .get_result(conn)?;
-            return Err(if exists > 0 { TokenError::NotActive } else { TokenError::NotFound });
+            return Err(if exists > 0 {
+                TokenError::NotActive
+            } else {
+                TokenError::NotFound
+            });
         };
-        audit::record(conn, actor.event(organization_id, "enrollment_token_revoked", "enrollment_token", token.id, serde_json::json!({
-            "hint": token.hint,
-        })))?;
+        audit::record(
+            conn,
+            actor.event(
+                organization_id,
+                "enrollment_token_revoked",
+                "enrollment_token",
+                token.id,
+                serde_json::json!({
+                    "hint": token.hint,
+                }),
+            ),
+        )?;
         Ok(token)
     })
 }
@@ -208,7 +244,11 @@ pub struct Enrolled {
 
 /// Consumes the token and creates the machine, atomically: the token is spent by one conditional
 /// update, so of many simultaneous enrollments with one token exactly one gets through.
-pub fn enroll(conn: &mut DbConnection, token: &Secret, profile: &MachineProfile) -> Result<Enrolled, EnrollError> {
+pub fn enroll(
+    conn: &mut DbConnection,
+    token: &Secret,
+    profile: &MachineProfile,
+) -> Result<Enrolled, EnrollError> {
     let token_hash = token.hash();
     write_transaction(conn, |conn| {
         let now = chrono::Utc::now().naive_utc();
@@ -237,27 +277,47 @@ pub fn enroll(conn: &mut DbConnection, token: &Secret, profile: &MachineProfile)
             });
         };
         let credential = Secret::generate(SecretKind::MachineCredential);
-        let machine = crate::machines::insert(conn, spent.organization_id, profile, &credential.hash(), spent.id, now)?;
+        let machine = crate::machines::insert(
+            conn,
+            spent.organization_id,
+            profile,
+            &credential.hash(),
+            spent.id,
+            now,
+        )?;
         diesel::update(enrollment_tokens::table.find(spent.id))
             .set(enrollment_tokens::machine_id.eq(machine.id))
             .execute(conn)?;
-        let organization = organizations::table.find(spent.organization_id).select(Organization::as_select()).first(conn)?;
-        audit::record(conn, audit::Event {
-            organization_id: Some(spent.organization_id),
-            actor_user_id: None,
-            actor: &format!("machine {}", machine.name),
-            action: "machine_enrolled",
-            target_type: "machine",
-            target_id: Some(machine.id.to_string()),
-            source_ip: Some(&machine.ip_address),
-            details: serde_json::json!({ "token_id": spent.id, "token_hint": spent.hint, "token_created_by": spent.created_by_user_id }),
-        })?;
-        Ok(Enrolled { machine, credential, organization })
+        let organization = organizations::table
+            .find(spent.organization_id)
+            .select(Organization::as_select())
+            .first(conn)?;
+        audit::record(
+            conn,
+            audit::Event {
+                organization_id: Some(spent.organization_id),
+                actor_user_id: None,
+                actor: &format!("machine {}", machine.name),
+                action: "machine_enrolled",
+                target_type: "machine",
+                target_id: Some(machine.id.to_string()),
+                source_ip: Some(&machine.ip_address),
+                details: serde_json::json!({ "token_id": spent.id, "token_hint": spent.hint, "token_created_by": spent.created_by_user_id }),
+            },
+        )?;
+        Ok(Enrolled {
+            machine,
+            credential,
+            organization,
+        })
     })
 }
 
 /// The token a machine enrolled with and who created it, for the machine's detail page.
-pub fn origin_of(conn: &mut DbConnection, token_id: i64) -> QueryResult<Option<(EnrollmentToken, Option<String>)>> {
+pub fn origin_of(
+    conn: &mut DbConnection,
+    token_id: i64,
+) -> QueryResult<Option<(EnrollmentToken, Option<String>)>> {
     enrollment_tokens::table
         .left_join(users::table.on(enrollment_tokens::created_by_user_id.eq(users::id.nullable())))
         .filter(enrollment_tokens::id.eq(token_id))

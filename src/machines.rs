@@ -31,7 +31,11 @@ impl MachineStatus {
     ) -> Self {
         match last_seen_at {
             Some(seen) if seen > now - offline_after => {
-                if has_running_job { Self::Busy } else { Self::Online }
+                if has_running_job {
+                    Self::Busy
+                } else {
+                    Self::Online
+                }
             }
             _ => Self::Offline,
         }
@@ -81,7 +85,12 @@ pub struct Machine {
 
 impl Machine {
     pub fn status(&self, now: NaiveDateTime, offline_after: chrono::Duration) -> MachineStatus {
-        MachineStatus::from_last_seen(self.last_seen_at, self.current_run_id.is_some(), now, offline_after)
+        MachineStatus::from_last_seen(
+            self.last_seen_at,
+            self.current_run_id.is_some(),
+            now,
+            offline_after,
+        )
     }
 
     pub fn capability_list(&self) -> Vec<String> {
@@ -117,12 +126,23 @@ impl MachineProfile {
         let ip_address = match ip_address.map(str::trim).filter(|ip| !ip.is_empty()) {
             Some(text) => text
                 .parse::<IpAddr>()
-                .map_err(|_| format!("ip_address \"{}\" is not an IP address", text.chars().take(60).collect::<String>()))?
+                .map_err(|_| {
+                    format!(
+                        "ip_address \"{}\" is not an IP address",
+                        text.chars().take(60).collect::<String>()
+                    )
+                })?
                 .to_string(),
             None => request_ip.map(|ip| ip.to_string()).unwrap_or_default(),
         };
         let capabilities = parse_capabilities(capabilities)?;
-        Ok(Self { name, os_version, ip_address, capabilities, driver_version })
+        Ok(Self {
+            name,
+            os_version,
+            ip_address,
+            capabilities,
+            driver_version,
+        })
     }
 }
 
@@ -153,7 +173,9 @@ pub fn parse_capabilities(items: &[String]) -> Result<Vec<String>, String> {
         let item = item.trim();
         let valid = !item.is_empty()
             && item.len() <= 50
-            && item.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:+-".contains(&b));
+            && item
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:+-".contains(&b));
         if !valid {
             return Err("each capability is 1–50 letters, digits or . _ : + -".into());
         }
@@ -178,7 +200,8 @@ pub fn insert(
             machines::name.eq(&profile.name),
             machines::os_version.eq(&profile.os_version),
             machines::ip_address.eq(&profile.ip_address),
-            machines::capabilities.eq(serde_json::to_string(&profile.capabilities).expect("strings serialize")),
+            machines::capabilities
+                .eq(serde_json::to_string(&profile.capabilities).expect("strings serialize")),
             machines::driver_version.eq(&profile.driver_version),
             machines::credential_hash.eq(credential_hash),
             machines::enrollment_token_id.eq(enrollment_token_id),
@@ -204,10 +227,15 @@ pub fn touch(
     reported_status: Option<&str>,
     now: NaiveDateTime,
 ) -> QueryResult<Result<Machine, CredentialRejection>> {
-    let live = machines::table.filter(machines::credential_hash.eq(credential_hash)).filter(machines::removed_at.is_null());
+    let live = machines::table
+        .filter(machines::credential_hash.eq(credential_hash))
+        .filter(machines::removed_at.is_null());
     let updated = match reported_status {
         Some(status) => diesel::update(live)
-            .set((machines::last_seen_at.eq(now), machines::reported_status.eq(status)))
+            .set((
+                machines::last_seen_at.eq(now),
+                machines::reported_status.eq(status),
+            ))
             .returning(machines::all_columns)
             .get_result::<Machine>(conn)
             .optional()?,
@@ -224,12 +252,18 @@ pub fn touch(
         .filter(machines::credential_hash.eq(credential_hash))
         .count()
         .get_result(conn)?;
-    Ok(Err(if removed > 0 { CredentialRejection::Removed } else { CredentialRejection::Unknown }))
+    Ok(Err(if removed > 0 {
+        CredentialRejection::Removed
+    } else {
+        CredentialRejection::Unknown
+    }))
 }
 
 /// The public id of the run this machine holds, if it was cancelled while running: the driver should stop it.
 pub fn cancelled_runs(conn: &mut DbConnection, machine: &Machine) -> QueryResult<Vec<String>> {
-    let Some(run_id) = machine.current_run_id else { return Ok(Vec::new()) };
+    let Some(run_id) = machine.current_run_id else {
+        return Ok(Vec::new());
+    };
     runs::table
         .find(run_id)
         .filter(runs::machine_id.eq(machine.id))
@@ -239,7 +273,11 @@ pub fn cancelled_runs(conn: &mut DbConnection, machine: &Machine) -> QueryResult
         .load(conn)
 }
 
-pub fn find(conn: &mut DbConnection, organization_id: i64, machine_id: i64) -> QueryResult<Option<Machine>> {
+pub fn find(
+    conn: &mut DbConnection,
+    organization_id: i64,
+    machine_id: i64,
+) -> QueryResult<Option<Machine>> {
     machines::table
         .filter(machines::id.eq(machine_id))
         .filter(machines::organization_id.eq(organization_id))
@@ -250,17 +288,36 @@ pub fn find(conn: &mut DbConnection, organization_id: i64, machine_id: i64) -> Q
 }
 
 /// Removes a machine: its credential is refused from now on and its running job goes back to the queue.
-pub fn remove(conn: &mut DbConnection, organization_id: i64, machine_id: i64, actor: &Actor) -> QueryResult<Option<Machine>> {
+pub fn remove(
+    conn: &mut DbConnection,
+    organization_id: i64,
+    machine_id: i64,
+    actor: &Actor,
+) -> QueryResult<Option<Machine>> {
     write_transaction(conn, |conn| {
-        let Some(machine) = find(conn, organization_id, machine_id)? else { return Ok(None) };
+        let Some(machine) = find(conn, organization_id, machine_id)? else {
+            return Ok(None);
+        };
         let now = chrono::Utc::now().naive_utc();
         diesel::update(machines::table.find(machine.id))
-            .set((machines::removed_at.eq(now), machines::removed_by_user_id.eq(actor.user_id)))
+            .set((
+                machines::removed_at.eq(now),
+                machines::removed_by_user_id.eq(actor.user_id),
+            ))
             .execute(conn)?;
         let requeued = crate::runs::leases::release_machine(conn, machine.id, now)?;
-        audit::record(conn, actor.event(organization_id, "machine_removed", "machine", machine.id, serde_json::json!({
-            "name": machine.name, "requeued_runs": requeued,
-        })))?;
+        audit::record(
+            conn,
+            actor.event(
+                organization_id,
+                "machine_removed",
+                "machine",
+                machine.id,
+                serde_json::json!({
+                    "name": machine.name, "requeued_runs": requeued,
+                }),
+            ),
+        )?;
         Ok(Some(machine))
     })
 }
@@ -288,8 +345,12 @@ impl StatusCounts {
 }
 
 /// The live machines of an organization (or of all), as a query to narrow further.
-fn live(organization_id: Option<i64>) -> machines::BoxedQuery<'static, crate::db::DbConnectionBackend> {
-    let query = machines::table.filter(machines::removed_at.is_null()).into_boxed();
+fn live(
+    organization_id: Option<i64>,
+) -> machines::BoxedQuery<'static, crate::db::DbConnectionBackend> {
+    let query = machines::table
+        .filter(machines::removed_at.is_null())
+        .into_boxed();
     match organization_id {
         Some(id) => query.filter(machines::organization_id.eq(id)),
         None => query,
@@ -303,9 +364,17 @@ fn with_status(
     cutoff: NaiveDateTime,
 ) -> machines::BoxedQuery<'static, crate::db::DbConnectionBackend> {
     match status {
-        MachineStatus::Online => query.filter(machines::last_seen_at.gt(cutoff)).filter(machines::current_run_id.is_null()),
-        MachineStatus::Busy => query.filter(machines::last_seen_at.gt(cutoff)).filter(machines::current_run_id.is_not_null()),
-        MachineStatus::Offline => query.filter(machines::last_seen_at.is_null().or(machines::last_seen_at.le(cutoff))),
+        MachineStatus::Online => query
+            .filter(machines::last_seen_at.gt(cutoff))
+            .filter(machines::current_run_id.is_null()),
+        MachineStatus::Busy => query
+            .filter(machines::last_seen_at.gt(cutoff))
+            .filter(machines::current_run_id.is_not_null()),
+        MachineStatus::Offline => query.filter(
+            machines::last_seen_at
+                .is_null()
+                .or(machines::last_seen_at.le(cutoff)),
+        ),
     }
 }
 
@@ -318,7 +387,9 @@ pub fn count_by_status(
 ) -> QueryResult<StatusCounts> {
     let cutoff = now - offline_after;
     let count = |conn: &mut DbConnection, status| -> QueryResult<i64> {
-        with_status(live(organization_id), status, cutoff).count().get_result(conn)
+        with_status(live(organization_id), status, cutoff)
+            .count()
+            .get_result(conn)
     };
     Ok(StatusCounts {
         online: count(conn, MachineStatus::Online)?,
@@ -339,7 +410,10 @@ pub fn capabilities_in_contact(
         .select(machines::capabilities)
         .distinct()
         .load(conn)?;
-    Ok(lists.iter().map(|l| serde_json::from_str(l).unwrap_or_default()).collect())
+    Ok(lists
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_default())
+        .collect())
 }
 
 diesel::define_sql_function! {
@@ -388,7 +462,9 @@ pub fn list(
 }
 
 fn escape_like(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }
 
 #[cfg(test)]
@@ -397,25 +473,48 @@ mod tests {
 
     #[test]
     fn status_follows_last_contact_and_running_job() {
-        let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap().naive_utc();
+        let now = chrono::DateTime::from_timestamp(1_800_000_000, 0)
+            .unwrap()
+            .naive_utc();
         let window = chrono::Duration::seconds(30);
         let recent = Some(now - chrono::Duration::seconds(5));
         let stale = Some(now - chrono::Duration::seconds(30));
-        assert_eq!(MachineStatus::from_last_seen(recent, false, now, window), MachineStatus::Online);
-        assert_eq!(MachineStatus::from_last_seen(recent, true, now, window), MachineStatus::Busy);
-        assert_eq!(MachineStatus::from_last_seen(stale, true, now, window), MachineStatus::Offline);
-        assert_eq!(MachineStatus::from_last_seen(None, false, now, window), MachineStatus::Offline);
+        assert_eq!(
+            MachineStatus::from_last_seen(recent, false, now, window),
+            MachineStatus::Online
+        );
+        assert_eq!(
+            MachineStatus::from_last_seen(recent, true, now, window),
+            MachineStatus::Busy
+        );
+        assert_eq!(
+            MachineStatus::from_last_seen(stale, true, now, window),
+            MachineStatus::Offline
+        );
+        assert_eq!(
+            MachineStatus::from_last_seen(None, false, now, window),
+            MachineStatus::Offline
+        );
     }
 
     #[test]
     fn profiles_are_checked_and_bounded() {
         let ip: IpAddr = "10.1.2.3".parse().unwrap();
-        let caps = vec!["windows".to_owned(), "chrome".to_owned(), "windows".to_owned()];
-        let profile = MachineProfile::parse(" vm-01 ", "Windows 11", None, Some(ip), &caps, "1.2.0").unwrap();
+        let caps = vec![
+            "windows".to_owned(),
+            "chrome".to_owned(),
+            "windows".to_owned(),
+        ];
+        let profile =
+            MachineProfile::parse(" vm-01 ", "Windows 11", None, Some(ip), &caps, "1.2.0").unwrap();
         assert_eq!(profile.name, "vm-01");
-        assert_eq!(profile.ip_address, "10.1.2.3", "taken from the request when not given");
+        assert_eq!(
+            profile.ip_address, "10.1.2.3",
+            "taken from the request when not given"
+        );
         assert_eq!(profile.capabilities, ["windows", "chrome"]);
-        let given = MachineProfile::parse("vm", "", Some("192.168.0.9"), Some(ip), &[], "").unwrap();
+        let given =
+            MachineProfile::parse("vm", "", Some("192.168.0.9"), Some(ip), &[], "").unwrap();
         assert_eq!(given.ip_address, "192.168.0.9");
         assert!(MachineProfile::parse("", "", None, None, &[], "").is_err());
         assert!(MachineProfile::parse(&"x".repeat(101), "", None, None, &[], "").is_err());
@@ -424,7 +523,9 @@ mod tests {
         assert!(MachineProfile::parse("vm", "", None, None, &["has space".into()], "").is_err());
         assert!(MachineProfile::parse("vm", "", None, None, &vec!["c".into(); 33], "").is_err());
         // Markup is just text: it is kept as typed and escaped when shown.
-        assert!(MachineProfile::parse("<img src=x onerror=alert(1)>", "", None, None, &[], "").is_ok());
+        assert!(
+            MachineProfile::parse("<img src=x onerror=alert(1)>", "", None, None, &[], "").is_ok()
+        );
     }
 
     #[test]

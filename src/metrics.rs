@@ -15,7 +15,9 @@ use crate::db::schema::runs;
 use crate::machines::{self, StatusCounts};
 
 /// Upper bounds of the wait-time histogram, in seconds.
-const WAIT_BUCKETS: [f64; 12] = [0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
+const WAIT_BUCKETS: [f64; 12] = [
+    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
 
 #[derive(Default)]
 struct Counters {
@@ -57,39 +59,91 @@ impl Metrics {
     pub fn render(&self, gauges: &Gauges) -> String {
         let counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP granite_queue_depth Runs waiting in the queue, all organizations.");
+        let _ = writeln!(
+            out,
+            "# HELP granite_queue_depth Runs waiting in the queue, all organizations."
+        );
         let _ = writeln!(out, "# TYPE granite_queue_depth gauge");
         let _ = writeln!(out, "granite_queue_depth {}", gauges.queued);
-        let _ = writeln!(out, "# HELP granite_oldest_queued_seconds Age of the oldest queued run.");
+        let _ = writeln!(
+            out,
+            "# HELP granite_oldest_queued_seconds Age of the oldest queued run."
+        );
         let _ = writeln!(out, "# TYPE granite_oldest_queued_seconds gauge");
-        let _ = writeln!(out, "granite_oldest_queued_seconds {:.3}", gauges.oldest_queued_seconds.unwrap_or(0.0));
-        let _ = writeln!(out, "# HELP granite_runs Runs by status now (queued, running).");
+        let _ = writeln!(
+            out,
+            "granite_oldest_queued_seconds {:.3}",
+            gauges.oldest_queued_seconds.unwrap_or(0.0)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP granite_runs Runs by status now (queued, running)."
+        );
         let _ = writeln!(out, "# TYPE granite_runs gauge");
         let _ = writeln!(out, "granite_runs{{status=\"queued\"}} {}", gauges.queued);
         let _ = writeln!(out, "granite_runs{{status=\"running\"}} {}", gauges.running);
-        let _ = writeln!(out, "# HELP granite_runs_finished_total Runs finished through this replica, by outcome.");
+        let _ = writeln!(
+            out,
+            "# HELP granite_runs_finished_total Runs finished through this replica, by outcome."
+        );
         let _ = writeln!(out, "# TYPE granite_runs_finished_total counter");
         for status in ["completed", "failed", "cancelled"] {
-            let _ = writeln!(out, "granite_runs_finished_total{{status=\"{status}\"}} {}", counters.finished.get(status).unwrap_or(&0));
+            let _ = writeln!(
+                out,
+                "granite_runs_finished_total{{status=\"{status}\"}} {}",
+                counters.finished.get(status).unwrap_or(&0)
+            );
         }
-        let _ = writeln!(out, "# HELP granite_run_wait_seconds Time runs waited in the queue before a machine took them.");
+        let _ = writeln!(
+            out,
+            "# HELP granite_run_wait_seconds Time runs waited in the queue before a machine took them."
+        );
         let _ = writeln!(out, "# TYPE granite_run_wait_seconds histogram");
         for (count, bound) in counters.wait_buckets.iter().zip(WAIT_BUCKETS) {
-            let _ = writeln!(out, "granite_run_wait_seconds_bucket{{le=\"{bound}\"}} {count}");
+            let _ = writeln!(
+                out,
+                "granite_run_wait_seconds_bucket{{le=\"{bound}\"}} {count}"
+            );
         }
-        let _ = writeln!(out, "granite_run_wait_seconds_bucket{{le=\"+Inf\"}} {}", counters.wait_count);
+        let _ = writeln!(
+            out,
+            "granite_run_wait_seconds_bucket{{le=\"+Inf\"}} {}",
+            counters.wait_count
+        );
         let _ = writeln!(out, "granite_run_wait_seconds_sum {:.6}", counters.wait_sum);
-        let _ = writeln!(out, "granite_run_wait_seconds_count {}", counters.wait_count);
+        let _ = writeln!(
+            out,
+            "granite_run_wait_seconds_count {}",
+            counters.wait_count
+        );
         let _ = writeln!(out, "# HELP granite_drivers Driver machines by status.");
         let _ = writeln!(out, "# TYPE granite_drivers gauge");
-        let _ = writeln!(out, "granite_drivers{{status=\"online\"}} {}", gauges.drivers.online);
-        let _ = writeln!(out, "granite_drivers{{status=\"busy\"}} {}", gauges.drivers.busy);
-        let _ = writeln!(out, "granite_drivers{{status=\"offline\"}} {}", gauges.drivers.offline);
-        let _ = writeln!(out, "# HELP granite_http_requests_total HTTP requests by route and status.");
+        let _ = writeln!(
+            out,
+            "granite_drivers{{status=\"online\"}} {}",
+            gauges.drivers.online
+        );
+        let _ = writeln!(
+            out,
+            "granite_drivers{{status=\"busy\"}} {}",
+            gauges.drivers.busy
+        );
+        let _ = writeln!(
+            out,
+            "granite_drivers{{status=\"offline\"}} {}",
+            gauges.drivers.offline
+        );
+        let _ = writeln!(
+            out,
+            "# HELP granite_http_requests_total HTTP requests by route and status."
+        );
         let _ = writeln!(out, "# TYPE granite_http_requests_total counter");
         for ((route, status), count) in &counters.http {
             let route = route.replace('\\', "\\\\").replace('"', "\\\"");
-            let _ = writeln!(out, "granite_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}");
+            let _ = writeln!(
+                out,
+                "granite_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}"
+            );
         }
         out
     }
@@ -104,12 +158,21 @@ pub struct Gauges {
 }
 
 impl Gauges {
-    pub fn load(conn: &mut DbConnection, now: NaiveDateTime, offline_after: chrono::Duration) -> QueryResult<Self> {
+    pub fn load(
+        conn: &mut DbConnection,
+        now: NaiveDateTime,
+        offline_after: chrono::Duration,
+    ) -> QueryResult<Self> {
         let count = |conn: &mut DbConnection, status: &str| -> QueryResult<i64> {
-            runs::table.filter(runs::status.eq(status)).count().get_result(conn)
+            runs::table
+                .filter(runs::status.eq(status))
+                .count()
+                .get_result(conn)
         };
-        let oldest: Option<NaiveDateTime> =
-            runs::table.filter(runs::status.eq("queued")).select(diesel::dsl::min(runs::created_at)).first(conn)?;
+        let oldest: Option<NaiveDateTime> = runs::table
+            .filter(runs::status.eq("queued"))
+            .select(diesel::dsl::min(runs::created_at))
+            .first(conn)?;
         Ok(Self {
             queued: count(conn, "queued")?,
             running: count(conn, "running")?,
@@ -130,7 +193,12 @@ mod tests {
         metrics.observe_wait(2.0);
         metrics.count_request("/api/me", 200);
         metrics.count_request("/api/me", 200);
-        let text = metrics.render(&Gauges { queued: 3, running: 1, oldest_queued_seconds: Some(4.0), drivers: StatusCounts::default() });
+        let text = metrics.render(&Gauges {
+            queued: 3,
+            running: 1,
+            oldest_queued_seconds: Some(4.0),
+            drivers: StatusCounts::default(),
+        });
         assert!(text.contains("granite_run_wait_seconds_bucket{le=\"0.01\"} 0"));
         assert!(text.contains("granite_run_wait_seconds_bucket{le=\"0.05\"} 1"));
         assert!(text.contains("granite_run_wait_seconds_bucket{le=\"5\"} 2"));

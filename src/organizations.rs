@@ -21,8 +21,15 @@ pub struct OrganizationSlug(String);
 impl OrganizationSlug {
     pub fn parse(text: &str) -> Result<Self, String> {
         let slug = text.trim();
-        let valid_chars = slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if slug.is_empty() || slug.len() > 50 || !valid_chars || slug.starts_with('-') || slug.ends_with('-') {
+        let valid_chars = slug
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if slug.is_empty()
+            || slug.len() > 50
+            || !valid_chars
+            || slug.starts_with('-')
+            || slug.ends_with('-')
+        {
             return Err(format!(
                 "\"{slug}\" is not a valid organization slug: use 1–50 lowercase letters, digits and dashes"
             ));
@@ -42,7 +49,11 @@ impl OrganizationSlug {
         }
         let slug: String = slug.trim_end_matches('-').chars().take(50).collect();
         let slug = slug.trim_end_matches('-');
-        Self(if slug.is_empty() { "default".to_owned() } else { slug.to_owned() })
+        Self(if slug.is_empty() {
+            "default".to_owned()
+        } else {
+            slug.to_owned()
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -52,7 +63,11 @@ impl OrganizationSlug {
 
 pub const DEFAULT_SLUG: &str = "default";
 
-pub fn create(conn: &mut DbConnection, slug: &OrganizationSlug, name: &str) -> QueryResult<Organization> {
+pub fn create(
+    conn: &mut DbConnection,
+    slug: &OrganizationSlug,
+    name: &str,
+) -> QueryResult<Organization> {
     diesel::insert_into(organizations::table)
         .values((
             organizations::slug.eq(slug.as_str()),
@@ -83,7 +98,10 @@ mod tests {
         assert!(OrganizationSlug::parse("-acme").is_err());
         assert!(OrganizationSlug::parse("").is_err());
         assert!(OrganizationSlug::parse(&"a".repeat(51)).is_err());
-        assert_eq!(OrganizationSlug::from_name("Acme Robotics, Inc.").as_str(), "acme-robotics-inc");
+        assert_eq!(
+            OrganizationSlug::from_name("Acme Robotics, Inc.").as_str(),
+            "acme-robotics-inc"
+        );
         assert_eq!(OrganizationSlug::from_name("¡¡¡").as_str(), "default");
     }
 }

@@ -54,9 +54,12 @@ impl QueueStatus {
             .load(conn)?;
         let mut waits: Vec<f64> = started
             .into_iter()
-            .filter_map(|(created, started)| started.map(|s| (s - created).as_seconds_f64().max(0.0)))
+            .filter_map(|(created, started)| {
+                started.map(|s| (s - created).as_seconds_f64().max(0.0))
+            })
             .collect();
-        let avg_wait_seconds = (!waits.is_empty()).then(|| waits.iter().sum::<f64>() / waits.len() as f64);
+        let avg_wait_seconds =
+            (!waits.is_empty()).then(|| waits.iter().sum::<f64>() / waits.len() as f64);
         waits.sort_by(f64::total_cmp);
         let p95_wait_seconds = percentile(&waits, 0.95);
         let machines = machines::count_by_status(conn, Some(organization_id), now, offline_after)?;
@@ -83,7 +86,11 @@ pub fn seconds_display(seconds: Option<f64>) -> String {
         None => "—".into(),
         Some(s) if s < 60.0 => format!("{s:.1}s"),
         Some(s) if s < 3600.0 => format!("{}m {}s", (s / 60.0).floor(), (s % 60.0).floor()),
-        Some(s) => format!("{}h {}m", (s / 3600.0).floor(), ((s % 3600.0) / 60.0).floor()),
+        Some(s) => format!(
+            "{}h {}m",
+            (s / 3600.0).floor(),
+            ((s % 3600.0) / 60.0).floor()
+        ),
     }
 }
 
@@ -97,11 +104,20 @@ fn percentile(sorted: &[f64], share: f64) -> Option<f64> {
 }
 
 /// Queue depth, one point a minute over the last hour, rebuilt from the runs themselves.
-pub fn depth_last_hour(conn: &mut DbConnection, organization_id: i64, now: NaiveDateTime) -> QueryResult<Vec<(NaiveDateTime, i64)>> {
+pub fn depth_last_hour(
+    conn: &mut DbConnection,
+    organization_id: i64,
+    now: NaiveDateTime,
+) -> QueryResult<Vec<(NaiveDateTime, i64)>> {
     let since = now - chrono::Duration::minutes(60);
     let rows: Vec<(NaiveDateTime, Option<NaiveDateTime>, Option<NaiveDateTime>)> = runs::table
         .filter(runs::organization_id.eq(organization_id))
-        .filter(runs::created_at.gt(since).or(runs::status.eq("queued")).or(runs::started_at.gt(since)))
+        .filter(
+            runs::created_at
+                .gt(since)
+                .or(runs::status.eq("queued"))
+                .or(runs::started_at.gt(since)),
+        )
         .select((runs::created_at, runs::started_at, runs::finished_at))
         .limit(DEPTH_ROWS_LIMIT)
         .load(conn)?;
@@ -147,12 +163,15 @@ pub fn unrunnable(
     if waiting.is_empty() {
         return Ok(Vec::new());
     }
-    let capability_sets: Vec<Vec<String>> = machines::capabilities_in_contact(conn, organization_id, now, offline_after)?;
+    let capability_sets: Vec<Vec<String>> =
+        machines::capabilities_in_contact(conn, organization_id, now, offline_after)?;
     Ok(waiting
         .into_iter()
         .filter_map(|(requires, count)| {
             let requires: Vec<String> = serde_json::from_str(&requires).unwrap_or_default();
-            let runnable = capability_sets.iter().any(|caps| requires.iter().all(|r| caps.contains(r)));
+            let runnable = capability_sets
+                .iter()
+                .any(|caps| requires.iter().all(|r| caps.contains(r)));
             (!runnable).then_some(Unrunnable { requires, count })
         })
         .collect())

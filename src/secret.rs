@@ -70,7 +70,10 @@ impl Secret {
         if checksum(signed.as_bytes()) != sum {
             return Err(MalformedSecret);
         }
-        Ok(Self { kind, text: text.to_owned() })
+        Ok(Self {
+            kind,
+            text: text.to_owned(),
+        })
     }
 
     pub fn kind(&self) -> SecretKind {
@@ -193,7 +196,11 @@ mod tests {
     fn random_part_uses_the_whole_alphabet() {
         let sample = random_base62(20_000);
         for &c in BASE62 {
-            assert!(sample.as_bytes().contains(&c), "digit {} never drawn", c as char);
+            assert!(
+                sample.as_bytes().contains(&c),
+                "digit {} never drawn",
+                c as char
+            );
         }
     }
 }

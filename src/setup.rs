@@ -39,18 +39,28 @@ pub struct ConfiguredAdmin {
     pub password_hash: String,
 }
 
-pub fn on_start(conn: &mut DbConnection, admin: Option<ConfiguredAdmin>) -> Result<FirstStart, SetupError> {
+pub fn on_start(
+    conn: &mut DbConnection,
+    admin: Option<ConfiguredAdmin>,
+) -> Result<FirstStart, SetupError> {
     if users::count(conn)? > 0 {
         return Ok(FirstStart::AlreadySetUp);
     }
     match admin {
         Some(admin) => {
-            let slug = OrganizationSlug::parse(organizations::DEFAULT_SLUG).expect("the default slug is valid");
-            match create_first_admin(conn, &slug, DEFAULT_ORGANIZATION_NAME, &admin.email, &admin.password_hash) {
-            Ok(user) => Ok(FirstStart::AdminCreated { email: user.email }),
-            // Another replica created it a moment ago.
-            Err(SetupError::AlreadySetUp) => Ok(FirstStart::AlreadySetUp),
-            Err(e) => Err(e),
+            let slug = OrganizationSlug::parse(organizations::DEFAULT_SLUG)
+                .expect("the default slug is valid");
+            match create_first_admin(
+                conn,
+                &slug,
+                DEFAULT_ORGANIZATION_NAME,
+                &admin.email,
+                &admin.password_hash,
+            ) {
+                Ok(user) => Ok(FirstStart::AdminCreated { email: user.email }),
+                // Another replica created it a moment ago.
+                Err(SetupError::AlreadySetUp) => Ok(FirstStart::AlreadySetUp),
+                Err(e) => Err(e),
             }
         }
         None => {
@@ -101,22 +111,28 @@ fn create_first_admin(
             return Err(SetupError::AlreadySetUp);
         }
         let organization = match organizations::create(conn, slug, organization_name) {
-            Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)) => {
+            Err(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _,
+            )) => {
                 return Err(SetupError::AlreadySetUp);
             }
             other => other?,
         };
         let user = users::create(conn, organization.id, email, password_hash, Role::Admin)?;
-        audit::record(conn, audit::Event {
-            organization_id: Some(organization.id),
-            actor_user_id: Some(user.id),
-            actor: &user.email,
-            action: "first_admin_created",
-            target_type: "user",
-            target_id: Some(user.id.to_string()),
-            source_ip: None,
-            details: serde_json::json!({ "organization": organization.slug }),
-        })?;
+        audit::record(
+            conn,
+            audit::Event {
+                organization_id: Some(organization.id),
+                actor_user_id: Some(user.id),
+                actor: &user.email,
+                action: "first_admin_created",
+                target_type: "user",
+                target_id: Some(user.id.to_string()),
+                source_ip: None,
+                details: serde_json::json!({ "organization": organization.slug }),
+            },
+        )?;
         Ok(user)
     })
 }

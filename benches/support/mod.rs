@@ -29,12 +29,18 @@ impl Server {
         let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
                 let app = Application::build(settings).await.expect("server starts");
-                tx.send((app.address(), app.pool().clone(), app.handle())).unwrap();
+                tx.send((app.address(), app.pool().clone(), app.handle()))
+                    .unwrap();
                 app.run_until_stopped().await.unwrap();
             })
         });
         let (address, pool, handle) = rx.recv().unwrap();
-        Self { address, pool, handle, thread: Some(thread) }
+        Self {
+            address,
+            pool,
+            handle,
+            thread: Some(thread),
+        }
     }
 }
 
@@ -49,17 +55,25 @@ impl Drop for Server {
 
 /// A fresh database for one benchmark run: a temporary SQLite file, or a new PostgreSQL schema.
 pub fn sqlite_url() -> DatabaseUrl {
-    let dir = std::env::temp_dir().join(format!("granite-bench-{}", granite::secret::random_base62(8)));
+    let dir = std::env::temp_dir().join(format!(
+        "granite-bench-{}",
+        granite::secret::random_base62(8)
+    ));
     DatabaseUrl::parse(&format!("sqlite://{}/bench.db", dir.display())).unwrap()
 }
 
 pub fn postgres_url() -> Option<DatabaseUrl> {
-    use diesel::connection::SimpleConnection;
     use diesel::Connection;
-    let base = std::env::var("GRANITE_BENCH_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    use diesel::connection::SimpleConnection;
+    let base = std::env::var("GRANITE_BENCH_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let mut conn = diesel::PgConnection::establish(&base).ok()?;
-    let schema = format!("bench_{}", granite::secret::random_base62(10).to_lowercase());
-    conn.batch_execute(&format!("CREATE SCHEMA {schema}")).ok()?;
+    let schema = format!(
+        "bench_{}",
+        granite::secret::random_base62(10).to_lowercase()
+    );
+    conn.batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .ok()?;
     DatabaseUrl::parse(&format!("{base}?options=-csearch_path%3D{schema}")).ok()
 }
 
@@ -76,7 +90,10 @@ pub fn measure(threads: usize, duration: Duration, expect: u16, request: Request
         .map(|_| {
             let (stop, done, request) = (stop.clone(), done.clone(), request.clone());
             std::thread::spawn(move || {
-                let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .build()
+                    .into();
                 while !stop.load(Ordering::Relaxed) {
                     let status = request(&agent);
                     assert_eq!(status, expect, "unexpected status during the benchmark");
@@ -107,9 +124,19 @@ pub fn get(url: String, headers: Vec<(&'static str, String)>) -> Request {
 
 /// Requests per second of each route: a short warm-up, then `rounds` rounds in which every route takes
 /// its turn (interleaved, so drift affects all alike); the median round of each.
-pub fn measure_routes(routes: &[(&str, Request, u16)], threads: usize, round: Duration, rounds: usize) -> Vec<f64> {
+pub fn measure_routes(
+    routes: &[(&str, Request, u16)],
+    threads: usize,
+    round: Duration,
+    rounds: usize,
+) -> Vec<f64> {
     for (_, request, expect) in routes {
-        measure(threads, Duration::from_millis(300), *expect, request.clone());
+        measure(
+            threads,
+            Duration::from_millis(300),
+            *expect,
+            request.clone(),
+        );
     }
     let mut samples = vec![Vec::new(); routes.len()];
     for _ in 0..rounds {
@@ -128,7 +155,11 @@ pub fn median(mut values: Vec<f64>) -> f64 {
 
 /// Signs in through the real form and returns the session cookie and the page's CSRF token.
 pub fn sign_in(base: &str, email: &str, password: &str) -> (String, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).build().into();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
     let cookie_of = |response: &ureq::http::Response<ureq::Body>| {
         response
             .headers()
@@ -150,11 +181,19 @@ pub fn sign_in(base: &str, email: &str, password: &str) -> (String, String) {
         .post(format!("{base}/login"))
         .header("Cookie", &cookie)
         .header("Origin", base)
-        .send_form([("email", email), ("password", password), ("csrf_token", token.as_str())])
+        .send_form([
+            ("email", email),
+            ("password", password),
+            ("csrf_token", token.as_str()),
+        ])
         .unwrap();
     assert_eq!(signed_in.status().as_u16(), 303, "benchmark sign-in");
     let cookie = cookie_of(&signed_in).unwrap();
-    let mut page = agent.get(format!("{base}/api-management")).header("Cookie", &cookie).call().unwrap();
+    let mut page = agent
+        .get(format!("{base}/api-management"))
+        .header("Cookie", &cookie)
+        .call()
+        .unwrap();
     let token = csrf_of(&page.body_mut().read_to_string().unwrap());
     (cookie, token)
 }

@@ -24,21 +24,37 @@ impl FromRequest for ApiCaller {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let presented = req.headers().get(HEADER).map(|v| v.to_str().map(str::to_owned));
-        let pool = req.app_data::<web::Data<Pool>>().expect("Pool registered").clone();
-        let usage = req.app_data::<web::Data<UsageRecorder>>().expect("UsageRecorder registered").clone();
+        let presented = req
+            .headers()
+            .get(HEADER)
+            .map(|v| v.to_str().map(str::to_owned));
+        let pool = req
+            .app_data::<web::Data<Pool>>()
+            .expect("Pool registered")
+            .clone();
+        let usage = req
+            .app_data::<web::Data<UsageRecorder>>()
+            .expect("UsageRecorder registered")
+            .clone();
         let ip = req.peer_addr().map(|a| a.ip().to_string());
-        let user_agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let user_agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         Box::pin(async move {
             let text = match presented {
                 None => return Err(ApiError::MissingApiKey),
                 Some(Err(_)) => return Err(ApiError::MalformedApiKey),
                 Some(Ok(text)) => text,
             };
-            let secret = Secret::parse(SecretKind::ApiKey, text.trim()).map_err(|_| ApiError::MalformedApiKey)?;
+            let secret = Secret::parse(SecretKind::ApiKey, text.trim())
+                .map_err(|_| ApiError::MalformedApiKey)?;
             let hash = secret.hash();
             let now = chrono::Utc::now().naive_utc();
-            let found = pool.run(move |conn| api_keys::authenticate(conn, &hash, now).map_err(ApiError::from)).await?;
+            let found = pool
+                .run(move |conn| api_keys::authenticate(conn, &hash, now).map_err(ApiError::from))
+                .await?;
             match found {
                 Ok(authenticated) => {
                     usage.record_success(authenticated.key.id, now, ip, user_agent.as_deref());

@@ -11,10 +11,14 @@ use super::MAX_BODY_BYTES;
 use super::error::{ApiError, from_json_error};
 
 /// The body as JSON; an empty body reads as `{}`.
-pub async fn read_json<T: DeserializeOwned>(req: &HttpRequest, mut payload: Payload) -> Result<T, ApiError> {
+pub async fn read_json<T: DeserializeOwned>(
+    req: &HttpRequest,
+    mut payload: Payload,
+) -> Result<T, ApiError> {
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| ApiError::InvalidRequest("The body could not be read.".into()))?;
+        let chunk =
+            chunk.map_err(|_| ApiError::InvalidRequest("The body could not be read.".into()))?;
         if body.len() + chunk.len() > MAX_BODY_BYTES {
             return Err(ApiError::PayloadTooLarge);
         }
@@ -36,5 +40,6 @@ pub async fn read_json<T: DeserializeOwned>(req: &HttpRequest, mut payload: Payl
     if !is_json {
         return Err(ApiError::UnsupportedMediaType);
     }
-    serde_json::from_slice(&body).map_err(|e| from_json_error(actix_web::error::JsonPayloadError::Deserialize(e)))
+    serde_json::from_slice(&body)
+        .map_err(|e| from_json_error(actix_web::error::JsonPayloadError::Deserialize(e)))
 }

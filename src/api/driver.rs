@@ -13,13 +13,13 @@ use serde::Deserialize;
 
 use super::body::read_json;
 use super::error::ApiError;
-use crate::metrics::Metrics;
-use crate::runs::dispatch::{self, Dispatcher, Signal};
-use crate::runs::{self, Outcome};
 use crate::config::Settings;
 use crate::db::Pool;
 use crate::enrollment::{self, EnrollError};
 use crate::machines::{self, CredentialRejection, Machine, MachineProfile};
+use crate::metrics::Metrics;
+use crate::runs::dispatch::{self, Dispatcher, Signal};
+use crate::runs::{self, Outcome};
 use crate::secret::{Secret, SecretKind};
 
 /// A machine credential that passed its checksum; the database has not been asked yet.
@@ -46,10 +46,18 @@ impl FromRequest for Credential {
 
 impl Credential {
     /// Authenticates the machine and records the contact (and a reported status) in one statement.
-    pub async fn touch(&self, pool: &Pool, reported_status: Option<&'static str>) -> Result<Machine, ApiError> {
+    pub async fn touch(
+        &self,
+        pool: &Pool,
+        reported_status: Option<&'static str>,
+    ) -> Result<Machine, ApiError> {
         let hash = self.0.hash();
         let now = chrono::Utc::now().naive_utc();
-        let found = pool.run(move |conn| machines::touch(conn, &hash, reported_status, now).map_err(ApiError::from)).await?;
+        let found = pool
+            .run(move |conn| {
+                machines::touch(conn, &hash, reported_status, now).map_err(ApiError::from)
+            })
+            .await?;
         found.map_err(|rejection| match rejection {
             CredentialRejection::Unknown => ApiError::InvalidCredential,
             CredentialRejection::Removed => ApiError::MachineRemoved,
@@ -78,7 +86,8 @@ pub async fn enroll(
     body: web::Json<EnrollRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let token = Secret::parse(SecretKind::EnrollmentToken, body.token.trim()).map_err(|_| ApiError::MalformedToken)?;
+    let token = Secret::parse(SecretKind::EnrollmentToken, body.token.trim())
+        .map_err(|_| ApiError::MalformedToken)?;
     let profile = MachineProfile::parse(
         &body.name,
         &body.os_version,
@@ -129,11 +138,18 @@ pub async fn heartbeat(
     let status = match body.status.as_str() {
         "idle" => "idle",
         "busy" => "busy",
-        _ => return Err(ApiError::InvalidRequest("status must be \"idle\" or \"busy\".".into())),
+        _ => {
+            return Err(ApiError::InvalidRequest(
+                "status must be \"idle\" or \"busy\".".into(),
+            ));
+        }
     };
     let machine = credential.touch(&pool, Some(status)).await?;
     let cancel = match machine.current_run_id {
-        Some(_) => pool.run(move |conn| machines::cancelled_runs(conn, &machine).map_err(ApiError::from)).await?,
+        Some(_) => {
+            pool.run(move |conn| machines::cancelled_runs(conn, &machine).map_err(ApiError::from))
+                .await?
+        }
         None => Vec::new(),
     };
     Ok(HttpResponse::Ok().json(serde_json::json!({
@@ -166,7 +182,9 @@ pub async fn claim(
     let body: ClaimRequest = read_json(&req, payload).await?;
     let wait = body.wait_seconds.unwrap_or(0);
     if wait > MAX_CLAIM_WAIT {
-        return Err(ApiError::InvalidRequest(format!("wait_seconds must be 0 to {MAX_CLAIM_WAIT}.")));
+        return Err(ApiError::InvalidRequest(format!(
+            "wait_seconds must be 0 to {MAX_CLAIM_WAIT}."
+        )));
     }
     let machine = credential.touch(&pool, None).await?;
     let deadline = Instant::now() + Duration::from_secs(wait);
@@ -177,7 +195,10 @@ pub async fn claim(
         notified.as_mut().enable();
         let for_claim = machine.clone();
         let claimed = pool
-            .run(move |conn| runs::claim::claim(conn, &for_claim, chrono::Utc::now().naive_utc()).map_err(ApiError::from))
+            .run(move |conn| {
+                runs::claim::claim(conn, &for_claim, chrono::Utc::now().naive_utc())
+                    .map_err(ApiError::from)
+            })
             .await?;
         if let Some(run) = claimed {
             if let Some(started) = run.started_at {
@@ -225,18 +246,31 @@ pub async fn complete(
     let succeeded = match body.status.as_str() {
         "completed" => true,
         "failed" => false,
-        _ => return Err(ApiError::InvalidRequest("status must be \"completed\" or \"failed\".".into())),
+        _ => {
+            return Err(ApiError::InvalidRequest(
+                "status must be \"completed\" or \"failed\".".into(),
+            ));
+        }
     };
     let error = body.error.map(|e| {
-        let kind = if e.kind.trim().is_empty() { "failed".to_owned() } else { e.kind.chars().take(100).collect() };
+        let kind = if e.kind.trim().is_empty() {
+            "failed".to_owned()
+        } else {
+            e.kind.chars().take(100).collect()
+        };
         (kind, e.message.chars().take(4000).collect::<String>())
     });
-    let outcome = Outcome { succeeded, result: body.result, error };
+    let outcome = Outcome {
+        succeeded,
+        result: body.result,
+        error,
+    };
     let machine = credential.touch(&pool, None).await?;
     let organization_id = machine.organization_id;
     let run = pool
         .run(move |conn| {
-            let run = runs::complete(conn, machine.id, &run_id, &outcome).map_err(ApiError::from)?;
+            let run =
+                runs::complete(conn, machine.id, &run_id, &outcome).map_err(ApiError::from)?;
             dispatch::publish(conn, organization_id, Signal::Finished)?;
             Ok::<_, ApiError>(run)
         })

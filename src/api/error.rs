@@ -17,7 +17,9 @@ pub enum ApiError {
     InvalidApiKey,
     #[error("The API key has been revoked.")]
     RevokedApiKey,
-    #[error("The API key has expired: it was rolled and its grace period is over. Use its replacement.")]
+    #[error(
+        "The API key has expired: it was rolled and its grace period is over. Use its replacement."
+    )]
     ExpiredApiKey,
     #[error("Not found.")]
     NotFound,
@@ -33,11 +35,15 @@ pub enum ApiError {
     TokenRevoked,
     #[error("Send the machine credential as Authorization: Bearer gd_….")]
     MissingCredential,
-    #[error("The machine credential is malformed: it is not a gd_ credential with a valid checksum.")]
+    #[error(
+        "The machine credential is malformed: it is not a gd_ credential with a valid checksum."
+    )]
     MalformedCredential,
     #[error("The machine credential is not valid.")]
     InvalidCredential,
-    #[error("This machine was removed by an admin. Enroll it again with a new token to bring it back.")]
+    #[error(
+        "This machine was removed by an admin. Enroll it again with a new token to bring it back."
+    )]
     MachineRemoved,
     #[error("The run has already finished.")]
     RunFinished,
@@ -135,7 +141,9 @@ impl ResponseError for ApiError {
 /// own message is only passed on where it cannot echo the body back (it could hold a secret).
 pub fn from_json_error(error: JsonPayloadError) -> ApiError {
     match error {
-        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => ApiError::PayloadTooLarge,
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            ApiError::PayloadTooLarge
+        }
         JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
         JsonPayloadError::Deserialize(e) => {
             let message = e.to_string();

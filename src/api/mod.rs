@@ -24,8 +24,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/v1/driver/enroll", web::post().to(driver::enroll))
             .route("/v1/driver/heartbeat", web::post().to(driver::heartbeat))
             .route("/v1/driver/jobs/claim", web::post().to(driver::claim))
-            .route("/v1/driver/jobs/{run_id}/complete", web::post().to(driver::complete))
-            .route("/v1/driver/jobs/{run_id}/release", web::post().to(driver::release))
+            .route(
+                "/v1/driver/jobs/{run_id}/complete",
+                web::post().to(driver::complete),
+            )
+            .route(
+                "/v1/driver/jobs/{run_id}/release",
+                web::post().to(driver::release),
+            )
             .route("/me", web::get().to(me::show))
             .route("/queue", web::get().to(queue::show))
             .route("/agent-runs/{run_id}", web::get().to(runs::show))

@@ -17,7 +17,13 @@ pub async fn show(
     let offline_after = settings.offline_after();
     let status = pool
         .run(move |conn| {
-            QueueStatus::load(conn, organization_id, chrono::Utc::now().naive_utc(), offline_after).map_err(ApiError::from)
+            QueueStatus::load(
+                conn,
+                organization_id,
+                chrono::Utc::now().naive_utc(),
+                offline_after,
+            )
+            .map_err(ApiError::from)
         })
         .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({

@@ -34,21 +34,31 @@ struct Options {
 }
 
 fn parse_options(query: &str) -> Result<Options, ApiError> {
-    let raw: RunOptions =
-        serde_urlencoded::from_str(query).map_err(|_| ApiError::InvalidRequest("The query string could not be read.".into()))?;
+    let raw: RunOptions = serde_urlencoded::from_str(query)
+        .map_err(|_| ApiError::InvalidRequest("The query string could not be read.".into()))?;
     let requires: Vec<String> = raw
         .requires
         .as_deref()
-        .map(|list| list.split(',').map(str::to_owned).filter(|s| !s.trim().is_empty()).collect())
+        .map(|list| {
+            list.split(',')
+                .map(str::to_owned)
+                .filter(|s| !s.trim().is_empty())
+                .collect()
+        })
         .unwrap_or_default();
-    let requires = parse_capabilities(&requires).map_err(|e| ApiError::InvalidRequest(format!("requires: {e}.")))?;
+    let requires = parse_capabilities(&requires)
+        .map_err(|e| ApiError::InvalidRequest(format!("requires: {e}.")))?;
     let priority = match raw.priority.as_deref() {
         None | Some("") => 0,
         Some(text) => text
             .parse::<i32>()
             .ok()
             .filter(|p| (-1_000_000..=1_000_000).contains(p))
-            .ok_or_else(|| ApiError::InvalidRequest("priority must be a whole number between -1000000 and 1000000.".into()))?,
+            .ok_or_else(|| {
+                ApiError::InvalidRequest(
+                    "priority must be a whole number between -1000000 and 1000000.".into(),
+                )
+            })?,
     };
     let wait = match raw.wait.as_deref() {
         None | Some("") | Some("false") => None,
@@ -58,12 +68,22 @@ fn parse_options(query: &str) -> Result<Options, ApiError> {
                 text.parse::<u64>()
                     .ok()
                     .filter(|t| (1..=MAX_WAIT_SECONDS).contains(t))
-                    .ok_or_else(|| ApiError::InvalidRequest("timeout must be 1 to 300 seconds.".into()))?,
+                    .ok_or_else(|| {
+                        ApiError::InvalidRequest("timeout must be 1 to 300 seconds.".into())
+                    })?,
             ),
         }),
-        Some(_) => return Err(ApiError::InvalidRequest("wait must be true or false.".into())),
+        Some(_) => {
+            return Err(ApiError::InvalidRequest(
+                "wait must be true or false.".into(),
+            ));
+        }
     };
-    Ok(Options { requires, priority, wait })
+    Ok(Options {
+        requires,
+        priority,
+        wait,
+    })
 }
 
 /// `POST /api/{org}/{endpoint}`: queue a run of `endpoint` with the body as its parameters.
@@ -83,18 +103,27 @@ pub async fn start(
     let options = parse_options(req.query_string())?;
     let parameters: Value = read_json(&req, payload).await?;
     if !parameters.is_object() {
-        return Err(ApiError::InvalidRequest("The body must be a JSON object of parameters.".into()));
+        return Err(ApiError::InvalidRequest(
+            "The body must be a JSON object of parameters.".into(),
+        ));
     }
-    let new = NewRun { endpoint, parameters, requires: options.requires, priority: options.priority };
+    let new = NewRun {
+        endpoint,
+        parameters,
+        requires: options.requires,
+        priority: options.priority,
+    };
     let (organization_id, key_id) = (caller.organization.id, caller.key.id);
+    let local = dispatcher.clone();
     let run = pool
         .run(move |conn| {
             let run = runs::enqueue(conn, organization_id, key_id, &new)?;
+            // Committed: wake this server's waiting drivers first, then tell the other replicas.
+            local.announce(organization_id, Signal::Queued);
             dispatch::publish(conn, organization_id, Signal::Queued)?;
             Ok::<_, ApiError>(run)
         })
         .await?;
-    dispatcher.announce(organization_id, Signal::Queued);
     match options.wait {
         None => Ok(HttpResponse::Accepted().json(json!({
             "runId": run.public_id,
@@ -106,7 +135,12 @@ pub async fn start(
 }
 
 /// Waits for the run to finish, holding neither a worker thread nor a database connection while it sleeps.
-async fn wait_for_finish(pool: &Pool, dispatcher: &Dispatcher, run: Run, timeout: Duration) -> Result<HttpResponse, ApiError> {
+async fn wait_for_finish(
+    pool: &Pool,
+    dispatcher: &Dispatcher,
+    run: Run,
+    timeout: Duration,
+) -> Result<HttpResponse, ApiError> {
     let deadline = Instant::now() + timeout;
     let signal = dispatcher.signal(run.organization_id, Signal::Finished);
     let (organization_id, public_id) = (run.organization_id, run.public_id.clone());
@@ -132,7 +166,11 @@ async fn wait_for_finish(pool: &Pool, dispatcher: &Dispatcher, run: Run, timeout
 }
 
 /// `GET /api/agent-runs/{runId}`.
-pub async fn show(ApiCaller(caller): ApiCaller, run_id: web::Path<String>, pool: web::Data<Pool>) -> Result<HttpResponse, ApiError> {
+pub async fn show(
+    ApiCaller(caller): ApiCaller,
+    run_id: web::Path<String>,
+    pool: web::Data<Pool>,
+) -> Result<HttpResponse, ApiError> {
     let organization_id = caller.organization.id;
     let run = pool
         .run(move |conn| runs::find(conn, organization_id, &run_id).map_err(ApiError::from))
@@ -172,8 +210,17 @@ mod tests {
         assert_eq!(o.wait, Some(Duration::from_secs(20)));
         let defaults = parse_options("").unwrap();
         assert!(defaults.requires.is_empty() && defaults.priority == 0 && defaults.wait.is_none());
-        assert_eq!(parse_options("wait=true").unwrap().wait, Some(Duration::from_secs(300)));
-        for bad in ["priority=high", "timeout=301&wait=true", "wait=maybe", "requires=a%20b", "timeout=0&wait=true"] {
+        assert_eq!(
+            parse_options("wait=true").unwrap().wait,
+            Some(Duration::from_secs(300))
+        );
+        for bad in [
+            "priority=high",
+            "timeout=301&wait=true",
+            "wait=maybe",
+            "requires=a%20b",
+            "timeout=0&wait=true",
+        ] {
             assert!(parse_options(bad).is_err(), "{bad}");
         }
     }

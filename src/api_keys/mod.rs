@@ -46,7 +46,11 @@ impl ApiKey {
 }
 
 /// The rule for whether a key opens the public API: not revoked, and not past the end of a roll's grace.
-fn check(revoked_at: Option<NaiveDateTime>, expires_at: Option<NaiveDateTime>, now: NaiveDateTime) -> Result<(), Rejection> {
+fn check(
+    revoked_at: Option<NaiveDateTime>,
+    expires_at: Option<NaiveDateTime>,
+    now: NaiveDateTime,
+) -> Result<(), Rejection> {
     if revoked_at.is_some() {
         return Err(Rejection::Revoked);
     }
@@ -102,7 +106,9 @@ impl GracePeriod {
         Self::ALL
             .into_iter()
             .find(|g| g.as_str() == text)
-            .ok_or_else(|| "Pick how long the old key keeps working: now, 1 hour, 24 hours or 7 days.".into())
+            .ok_or_else(|| {
+                "Pick how long the old key keeps working: now, 1 hour, 24 hours or 7 days.".into()
+            })
     }
 
     pub fn as_str(self) -> &'static str {
@@ -172,10 +178,25 @@ pub fn create(
     actor: &Actor,
 ) -> QueryResult<(ApiKey, Secret)> {
     conn.transaction(|conn| {
-        let (key, secret) = insert(conn, organization_id, name, actor, chrono::Utc::now().naive_utc())?;
-        audit::record(conn, actor.event(organization_id, "api_key_created", "api_key", key.id, serde_json::json!({
-            "name": key.name, "hint": key.hint,
-        })))?;
+        let (key, secret) = insert(
+            conn,
+            organization_id,
+            name,
+            actor,
+            chrono::Utc::now().naive_utc(),
+        )?;
+        audit::record(
+            conn,
+            actor.event(
+                organization_id,
+                "api_key_created",
+                "api_key",
+                key.id,
+                serde_json::json!({
+                    "name": key.name, "hint": key.hint,
+                }),
+            ),
+        )?;
         Ok((key, secret))
     })
 }
@@ -203,20 +224,35 @@ fn insert(
 }
 
 /// The keys that still open the API (active, or rolled and within their grace period), newest first.
-pub fn list_live(conn: &mut DbConnection, organization_id: i64, now: NaiveDateTime) -> QueryResult<Vec<ListedKey>> {
+pub fn list_live(
+    conn: &mut DbConnection,
+    organization_id: i64,
+    now: NaiveDateTime,
+) -> QueryResult<Vec<ListedKey>> {
     let rows: Vec<(ApiKey, Option<String>)> = api_keys::table
         .left_join(users::table.on(api_keys::created_by_user_id.eq(users::id.nullable())))
         .filter(api_keys::organization_id.eq(organization_id))
         .filter(api_keys::revoked_at.is_null())
-        .filter(api_keys::expires_at.is_null().or(api_keys::expires_at.gt(now)))
+        .filter(
+            api_keys::expires_at
+                .is_null()
+                .or(api_keys::expires_at.gt(now)),
+        )
         .order((api_keys::created_at.desc(), api_keys::id.desc()))
         .select((ApiKey::as_select(), users::email.nullable()))
         .load(conn)?;
-    Ok(rows.into_iter().map(|(key, created_by)| ListedKey { key, created_by }).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(key, created_by)| ListedKey { key, created_by })
+        .collect())
 }
 
 /// One key of the organization, whatever its state; another organization's key is not found.
-pub fn find(conn: &mut DbConnection, organization_id: i64, key_id: i64) -> QueryResult<Option<ApiKey>> {
+pub fn find(
+    conn: &mut DbConnection,
+    organization_id: i64,
+    key_id: i64,
+) -> QueryResult<Option<ApiKey>> {
     api_keys::table
         .filter(api_keys::id.eq(key_id))
         .filter(api_keys::organization_id.eq(organization_id))
@@ -226,7 +262,12 @@ pub fn find(conn: &mut DbConnection, organization_id: i64, key_id: i64) -> Query
 }
 
 /// Revokes a key at once: the next call with it gets `revoked_api_key`, on every replica.
-pub fn revoke(conn: &mut DbConnection, organization_id: i64, key_id: i64, actor: &Actor) -> Result<ApiKey, KeyError> {
+pub fn revoke(
+    conn: &mut DbConnection,
+    organization_id: i64,
+    key_id: i64,
+    actor: &Actor,
+) -> Result<ApiKey, KeyError> {
     conn.transaction(|conn| {
         let key = find(conn, organization_id, key_id)?.ok_or(KeyError::NotFound)?;
         if key.revoked_at.is_some() {
@@ -234,12 +275,28 @@ pub fn revoke(conn: &mut DbConnection, organization_id: i64, key_id: i64, actor:
         }
         let now = chrono::Utc::now().naive_utc();
         diesel::update(api_keys::table.find(key.id))
-            .set((api_keys::revoked_at.eq(now), api_keys::revoked_by_user_id.eq(actor.user_id)))
+            .set((
+                api_keys::revoked_at.eq(now),
+                api_keys::revoked_by_user_id.eq(actor.user_id),
+            ))
             .execute(conn)?;
-        audit::record(conn, actor.event(organization_id, "api_key_revoked", "api_key", key.id, serde_json::json!({
-            "name": key.name, "hint": key.hint,
-        })))?;
-        Ok(ApiKey { revoked_at: Some(now), revoked_by_user_id: Some(actor.user_id), ..key })
+        audit::record(
+            conn,
+            actor.event(
+                organization_id,
+                "api_key_revoked",
+                "api_key",
+                key.id,
+                serde_json::json!({
+                    "name": key.name, "hint": key.hint,
+                }),
+            ),
+        )?;
+        Ok(ApiKey {
+            revoked_at: Some(now),
+            revoked_by_user_id: Some(actor.user_id),
+            ..key
+        })
     })
 }
 

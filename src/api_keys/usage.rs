@@ -43,20 +43,36 @@ fn hour_of(at: NaiveDateTime) -> NaiveDateTime {
 }
 
 impl UsageRecorder {
-    pub fn record_success(&self, key_id: i64, at: NaiveDateTime, ip: Option<String>, user_agent: Option<&str>) {
+    pub fn record_success(
+        &self,
+        key_id: i64,
+        at: NaiveDateTime,
+        ip: Option<String>,
+        user_agent: Option<&str>,
+    ) {
         let user_agent = user_agent.map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect());
         let mut tally = self.tally.lock().unwrap_or_else(|e| e.into_inner());
-        tally.counts.entry((key_id, hour_of(at))).or_default().success += 1;
+        tally
+            .counts
+            .entry((key_id, hour_of(at)))
+            .or_default()
+            .success += 1;
         let newer = tally.last_use.get(&key_id).is_none_or(|last| last.at <= at);
         if newer {
-            tally.last_use.insert(key_id, LastUse { at, ip, user_agent });
+            tally
+                .last_use
+                .insert(key_id, LastUse { at, ip, user_agent });
         }
     }
 
     /// A refused call with a key we know (revoked or expired): counted, but it is not "use".
     pub fn record_rejected(&self, key_id: i64, at: NaiveDateTime) {
         let mut tally = self.tally.lock().unwrap_or_else(|e| e.into_inner());
-        tally.counts.entry((key_id, hour_of(at))).or_default().rejected += 1;
+        tally
+            .counts
+            .entry((key_id, hour_of(at)))
+            .or_default()
+            .rejected += 1;
     }
 
     /// Writes everything tallied so far. On failure the tally is kept for the next flush.
@@ -83,7 +99,10 @@ impl UsageRecorder {
     fn merge_back(&self, taken: Tally) {
         let mut tally = self.tally.lock().unwrap_or_else(|e| e.into_inner());
         for (key_id, last) in taken.last_use {
-            let newer = tally.last_use.get(&key_id).is_none_or(|current| current.at <= last.at);
+            let newer = tally
+                .last_use
+                .get(&key_id)
+                .is_none_or(|current| current.at <= last.at);
             if newer {
                 tally.last_use.insert(key_id, last);
             }
@@ -99,7 +118,11 @@ impl UsageRecorder {
 /// Keeps the newest use when several replicas flush the same key.
 fn write_last_use(conn: &mut DbConnection, key_id: i64, last: &LastUse) -> QueryResult<()> {
     diesel::update(api_keys::table.find(key_id))
-        .filter(api_keys::last_used_at.is_null().or(api_keys::last_used_at.lt(last.at)))
+        .filter(
+            api_keys::last_used_at
+                .is_null()
+                .or(api_keys::last_used_at.lt(last.at)),
+        )
         .set((
             api_keys::last_used_at.eq(last.at),
             api_keys::last_used_ip.eq(&last.ip),
@@ -111,7 +134,12 @@ fn write_last_use(conn: &mut DbConnection, key_id: i64, last: &LastUse) -> Query
 
 /// Adds to the hour's counts. Upserts do not go through `MultiConnection`, so the one statement is
 /// executed on whichever backend this is.
-fn add_counts(conn: &mut DbConnection, key_id: i64, hour: NaiveDateTime, counts: Counts) -> QueryResult<()> {
+fn add_counts(
+    conn: &mut DbConnection,
+    key_id: i64,
+    hour: NaiveDateTime,
+    counts: Counts,
+) -> QueryResult<()> {
     use api_key_usage::dsl as u;
     macro_rules! upsert {
         ($conn:expr) => {
@@ -147,7 +175,11 @@ pub struct Bucket {
 }
 
 /// Requests per hour for the 24 hours ending with the current hour, oldest first, empty hours included.
-pub fn hourly(conn: &mut DbConnection, key_id: i64, now: NaiveDateTime) -> QueryResult<Vec<Bucket>> {
+pub fn hourly(
+    conn: &mut DbConnection,
+    key_id: i64,
+    now: NaiveDateTime,
+) -> QueryResult<Vec<Bucket>> {
     let last = hour_of(now);
     let first = last - TimeDelta::hours(23);
     let rows = load(conn, key_id, first)?;
@@ -155,7 +187,11 @@ pub fn hourly(conn: &mut DbConnection, key_id: i64, now: NaiveDateTime) -> Query
         .map(|i| {
             let start = first + TimeDelta::hours(i);
             let (success, rejected) = rows.get(&start).copied().unwrap_or_default();
-            Bucket { start, success, rejected }
+            Bucket {
+                start,
+                success,
+                rejected,
+            }
         })
         .collect())
 }
@@ -165,8 +201,13 @@ pub fn daily(conn: &mut DbConnection, key_id: i64, now: NaiveDateTime) -> QueryR
     let today = now.date().and_hms_opt(0, 0, 0).expect("midnight exists");
     let first = today - TimeDelta::days(6);
     let rows = load(conn, key_id, first)?;
-    let mut days: Vec<Bucket> =
-        (0..7).map(|i| Bucket { start: first + TimeDelta::days(i), success: 0, rejected: 0 }).collect();
+    let mut days: Vec<Bucket> = (0..7)
+        .map(|i| Bucket {
+            start: first + TimeDelta::days(i),
+            success: 0,
+            rejected: 0,
+        })
+        .collect();
     for (hour, (success, rejected)) in rows {
         let index = (hour - first).num_days();
         if let Some(day) = usize::try_from(index).ok().and_then(|i| days.get_mut(i)) {
@@ -177,13 +218,24 @@ pub fn daily(conn: &mut DbConnection, key_id: i64, now: NaiveDateTime) -> QueryR
     Ok(days)
 }
 
-fn load(conn: &mut DbConnection, key_id: i64, since: NaiveDateTime) -> QueryResult<HashMap<NaiveDateTime, (i64, i64)>> {
+fn load(
+    conn: &mut DbConnection,
+    key_id: i64,
+    since: NaiveDateTime,
+) -> QueryResult<HashMap<NaiveDateTime, (i64, i64)>> {
     let rows: Vec<(NaiveDateTime, i64, i64)> = api_key_usage::table
         .filter(api_key_usage::api_key_id.eq(key_id))
         .filter(api_key_usage::hour_start.ge(since))
-        .select((api_key_usage::hour_start, api_key_usage::success_count, api_key_usage::rejected_count))
+        .select((
+            api_key_usage::hour_start,
+            api_key_usage::success_count,
+            api_key_usage::rejected_count,
+        ))
         .load(conn)?;
-    Ok(rows.into_iter().map(|(hour, s, r)| (hour, (s, r))).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(hour, s, r)| (hour, (s, r)))
+        .collect())
 }
 
 #[cfg(test)]
@@ -191,7 +243,10 @@ mod tests {
     use super::*;
 
     fn at(h: u32, m: u32) -> NaiveDateTime {
-        chrono::NaiveDate::from_ymd_opt(2026, 11, 28).unwrap().and_hms_opt(h, m, 7).unwrap()
+        chrono::NaiveDate::from_ymd_opt(2026, 11, 28)
+            .unwrap()
+            .and_hms_opt(h, m, 7)
+            .unwrap()
     }
 
     #[test]
@@ -202,8 +257,20 @@ mod tests {
         recorder.record_success(1, at(10, 20), Some("10.0.0.3".into()), None);
         recorder.record_rejected(1, at(11, 1));
         let tally = recorder.tally.lock().unwrap();
-        assert_eq!(tally.counts[&(1, at(10, 0) - TimeDelta::seconds(7))], Counts { success: 3, rejected: 0 });
-        assert_eq!(tally.counts[&(1, at(11, 0) - TimeDelta::seconds(7))], Counts { success: 0, rejected: 1 });
+        assert_eq!(
+            tally.counts[&(1, at(10, 0) - TimeDelta::seconds(7))],
+            Counts {
+                success: 3,
+                rejected: 0
+            }
+        );
+        assert_eq!(
+            tally.counts[&(1, at(11, 0) - TimeDelta::seconds(7))],
+            Counts {
+                success: 0,
+                rejected: 1
+            }
+        );
         assert_eq!(tally.last_use[&1].ip.as_deref(), Some("10.0.0.2"));
     }
 

@@ -65,7 +65,9 @@ impl DatabaseUrl {
 }
 
 fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
     match rest.split_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split(':').next().unwrap_or_default();
@@ -106,7 +108,8 @@ impl ManageConnection for ConnectionManager {
     }
 
     fn is_valid(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
-        conn.batch_execute("SELECT 1").map_err(r2d2::Error::QueryError)
+        conn.batch_execute("SELECT 1")
+            .map_err(r2d2::Error::QueryError)
     }
 
     fn has_broken(&self, _conn: &mut DbConnection) -> bool {
@@ -134,7 +137,10 @@ impl Pool {
             .connection_timeout(Duration::from_secs(10))
             .build(ConnectionManager { url: url.clone() })
             .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", url.redacted()))?;
-        let pool = Self { inner, url: url.clone() };
+        let pool = Self {
+            inner,
+            url: url.clone(),
+        };
         pool.migrate()?;
         Ok(pool)
     }
@@ -169,7 +175,9 @@ impl Pool {
         let applied = match &mut *conn {
             DbConnection::Sqlite(conn) => {
                 conn.batch_execute("PRAGMA journal_mode = WAL;")?;
-                conn.run_pending_migrations(SQLITE_MIGRATIONS).map_err(|e| anyhow::anyhow!("{e}"))?.len()
+                conn.run_pending_migrations(SQLITE_MIGRATIONS)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .len()
             }
             DbConnection::Postgres(conn) => {
                 // Replicas starting together take turns; the lock ends with the transaction.
@@ -238,9 +246,18 @@ mod tests {
 
     #[test]
     fn parses_both_backends_and_refuses_others() {
-        assert_eq!(DatabaseUrl::parse("sqlite://data/g.db"), Ok(DatabaseUrl::Sqlite("data/g.db".into())));
-        assert_eq!(DatabaseUrl::parse("sqlite:///var/g.db"), Ok(DatabaseUrl::Sqlite("/var/g.db".into())));
-        assert!(matches!(DatabaseUrl::parse("postgres://u@h/db"), Ok(DatabaseUrl::Postgres(_))));
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://data/g.db"),
+            Ok(DatabaseUrl::Sqlite("data/g.db".into()))
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///var/g.db"),
+            Ok(DatabaseUrl::Sqlite("/var/g.db".into()))
+        );
+        assert!(matches!(
+            DatabaseUrl::parse("postgres://u@h/db"),
+            Ok(DatabaseUrl::Postgres(_))
+        ));
         assert!(DatabaseUrl::parse("mysql://h/db").is_err());
         assert!(DatabaseUrl::parse("sqlite://").is_err());
     }

@@ -34,7 +34,10 @@ pub fn get_or_insert(conn: &mut DbConnection, name: &str, value: &str) -> QueryR
 pub fn set(conn: &mut DbConnection, name: &str, value: &str) -> QueryResult<()> {
     let now = chrono::Utc::now().naive_utc();
     let updated = diesel::update(server_settings::table.find(name))
-        .set((server_settings::value.eq(value), server_settings::updated_at.eq(now)))
+        .set((
+            server_settings::value.eq(value),
+            server_settings::updated_at.eq(now),
+        ))
         .execute(conn)?;
     if updated == 0 {
         diesel::insert_into(server_settings::table)

@@ -23,7 +23,11 @@ pub struct ProcessExecutor {
 }
 
 fn failure(kind: &str, message: String) -> Outcome {
-    Outcome { succeeded: false, result: None, error: Some((kind.to_owned(), message)) }
+    Outcome {
+        succeeded: false,
+        result: None,
+        error: Some((kind.to_owned(), message)),
+    }
 }
 
 fn tail(bytes: &[u8]) -> String {
@@ -38,7 +42,11 @@ impl Executor for ProcessExecutor {
         if !program.is_file() {
             return failure(
                 "unknown_automation",
-                format!("No automation named \"{}\" on this machine (looked for {}).", job.endpoint, program.display()),
+                format!(
+                    "No automation named \"{}\" on this machine (looked for {}).",
+                    job.endpoint,
+                    program.display()
+                ),
             );
         }
         let mut child = match Command::new(&program)
@@ -49,7 +57,12 @@ impl Executor for ProcessExecutor {
             .spawn()
         {
             Ok(child) => child,
-            Err(e) => return failure("start_failed", format!("Could not start {}: {e}", program.display())),
+            Err(e) => {
+                return failure(
+                    "start_failed",
+                    format!("Could not start {}: {e}", program.display()),
+                );
+            }
         };
         let input = job.parameters.to_string();
         let mut stdin = child.stdin.take().expect("stdin is piped");
@@ -59,7 +72,10 @@ impl Executor for ProcessExecutor {
         let mut stdout = child.stdout.take().expect("stdout is piped");
         let out_reader = std::thread::spawn(move || {
             let mut buffer = Vec::new();
-            let _ = stdout.by_ref().take(MAX_OUTPUT_BYTES as u64 + 1).read_to_end(&mut buffer);
+            let _ = stdout
+                .by_ref()
+                .take(MAX_OUTPUT_BYTES as u64 + 1)
+                .read_to_end(&mut buffer);
             buffer
         });
         let mut stderr = child.stderr.take().expect("stderr is piped");
@@ -86,24 +102,44 @@ impl Executor for ProcessExecutor {
         let output = out_reader.join().unwrap_or_default();
         let errors = err_reader.join().unwrap_or_default();
         match status {
-            None if interrupt.load(Ordering::Relaxed) => failure("interrupted", "The automation was stopped.".into()),
+            None if interrupt.load(Ordering::Relaxed) => {
+                failure("interrupted", "The automation was stopped.".into())
+            }
             None => failure(
                 "timeout",
-                format!("Stopped after the time limit of {} s. stderr: {}", self.time_limit.as_secs(), tail(&errors)),
+                format!(
+                    "Stopped after the time limit of {} s. stderr: {}",
+                    self.time_limit.as_secs(),
+                    tail(&errors)
+                ),
             ),
             Some(status) if !status.success() => failure(
                 "exit_status",
                 format!("Exited with {}. stderr: {}", status, tail(&errors)),
             ),
-            Some(_) if output.len() > MAX_OUTPUT_BYTES => failure("output_too_large", "The automation printed more than 1 MiB.".into()),
+            Some(_) if output.len() > MAX_OUTPUT_BYTES => failure(
+                "output_too_large",
+                "The automation printed more than 1 MiB.".into(),
+            ),
             Some(_) => {
                 let text = String::from_utf8_lossy(&output);
                 if text.trim().is_empty() {
-                    return Outcome { succeeded: true, result: None, error: None };
+                    return Outcome {
+                        succeeded: true,
+                        result: None,
+                        error: None,
+                    };
                 }
                 match serde_json::from_str::<Value>(text.trim()) {
-                    Ok(result) => Outcome { succeeded: true, result: Some(result), error: None },
-                    Err(e) => failure("invalid_output", format!("The automation's output is not JSON ({e}).")),
+                    Ok(result) => Outcome {
+                        succeeded: true,
+                        result: Some(result),
+                        error: None,
+                    },
+                    Err(e) => failure(
+                        "invalid_output",
+                        format!("The automation's output is not JSON ({e})."),
+                    ),
                 }
             }
         }

@@ -12,7 +12,11 @@ pub enum CallError {
     #[error("cannot reach the server: {0}")]
     Unreachable(String),
     #[error("{message} ({code})")]
-    Refused { status: u16, code: String, message: String },
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+    },
 }
 
 impl CallError {
@@ -24,7 +28,8 @@ impl CallError {
     }
 
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, Self::Unreachable(_)) || matches!(self, Self::Refused { status, .. } if *status >= 500)
+        matches!(self, Self::Unreachable(_))
+            || matches!(self, Self::Refused { status, .. } if *status >= 500)
     }
 }
 
@@ -62,7 +67,11 @@ impl DriverClient {
             .user_agent(concat!("granite-driver/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        Self { server: server.trim_end_matches('/').to_owned(), credential, agent }
+        Self {
+            server: server.trim_end_matches('/').to_owned(),
+            credential,
+            agent,
+        }
     }
 
     fn post(&self, path: &str, body: &Value) -> Result<(u16, Value), CallError> {
@@ -70,21 +79,36 @@ impl DriverClient {
         if let Some(credential) = &self.credential {
             request = request.header("Authorization", format!("Bearer {credential}"));
         }
-        let mut response = request.send_json(body).map_err(|e| CallError::Unreachable(e.to_string()))?;
+        let mut response = request
+            .send_json(body)
+            .map_err(|e| CallError::Unreachable(e.to_string()))?;
         let status = response.status().as_u16();
         let text = response.body_mut().read_to_string().unwrap_or_default();
-        let value: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::Null) };
+        let value: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::Null)
+        };
         if status >= 400 {
             return Err(CallError::Refused {
                 status,
                 code: value["error"].as_str().unwrap_or("http_error").to_owned(),
-                message: value["message"].as_str().map(str::to_owned).unwrap_or_else(|| format!("HTTP {status}")),
+                message: value["message"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("HTTP {status}")),
             });
         }
         Ok((status, value))
     }
 
-    pub fn enroll(&self, token: &str, name: &str, os_version: &str, capabilities: &[String]) -> Result<Enrollment, CallError> {
+    pub fn enroll(
+        &self,
+        token: &str,
+        name: &str,
+        os_version: &str,
+        capabilities: &[String],
+    ) -> Result<Enrollment, CallError> {
         let body = json!({
             "token": token, "name": name, "os_version": os_version, "capabilities": capabilities,
             "driver_version": env!("CARGO_PKG_VERSION"),
@@ -93,7 +117,10 @@ impl DriverClient {
         Ok(Enrollment {
             machine_id: value["machine_id"].as_i64().unwrap_or_default(),
             credential: value["credential"].as_str().unwrap_or_default().to_owned(),
-            organization_slug: value["organization"]["slug"].as_str().unwrap_or_default().to_owned(),
+            organization_slug: value["organization"]["slug"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
             heartbeat_interval_seconds: value["heartbeat_interval_seconds"].as_u64().unwrap_or(10),
         })
     }
@@ -102,17 +129,29 @@ impl DriverClient {
         let body = json!({ "status": if current_run_id.is_some() { "busy" } else { "idle" }, "current_run_id": current_run_id });
         let (_, value) = self.post("/api/v1/driver/heartbeat", &body)?;
         Ok(Heartbeat {
-            interval: Duration::from_secs(value["heartbeat_interval_seconds"].as_u64().unwrap_or(10).max(1)),
+            interval: Duration::from_secs(
+                value["heartbeat_interval_seconds"]
+                    .as_u64()
+                    .unwrap_or(10)
+                    .max(1),
+            ),
             cancel: value["cancel"]
                 .as_array()
-                .map(|ids| ids.iter().filter_map(|id| id.as_str().map(str::to_owned)).collect())
+                .map(|ids| {
+                    ids.iter()
+                        .filter_map(|id| id.as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default(),
         })
     }
 
     /// The next job, waiting up to `wait_seconds` for one.
     pub fn claim(&self, wait_seconds: u64) -> Result<Option<Job>, CallError> {
-        let (status, value) = self.post("/api/v1/driver/jobs/claim", &json!({ "wait_seconds": wait_seconds }))?;
+        let (status, value) = self.post(
+            "/api/v1/driver/jobs/claim",
+            &json!({ "wait_seconds": wait_seconds }),
+        )?;
         if status == 204 {
             return Ok(None);
         }
@@ -124,16 +163,21 @@ impl DriverClient {
     }
 
     pub fn complete(&self, run_id: &str, outcome: &Outcome) -> Result<(), CallError> {
-        let error = outcome.error.as_ref().map(|(kind, message)| json!({ "type": kind, "message": message }));
+        let error = outcome
+            .error
+            .as_ref()
+            .map(|(kind, message)| json!({ "type": kind, "message": message }));
         let body = json!({
             "status": if outcome.succeeded { "completed" } else { "failed" },
             "result": outcome.result,
             "error": error,
         });
-        self.post(&format!("/api/v1/driver/jobs/{run_id}/complete"), &body).map(|_| ())
+        self.post(&format!("/api/v1/driver/jobs/{run_id}/complete"), &body)
+            .map(|_| ())
     }
 
     pub fn release(&self, run_id: &str) -> Result<(), CallError> {
-        self.post(&format!("/api/v1/driver/jobs/{run_id}/release"), &json!({})).map(|_| ())
+        self.post(&format!("/api/v1/driver/jobs/{run_id}/release"), &json!({}))
+            .map(|_| ())
     }
 }

@@ -16,7 +16,11 @@ pub struct SavedEnrollment {
 
 impl std::fmt::Debug for SavedEnrollment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SavedEnrollment(machine {} of {} at {})", self.machine_id, self.organization, self.server)
+        write!(
+            f,
+            "SavedEnrollment(machine {} of {} at {})",
+            self.machine_id, self.organization, self.server
+        )
     }
 }
 
@@ -65,7 +69,11 @@ pub fn save(path: &Path, enrollment: &SavedEnrollment, overwrite: bool) -> anyho
 
 pub fn load(path: &Path) -> anyhow::Result<SavedEnrollment> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        anyhow::anyhow!("cannot read {}: {e}. Enroll this machine first with `granite driver enroll`.", path.display())
+        anyhow::anyhow!(
+            "cannot read {}: {e}. Enroll this machine first with `granite driver enroll`.",
+            path.display()
+        )
     })?;
-    serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{} is not a driver enrollment: {e}", path.display()))
+    serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not a driver enrollment: {e}", path.display()))
 }

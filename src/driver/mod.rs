@@ -43,8 +43,15 @@ impl DriverState {
             self.aborting.store(true, Ordering::SeqCst);
             self.interrupt.store(true, Ordering::SeqCst);
             eprintln!("granite driver: stopping now; the job goes back to the queue.");
-        } else if self.current_run.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
-            eprintln!("granite driver: finishing the current job, then stopping. Press Ctrl-C again to stop now.");
+        } else if self
+            .current_run
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            eprintln!(
+                "granite driver: finishing the current job, then stopping. Press Ctrl-C again to stop now."
+            );
         } else {
             eprintln!("granite driver: stopping.");
         }
@@ -64,8 +71,7 @@ pub enum Stopped {
     Removed,
 }
 
-pub const REMOVED_MESSAGE: &str =
-    "This machine was removed from Granite by an admin; its credential no longer works. Enroll it again with a new token to bring it back.";
+pub const REMOVED_MESSAGE: &str = "This machine was removed from Granite by an admin; its credential no longer works. Enroll it again with a new token to bring it back.";
 
 /// Retrying after 0.5 s, 1 s, 2 s … up to 30 s, each ±25 %, so restarted servers are not stormed.
 struct Backoff {
@@ -74,7 +80,9 @@ struct Backoff {
 
 impl Backoff {
     fn new() -> Self {
-        Self { next: Duration::from_millis(500) }
+        Self {
+            next: Duration::from_millis(500),
+        }
     }
 
     fn reset(&mut self) {
@@ -85,7 +93,9 @@ impl Backoff {
         let mut byte = [0u8; 1];
         let _ = getrandom::fill(&mut byte);
         let jitter = 0.75 + (byte[0] as f64 / 255.0) * 0.5;
-        sleep_unless(state, self.next.mul_f64(jitter), |s| s.aborting.load(Ordering::SeqCst));
+        sleep_unless(state, self.next.mul_f64(jitter), |s| {
+            s.aborting.load(Ordering::SeqCst)
+        });
         self.next = (self.next * 2).min(Duration::from_secs(30));
     }
 }
@@ -102,7 +112,11 @@ fn sleep_unless(state: &DriverState, duration: Duration, until: impl Fn(&DriverS
 }
 
 /// Serves jobs until stopped. Heartbeats run on their own thread at the interval the server asks for.
-pub fn run(client: Arc<DriverClient>, executor: Arc<dyn Executor>, state: Arc<DriverState>) -> Stopped {
+pub fn run(
+    client: Arc<DriverClient>,
+    executor: Arc<dyn Executor>,
+    state: Arc<DriverState>,
+) -> Stopped {
     let heart = {
         let (client, state) = (client.clone(), state.clone());
         std::thread::spawn(move || heartbeat_loop(&client, &state))
@@ -119,7 +133,9 @@ pub fn run(client: Arc<DriverClient>, executor: Arc<dyn Executor>, state: Arc<Dr
                 }
                 work(&client, executor.as_ref(), &state, job);
             }
-            Err(e) if e.code() == Some("machine_removed") => state.removed.store(true, Ordering::SeqCst),
+            Err(e) if e.code() == Some("machine_removed") => {
+                state.removed.store(true, Ordering::SeqCst)
+            }
             Err(e) if e.is_unreachable() => {
                 tracing::warn!(error = %e, "cannot reach the server; retrying");
                 backoff.wait(&state);
@@ -132,11 +148,18 @@ pub fn run(client: Arc<DriverClient>, executor: Arc<dyn Executor>, state: Arc<Dr
     }
     state.stopping.store(true, Ordering::SeqCst);
     let _ = heart.join();
-    if state.removed.load(Ordering::SeqCst) { Stopped::Removed } else { Stopped::Interrupted }
+    if state.removed.load(Ordering::SeqCst) {
+        Stopped::Removed
+    } else {
+        Stopped::Interrupted
+    }
 }
 
 /// Long-polls for a job on a helper thread so a Ctrl-C while idle stops the driver at once.
-fn claim_unless_stopping(client: &Arc<DriverClient>, state: &DriverState) -> Result<Option<Job>, CallError> {
+fn claim_unless_stopping(
+    client: &Arc<DriverClient>,
+    state: &DriverState,
+) -> Result<Option<Job>, CallError> {
     let (tx, rx) = std::sync::mpsc::channel();
     let poller = client.clone();
     std::thread::spawn(move || {
@@ -201,19 +224,31 @@ fn work(client: &DriverClient, executor: &dyn Executor, state: &DriverState, job
 fn give_back(client: &DriverClient, job: &Job) {
     match client.release(&job.run_id) {
         Ok(()) => tracing::info!(run = %job.run_id, "gave the job back to the queue"),
-        Err(e) => tracing::warn!(error = %e, run = %job.run_id, "could not give the job back; the server will take it back when this machine goes offline"),
+        Err(e) => {
+            tracing::warn!(error = %e, run = %job.run_id, "could not give the job back; the server will take it back when this machine goes offline")
+        }
     }
 }
 
 fn heartbeat_loop(client: &DriverClient, state: &DriverState) {
     let mut backoff = Backoff::new();
     while !state.done() {
-        let current = state.current_run.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let current = state
+            .current_run
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         match client.heartbeat(current.as_deref()) {
             Ok(beat) => {
                 backoff.reset();
-                if current.as_ref().is_some_and(|run| beat.cancel.contains(run)) {
-                    tracing::info!(run = current.as_deref().unwrap_or_default(), "the job was cancelled; stopping it");
+                if current
+                    .as_ref()
+                    .is_some_and(|run| beat.cancel.contains(run))
+                {
+                    tracing::info!(
+                        run = current.as_deref().unwrap_or_default(),
+                        "the job was cancelled; stopping it"
+                    );
                     state.interrupt.store(true, Ordering::SeqCst);
                 }
                 sleep_unless(state, beat.interval, DriverState::done);

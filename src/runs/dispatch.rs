@@ -42,7 +42,10 @@ impl Dispatcher {
     /// wake-up between the check and the wait is not lost.
     pub fn signal(&self, organization_id: i64, signal: Signal) -> Arc<Notify> {
         let mut signals = self.signals.lock().unwrap_or_else(|e| e.into_inner());
-        signals.entry((organization_id, signal.tag())).or_default().clone()
+        signals
+            .entry((organization_id, signal.tag()))
+            .or_default()
+            .clone()
     }
 
     /// Wakes the waiters of this server.
@@ -86,12 +89,22 @@ fn listen(url: &str, dispatcher: &Weak<Dispatcher>) -> Result<(), Box<dyn std::e
     let mut conn = diesel::PgConnection::establish(url)?;
     conn.batch_execute(&format!("LISTEN {CHANNEL}"))?;
     loop {
-        let Some(dispatcher) = dispatcher.upgrade() else { return Ok(()) };
+        let Some(dispatcher) = dispatcher.upgrade() else {
+            return Ok(());
+        };
         for notification in conn.notifications_iter() {
             let notification = notification?;
-            let Some((tag, organization)) = notification.payload.split_once(':') else { continue };
-            let Ok(organization_id) = organization.parse::<i64>() else { continue };
-            let signal = if tag == "q" { Signal::Queued } else { Signal::Finished };
+            let Some((tag, organization)) = notification.payload.split_once(':') else {
+                continue;
+            };
+            let Ok(organization_id) = organization.parse::<i64>() else {
+                continue;
+            };
+            let signal = if tag == "q" {
+                Signal::Queued
+            } else {
+                Signal::Finished
+            };
             dispatcher.announce(organization_id, signal);
         }
         drop(dispatcher);

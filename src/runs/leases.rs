@@ -12,8 +12,14 @@ pub const LOST_LEASE_ERROR: &str = "lease_lost";
 
 /// Takes back what a machine holds: its running runs are queued again (or failed once they have had
 /// their attempts) and the machine holds nothing. Returns how many runs went back to the queue.
-pub fn release_machine(conn: &mut DbConnection, machine_id: i64, now: NaiveDateTime) -> QueryResult<usize> {
-    let held = runs::table.filter(runs::machine_id.eq(machine_id)).filter(runs::status.eq("running"));
+pub fn release_machine(
+    conn: &mut DbConnection,
+    machine_id: i64,
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
+    let held = runs::table
+        .filter(runs::machine_id.eq(machine_id))
+        .filter(runs::status.eq("running"));
     diesel::update(held.filter(runs::attempts.ge(MAX_ATTEMPTS)))
         .set((
             runs::status.eq("failed"),
@@ -26,27 +32,46 @@ pub fn release_machine(conn: &mut DbConnection, machine_id: i64, now: NaiveDateT
         ))
         .execute(conn)?;
     let requeued = diesel::update(held)
-        .set((runs::status.eq("queued"), runs::machine_id.eq(None::<i64>), runs::started_at.eq(None::<NaiveDateTime>)))
+        .set((
+            runs::status.eq("queued"),
+            runs::machine_id.eq(None::<i64>),
+            runs::started_at.eq(None::<NaiveDateTime>),
+        ))
         .execute(conn)?;
-    diesel::update(machines::table.find(machine_id)).set(machines::current_run_id.eq(None::<i64>)).execute(conn)?;
+    diesel::update(machines::table.find(machine_id))
+        .set(machines::current_run_id.eq(None::<i64>))
+        .execute(conn)?;
     Ok(requeued)
 }
 
 /// Releases the runs of every machine that went Offline or was removed while running one. Returns the
 /// organizations whose queue changed. Safe to run on every replica at once.
-pub fn release_lost(conn: &mut DbConnection, now: NaiveDateTime, offline_after: chrono::Duration) -> QueryResult<Vec<i64>> {
+pub fn release_lost(
+    conn: &mut DbConnection,
+    now: NaiveDateTime,
+    offline_after: chrono::Duration,
+) -> QueryResult<Vec<i64>> {
     let cutoff = now - offline_after;
     let lost: Vec<(i64, i64)> = runs::table
         .inner_join(machines::table.on(runs::machine_id.eq(machines::id.nullable())))
         .filter(runs::status.eq("running"))
-        .filter(machines::removed_at.is_not_null().or(machines::last_seen_at.le(cutoff)).or(machines::last_seen_at.is_null()))
+        .filter(
+            machines::removed_at
+                .is_not_null()
+                .or(machines::last_seen_at.le(cutoff))
+                .or(machines::last_seen_at.is_null()),
+        )
         .select((machines::id, machines::organization_id))
         .distinct()
         .load(conn)?;
     // Machines still marked busy with a run that was cancelled, by a machine that then went quiet.
     let stale: Vec<i64> = machines::table
         .filter(machines::current_run_id.is_not_null())
-        .filter(machines::removed_at.is_not_null().or(machines::last_seen_at.le(cutoff)))
+        .filter(
+            machines::removed_at
+                .is_not_null()
+                .or(machines::last_seen_at.le(cutoff)),
+        )
         .select(machines::id)
         .load(conn)?;
     let mut organizations = Vec::new();
@@ -57,7 +82,9 @@ pub fn release_lost(conn: &mut DbConnection, now: NaiveDateTime, offline_after: 
         }
     }
     for machine_id in stale {
-        diesel::update(machines::table.find(machine_id)).set(machines::current_run_id.eq(None::<i64>)).execute(conn)?;
+        diesel::update(machines::table.find(machine_id))
+            .set(machines::current_run_id.eq(None::<i64>))
+            .execute(conn)?;
     }
     Ok(organizations)
 }

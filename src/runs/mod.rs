@@ -15,7 +15,7 @@ use crate::db::{DbConnection, write_transaction};
 /// A run is handed out at most this many times; after that, losing its machine fails it.
 pub const MAX_ATTEMPTS: i32 = 3;
 
-#[derive(Clone, Debug, Queryable, Selectable)]
+#[derive(Clone, Debug, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = runs)]
 pub struct Run {
     pub id: i64,
@@ -39,7 +39,13 @@ pub struct Run {
 }
 
 fn rfc3339(at: Option<NaiveDateTime>) -> Value {
-    at.map(|t| Value::String(t.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Millis, true))).unwrap_or(Value::Null)
+    at.map(|t| {
+        Value::String(
+            t.and_utc()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        )
+    })
+    .unwrap_or(Value::Null)
 }
 
 impl Run {
@@ -54,7 +60,9 @@ impl Run {
     /// The contract's run object.
     pub fn to_json(&self) -> Value {
         let duration = match (self.started_at, self.finished_at) {
-            (Some(started), Some(finished)) => json!((finished - started).num_milliseconds().max(0)),
+            (Some(started), Some(finished)) => {
+                json!((finished - started).num_milliseconds().max(0))
+            }
             _ => Value::Null,
         };
         let error = match (&self.error_type, &self.error_message) {
@@ -81,8 +89,16 @@ impl Run {
 
 /// An automation's name in `POST /api/{org}/{endpoint}`: 1–100 characters of `a-z0-9-`.
 pub fn parse_endpoint(text: &str) -> Result<String, String> {
-    let valid = !text.is_empty() && text.len() <= 100 && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if valid { Ok(text.to_owned()) } else { Err("The endpoint must be 1–100 characters of a-z, 0-9 and -.".into()) }
+    let valid = !text.is_empty()
+        && text.len() <= 100
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err("The endpoint must be 1–100 characters of a-z, 0-9 and -.".into())
+    }
 }
 
 /// What a caller asks to run.
@@ -93,7 +109,12 @@ pub struct NewRun {
     pub priority: i32,
 }
 
-pub fn enqueue(conn: &mut DbConnection, organization_id: i64, api_key_id: i64, new: &NewRun) -> QueryResult<Run> {
+pub fn enqueue(
+    conn: &mut DbConnection,
+    organization_id: i64,
+    api_key_id: i64,
+    new: &NewRun,
+) -> QueryResult<Run> {
     diesel::insert_into(runs::table)
         .values((
             runs::public_id.eq(format!("run_{}", crate::secret::random_base62(24))),
@@ -111,7 +132,11 @@ pub fn enqueue(conn: &mut DbConnection, organization_id: i64, api_key_id: i64, n
 }
 
 /// One run of the organization by its public id; another organization's run is not found.
-pub fn find(conn: &mut DbConnection, organization_id: i64, public_id: &str) -> QueryResult<Option<Run>> {
+pub fn find(
+    conn: &mut DbConnection,
+    organization_id: i64,
+    public_id: &str,
+) -> QueryResult<Option<Run>> {
     runs::table
         .filter(runs::public_id.eq(public_id))
         .filter(runs::organization_id.eq(organization_id))
@@ -132,7 +157,11 @@ pub enum RunError {
 
 /// Cancels a queued run at once; a running one is marked cancelled and its machine is told on its next
 /// heartbeat or claim.
-pub fn cancel(conn: &mut DbConnection, organization_id: i64, public_id: &str) -> Result<Run, RunError> {
+pub fn cancel(
+    conn: &mut DbConnection,
+    organization_id: i64,
+    public_id: &str,
+) -> Result<Run, RunError> {
     write_transaction(conn, |conn| {
         let run = find(conn, organization_id, public_id)?.ok_or(RunError::NotFound)?;
         let now = chrono::Utc::now().naive_utc();
@@ -142,7 +171,11 @@ pub fn cancel(conn: &mut DbConnection, organization_id: i64, public_id: &str) ->
             _ => return Err(RunError::AlreadyFinished),
         };
         Ok(diesel::update(runs::table.find(run.id))
-            .set((runs::status.eq("cancelled"), runs::finished_at.eq(now), runs::cancel_requested_at.eq(cancel_requested)))
+            .set((
+                runs::status.eq("cancelled"),
+                runs::finished_at.eq(now),
+                runs::cancel_requested_at.eq(cancel_requested),
+            ))
             .returning(runs::all_columns)
             .get_result::<Run>(conn)?)
     })
@@ -164,9 +197,13 @@ fn let_go(conn: &mut DbConnection, machine_id: i64, public_id: &str) -> Result<H
         .first(conn)
         .optional()?
         .ok_or(RunError::NotFound)?;
-    diesel::update(machines::table.find(machine_id).filter(machines::current_run_id.eq(run.id)))
-        .set(machines::current_run_id.eq(None::<i64>))
-        .execute(conn)?;
+    diesel::update(
+        machines::table
+            .find(machine_id)
+            .filter(machines::current_run_id.eq(run.id)),
+    )
+    .set(machines::current_run_id.eq(None::<i64>))
+    .execute(conn)?;
     match run.status.as_str() {
         "running" => Ok(Held::Running(run)),
         "cancelled" => Ok(Held::Cancelled(run)),
@@ -183,7 +220,12 @@ pub struct Outcome {
 
 /// Records the end of a run the machine holds and frees the machine. A run cancelled while it ran is
 /// acknowledged and stays cancelled.
-pub fn complete(conn: &mut DbConnection, machine_id: i64, public_id: &str, outcome: &Outcome) -> Result<Run, RunError> {
+pub fn complete(
+    conn: &mut DbConnection,
+    machine_id: i64,
+    public_id: &str,
+    outcome: &Outcome,
+) -> Result<Run, RunError> {
     write_transaction(conn, |conn| {
         let run = match let_go(conn, machine_id, public_id)? {
             Held::Running(run) => run,
@@ -191,12 +233,19 @@ pub fn complete(conn: &mut DbConnection, machine_id: i64, public_id: &str, outco
         };
         let (error_type, error_message) = match &outcome.error {
             Some((kind, message)) => (Some(kind.clone()), Some(message.clone())),
-            None if !outcome.succeeded => (Some("failed".to_owned()), Some("The automation reported a failure.".to_owned())),
+            None if !outcome.succeeded => (
+                Some("failed".to_owned()),
+                Some("The automation reported a failure.".to_owned()),
+            ),
             None => (None, None),
         };
         Ok(diesel::update(runs::table.find(run.id))
             .set((
-                runs::status.eq(if outcome.succeeded { "completed" } else { "failed" }),
+                runs::status.eq(if outcome.succeeded {
+                    "completed"
+                } else {
+                    "failed"
+                }),
                 runs::result.eq(outcome.result.as_ref().map(Value::to_string)),
                 runs::error_type.eq(error_type),
                 runs::error_message.eq(error_message),
@@ -266,7 +315,11 @@ const SUMMARY: SummaryColumns = (
 );
 
 /// The newest runs a machine took, newest first.
-pub fn history_of_machine(conn: &mut DbConnection, machine_id: i64, limit: i64) -> QueryResult<Vec<RunSummary>> {
+pub fn history_of_machine(
+    conn: &mut DbConnection,
+    machine_id: i64,
+    limit: i64,
+) -> QueryResult<Vec<RunSummary>> {
     runs::table
         .filter(runs::machine_id.eq(machine_id))
         .order((runs::created_at.desc(), runs::id.desc()))
@@ -280,7 +333,10 @@ pub fn summaries(conn: &mut DbConnection, ids: &[i64]) -> QueryResult<Vec<RunSum
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    runs::table.filter(runs::id.eq_any(ids)).select(SUMMARY).load(conn)
+    runs::table
+        .filter(runs::id.eq_any(ids))
+        .select(SUMMARY)
+        .load(conn)
 }
 
 pub const STATUSES: [&str; 5] = ["queued", "running", "completed", "failed", "cancelled"];
@@ -294,7 +350,9 @@ pub fn list(
     limit: i64,
 ) -> QueryResult<(Vec<RunSummary>, i64)> {
     let filtered = || {
-        let mut query = runs::table.filter(runs::organization_id.eq(organization_id)).into_boxed();
+        let mut query = runs::table
+            .filter(runs::organization_id.eq(organization_id))
+            .into_boxed();
         if let Some(status) = status {
             query = query.filter(runs::status.eq(status.to_owned()));
         }

@@ -106,7 +106,10 @@ pub fn find_by_email(conn: &mut DbConnection, email: &Email) -> QueryResult<Opti
 }
 
 /// A user with their organization, as every dashboard request needs them.
-pub fn find_with_organization(conn: &mut DbConnection, id: i64) -> QueryResult<Option<(User, Organization)>> {
+pub fn find_with_organization(
+    conn: &mut DbConnection,
+    id: i64,
+) -> QueryResult<Option<(User, Organization)>> {
     users::table
         .inner_join(organizations::table)
         .filter(users::id.eq(id))
@@ -128,8 +131,18 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_checked() {
-        assert_eq!(Email::parse("  Admin@Example.COM ").unwrap().as_str(), "admin@example.com");
-        for bad in ["", "admin", "@example.com", "admin@", "a b@example.com", "a@b@c"] {
+        assert_eq!(
+            Email::parse("  Admin@Example.COM ").unwrap().as_str(),
+            "admin@example.com"
+        );
+        for bad in [
+            "",
+            "admin",
+            "@example.com",
+            "admin@",
+            "a b@example.com",
+            "a@b@c",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad} accepted");
         }
     }

@@ -1,7 +1,9 @@
 //! Password hashing with Argon2id (the argon2 crate's defaults follow OWASP's recommendation).
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
 use argon2::Argon2;
+use argon2::password_hash::{
+    PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
+};
 
 /// A password that meets the policy. Long passphrases are welcome; the upper bound only stops
 /// someone from making the server hash megabytes.
@@ -34,8 +36,11 @@ impl Password {
 
 /// Whether `password` matches the stored hash. CPU-heavy: call it off the async executor.
 pub fn verify(password: &str, stored_hash: &str) -> bool {
-    PasswordHash::new(stored_hash)
-        .is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+    PasswordHash::new(stored_hash).is_ok_and(|hash| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok()
+    })
 }
 
 /// Spends the same effort as a real check, so a sign-in for an unknown email takes as long as one with

@@ -2,6 +2,7 @@
 //! per-key analytics.
 
 use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use chrono::NaiveDateTime;
@@ -36,11 +37,14 @@ pub struct KeyRow {
 impl KeyRow {
     fn new(listed: ListedKey, now: NaiveDateTime) -> Self {
         let key = listed.key;
-        let last_used_from = [key.last_used_ip.as_deref(), key.last_used_user_agent.as_deref()]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join(" · ");
+        let last_used_from = [
+            key.last_used_ip.as_deref(),
+            key.last_used_user_agent.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" · ");
         Self {
             id: key.id,
             needs_rotation: key.needs_rotation(now) && key.expires_at.is_none(),
@@ -51,7 +55,9 @@ impl KeyRow {
             created_by: listed.created_by.unwrap_or_else(|| "a deleted user".into()),
             last_used: key.last_used_at.map(|t| Moment::new(t, now)),
             last_used_from,
-            expires_in: key.expires_at.map(|t| duration_words((t - now).num_seconds())),
+            expires_in: key
+                .expires_at
+                .map(|t| duration_words((t - now).num_seconds())),
             expires: key.expires_at.map(|t| Moment::new(t, now)),
         }
     }
@@ -67,8 +73,15 @@ pub struct ApiKeysSection {
 }
 
 impl ApiKeysSection {
-    pub fn load(conn: &mut DbConnection, user: &CurrentUser, now: NaiveDateTime) -> Result<Self, WebError> {
-        let rows = api_keys::list_live(conn, user.organization.id, now)?.into_iter().map(|k| KeyRow::new(k, now)).collect();
+    pub fn load(
+        conn: &mut DbConnection,
+        user: &CurrentUser,
+        now: NaiveDateTime,
+    ) -> Result<Self, WebError> {
+        let rows = api_keys::list_live(conn, user.organization.id, now)?
+            .into_iter()
+            .map(|k| KeyRow::new(k, now))
+            .collect();
         Ok(Self {
             rows,
             can_manage: user.require_admin().is_ok(),
@@ -106,7 +119,11 @@ fn fragment(status: StatusCode, section: &ApiKeysSection) -> Result<HttpResponse
 }
 
 /// `GET /api-management/api-keys`: the section for htmx, the page otherwise.
-pub async fn show(req: HttpRequest, user: CurrentUser, pool: web::Data<Pool>) -> Result<HttpResponse, WebError> {
+pub async fn show(
+    req: HttpRequest,
+    user: CurrentUser,
+    pool: web::Data<Pool>,
+) -> Result<HttpResponse, WebError> {
     if !is_htmx(&req) {
         return Ok(super::login::see_other("/api-management#api-keys"));
     }
@@ -139,14 +156,24 @@ pub async fn create(
         }
     };
     let (organization_id, actor) = (user.organization.id, actor(&req, &user));
-    let (key, secret) = pool.run(move |conn| Ok::<_, WebError>(api_keys::create(conn, organization_id, &name, &actor)?)).await?;
+    let (key, secret) = pool
+        .run(move |conn| Ok::<_, WebError>(api_keys::create(conn, organization_id, &name, &actor)?))
+        .await?;
     tracing::info!(key_id = key.id, hint = %key.hint, "API key created");
     let shown = shown_once(secret, format!("“{}” is ready.", key.name));
-    fragment(StatusCode::OK, &section(&pool, &user, move |s| s.new_secret = Some(shown)).await?)
+    fragment(
+        StatusCode::OK,
+        &section(&pool, &user, move |s| s.new_secret = Some(shown)).await?,
+    )
 }
 
 fn shown_once(secret: Secret, note: String) -> NewSecret {
-    NewSecret { element_id: "new-api-key", secret: secret.expose().to_owned(), note, command: None }
+    NewSecret {
+        element_id: "new-api-key",
+        secret: secret.expose().to_owned(),
+        note,
+        command: None,
+    }
 }
 
 /// Revokes a key and removes its row; when it was the last one, the whole section (its empty state).
@@ -157,17 +184,32 @@ pub async fn revoke(
     key_id: web::Path<i64>,
 ) -> Result<HttpResponse, WebError> {
     user.require_admin()?;
-    let (organization_id, actor, key_id) = (user.organization.id, actor(&req, &user), key_id.into_inner());
-    let key = pool.run(move |conn| api_keys::revoke(conn, organization_id, key_id, &actor).map_err(key_error)).await?;
+    let (organization_id, actor, key_id) = (
+        user.organization.id,
+        actor(&req, &user),
+        key_id.into_inner(),
+    );
+    let key = pool
+        .run(move |conn| api_keys::revoke(conn, organization_id, key_id, &actor).map_err(key_error))
+        .await?;
     tracing::info!(key_id = key.id, hint = %key.hint, "API key revoked");
     let section = section(&pool, &user, |_| {}).await?;
     if section.rows.is_empty() {
         let mut response = fragment(StatusCode::OK, &section)?;
-        response.headers_mut().insert("HX-Retarget".parse().unwrap(), "#api-keys".parse().unwrap());
-        response.headers_mut().insert("HX-Reswap".parse().unwrap(), "outerHTML".parse().unwrap());
+        let headers = response.headers_mut();
+        headers.insert(
+            HeaderName::from_static("hx-retarget"),
+            HeaderValue::from_static("#api-keys"),
+        );
+        headers.insert(
+            HeaderName::from_static("hx-reswap"),
+            HeaderValue::from_static("outerHTML"),
+        );
         return Ok(response);
     }
-    Ok(HttpResponse::Ok().content_type("text/html; charset=utf-8").finish())
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .finish())
 }
 
 #[derive(Deserialize)]
@@ -185,16 +227,30 @@ pub async fn roll(
 ) -> Result<HttpResponse, WebError> {
     user.require_admin()?;
     let grace = GracePeriod::parse(&form.grace).map_err(WebError::BadRequest)?;
-    let (organization_id, actor, key_id) = (user.organization.id, actor(&req, &user), key_id.into_inner());
-    let (key, secret) =
-        pool.run(move |conn| api_keys::roll(conn, organization_id, key_id, grace, &actor).map_err(key_error)).await?;
+    let (organization_id, actor, key_id) = (
+        user.organization.id,
+        actor(&req, &user),
+        key_id.into_inner(),
+    );
+    let (key, secret) = pool
+        .run(move |conn| {
+            api_keys::roll(conn, organization_id, key_id, grace, &actor).map_err(key_error)
+        })
+        .await?;
     tracing::info!(key_id = key.id, hint = %key.hint, replaces = key_id, "API key rolled");
     let note = match grace {
         GracePeriod::Now => format!("“{}” was rolled; the old key stopped working.", key.name),
-        other => format!("“{}” was rolled; the old key keeps working for {}.", key.name, other.label()),
+        other => format!(
+            "“{}” was rolled; the old key keeps working for {}.",
+            key.name,
+            other.label()
+        ),
     };
     let shown = shown_once(secret, note);
-    fragment(StatusCode::OK, &section(&pool, &user, move |s| s.new_secret = Some(shown)).await?)
+    fragment(
+        StatusCode::OK,
+        &section(&pool, &user, move |s| s.new_secret = Some(shown)).await?,
+    )
 }
 
 fn key_error(error: KeyError) -> WebError {
@@ -205,10 +261,19 @@ fn key_error(error: KeyError) -> WebError {
     }
 }
 
-fn usage_chart(label: &str, buckets: &[usage::Bucket], name_format: &str, label_every: usize) -> BarChart {
+fn usage_chart(
+    label: &str,
+    buckets: &[usage::Bucket],
+    name_format: &str,
+    label_every: usize,
+) -> BarChart {
     let points: Vec<Point> = buckets
         .iter()
-        .map(|b| Point { name: b.start.format(name_format).to_string(), primary: b.success, secondary: b.rejected })
+        .map(|b| Point {
+            name: b.start.format(name_format).to_string(),
+            primary: b.success,
+            secondary: b.rejected,
+        })
         .collect();
     BarChart::new(label, "Successful", Some("Rejected"), &points, label_every)
 }
@@ -243,11 +308,25 @@ pub async fn analytics(
         .await?;
     let revoked = key.revoked_at.map(|t| Moment::new(t, now));
     let page = AnalyticsPage {
-        layout: Layout::new(format!("{} · Analytics", key.name), DashboardSession::new(session).ensure_csrf_token()),
+        layout: Layout::new(
+            format!("{} · Analytics", key.name),
+            DashboardSession::new(session).ensure_csrf_token(),
+        ),
         user,
-        key: KeyRow::new(ListedKey { key, created_by: None }, now),
+        key: KeyRow::new(
+            ListedKey {
+                key,
+                created_by: None,
+            },
+            now,
+        ),
         revoked,
-        hourly: usage_chart("Requests per hour, last 24 hours (UTC)", &hourly, "%H:00", 3),
+        hourly: usage_chart(
+            "Requests per hour, last 24 hours (UTC)",
+            &hourly,
+            "%H:00",
+            3,
+        ),
         daily: usage_chart("Requests per day, last 7 days (UTC)", &daily, "%a %d", 1),
     };
     render(&page)

@@ -7,14 +7,14 @@ use askama::Template;
 use super::api_keys::ApiKeysSection;
 use super::auth::CurrentUser;
 use super::enrollment_tokens::EnrollmentTokensSection;
-use super::machines::MachinesSection;
 use super::error::WebError;
 use super::layout::{Layout, render};
 use super::login::see_other;
+use super::machines::MachinesSection;
+use super::queue_status::QueueSection;
 use super::session::DashboardSession;
 use crate::config::Settings;
 use crate::db::Pool;
-use super::queue_status::QueueSection;
 
 #[derive(Template)]
 #[template(path = "api_management.html")]
@@ -44,7 +44,8 @@ pub async fn page(
         .run(move |conn| {
             let now = chrono::Utc::now().naive_utc();
             let api_keys = ApiKeysSection::load(conn, &for_load, now)?;
-            let enrollment_tokens = EnrollmentTokensSection::load(conn, &for_load, default_token_hours, now)?;
+            let enrollment_tokens =
+                EnrollmentTokensSection::load(conn, &for_load, default_token_hours, now)?;
             let machines = MachinesSection::load(conn, &for_load, now, offline_after)?;
             let queue = QueueSection::load(conn, for_load.organization.id, now, offline_after)?;
             Ok::<_, WebError>((api_keys, enrollment_tokens, machines, queue))

@@ -16,10 +16,26 @@ struct Asset {
 pub const HTMX_FILE: &str = "htmx-2.0.11.min.js";
 
 const ASSETS: &[Asset] = &[
-    Asset { name: HTMX_FILE, content_type: "text/javascript; charset=utf-8", bytes: include_bytes!("../../static/htmx-2.0.11.min.js") },
-    Asset { name: "app.js", content_type: "text/javascript; charset=utf-8", bytes: include_bytes!("../../static/app.js") },
-    Asset { name: "app.css", content_type: "text/css; charset=utf-8", bytes: include_bytes!("../../static/app.css") },
-    Asset { name: "favicon.svg", content_type: "image/svg+xml", bytes: include_bytes!("../../static/favicon.svg") },
+    Asset {
+        name: HTMX_FILE,
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../static/htmx-2.0.11.min.js"),
+    },
+    Asset {
+        name: "app.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../static/app.js"),
+    },
+    Asset {
+        name: "app.css",
+        content_type: "text/css; charset=utf-8",
+        bytes: include_bytes!("../../static/app.css"),
+    },
+    Asset {
+        name: "favicon.svg",
+        content_type: "image/svg+xml",
+        bytes: include_bytes!("../../static/favicon.svg"),
+    },
 ];
 
 /// The fingerprinted URL of each asset, for templates.
@@ -42,7 +58,10 @@ fn fingerprint(bytes: &[u8]) -> String {
 }
 
 fn url(name: &str) -> String {
-    let asset = ASSETS.iter().find(|a| a.name == name).expect("asset is embedded");
+    let asset = ASSETS
+        .iter()
+        .find(|a| a.name == name)
+        .expect("asset is embedded");
     format!("/static/{}?v={}", asset.name, fingerprint(asset.bytes))
 }
 
@@ -52,7 +71,11 @@ pub async fn serve(req: HttpRequest, name: web::Path<String>) -> HttpResponse {
     };
     // Only the current fingerprint is immutable; any other URL must revalidate.
     let current = req.query_string() == format!("v={}", fingerprint(asset.bytes));
-    let cache = if current { "public, max-age=31536000, immutable" } else { "no-cache" };
+    let cache = if current {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
     HttpResponse::Ok()
         .content_type(asset.content_type)
         .insert_header((header::CACHE_CONTROL, cache))

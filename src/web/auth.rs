@@ -39,9 +39,16 @@ impl FromRequest for CurrentUser {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         // Only reachable behind `require_sign_in`, which puts the user there.
-        ready(req.extensions().get::<CurrentUser>().cloned().ok_or_else(|| {
-            WebError::Internal(anyhow::anyhow!("CurrentUser requested on a route without require_sign_in"))
-        }))
+        ready(
+            req.extensions()
+                .get::<CurrentUser>()
+                .cloned()
+                .ok_or_else(|| {
+                    WebError::Internal(anyhow::anyhow!(
+                        "CurrentUser requested on a route without require_sign_in"
+                    ))
+                }),
+        )
     }
 }
 
@@ -51,13 +58,21 @@ pub async fn require_sign_in(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let session = DashboardSession::of(&req);
-    let settings = req.app_data::<web::Data<Settings>>().expect("Settings registered").clone();
-    let pool = req.app_data::<web::Data<Pool>>().expect("Pool registered").clone();
+    let settings = req
+        .app_data::<web::Data<Settings>>()
+        .expect("Settings registered")
+        .clone();
+    let pool = req
+        .app_data::<web::Data<Pool>>()
+        .expect("Pool registered")
+        .clone();
 
     let user = match session.active_user_id(settings.session_idle()) {
         Some(user_id) => {
-            pool.run(move |conn| users::find_with_organization(conn, user_id).map_err(WebError::from))
-                .await?
+            pool.run(move |conn| {
+                users::find_with_organization(conn, user_id).map_err(WebError::from)
+            })
+            .await?
         }
         None => None,
     };
@@ -80,8 +95,12 @@ pub async fn require_sign_in(
 /// (following a redirect would swap the sign-in form into a section).
 fn signed_out_response(req: &ServiceRequest) -> HttpResponse {
     if req.headers().contains_key("HX-Request") {
-        HttpResponse::Unauthorized().insert_header(("HX-Redirect", "/login")).finish()
+        HttpResponse::Unauthorized()
+            .insert_header(("HX-Redirect", "/login"))
+            .finish()
     } else {
-        HttpResponse::SeeOther().insert_header((header::LOCATION, "/login")).finish()
+        HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, "/login"))
+            .finish()
     }
 }

@@ -64,7 +64,11 @@ impl BarChart {
         points: &[Point],
         label_every: usize,
     ) -> Self {
-        let max = points.iter().map(|p| p.primary + p.secondary).max().unwrap_or(0);
+        let max = points
+            .iter()
+            .map(|p| p.primary + p.secondary)
+            .max()
+            .unwrap_or(0);
         let scale_max = nice_ceiling(max.max(1));
         let plot_height = PLOT_BOTTOM - PLOT_TOP;
         let slot = (WIDTH - PLOT_LEFT - 10.0) / points.len().max(1) as f64;
@@ -86,7 +90,12 @@ impl BarChart {
                         point.secondary,
                         secondary.to_lowercase()
                     ),
-                    None => format!("{}: {} {}", point.name, point.primary, primary_label.to_lowercase()),
+                    None => format!(
+                        "{}: {} {}",
+                        point.name,
+                        point.primary,
+                        primary_label.to_lowercase()
+                    ),
                 };
                 Bar {
                     x,
@@ -106,7 +115,10 @@ impl BarChart {
             .collect();
         let gridlines = [0, scale_max / 2, scale_max]
             .into_iter()
-            .map(|value| Gridline { y: PLOT_BOTTOM - height_of(value), value })
+            .map(|value| Gridline {
+                y: PLOT_BOTTOM - height_of(value),
+                value,
+            })
             .collect();
         Self {
             label: label.to_owned(),
@@ -136,7 +148,11 @@ impl BarChart {
                 self.total_secondary,
                 secondary.to_lowercase()
             ),
-            None => format!("{} {}", self.total_primary, self.primary_label.to_lowercase()),
+            None => format!(
+                "{} {}",
+                self.total_primary,
+                self.primary_label.to_lowercase()
+            ),
         };
         self
     }
@@ -166,18 +182,34 @@ mod tests {
     use super::*;
 
     fn point(primary: i64, secondary: i64) -> Point {
-        Point { name: "x".into(), primary, secondary }
+        Point {
+            name: "x".into(),
+            primary,
+            secondary,
+        }
     }
 
     #[test]
     fn scales_to_a_nice_maximum_and_stacks() {
-        let chart = BarChart::new("t", "Successful", Some("Rejected"), &[point(30, 10), point(0, 0), point(80, 0)], 2);
+        let chart = BarChart::new(
+            "t",
+            "Successful",
+            Some("Rejected"),
+            &[point(30, 10), point(0, 0), point(80, 0)],
+            2,
+        );
         assert_eq!(chart.gridlines.last().unwrap().value, 100);
         assert_eq!(chart.total_primary, 110);
         assert_eq!(chart.total_secondary, 10);
         let first = &chart.bars[0];
-        assert!((first.primary_height - 42.0).abs() < 1e-9, "30 of 100 over a 140px plot");
-        assert!((first.secondary_y + first.secondary_height - first.primary_y).abs() < 1e-9, "stacked");
+        assert!(
+            (first.primary_height - 42.0).abs() < 1e-9,
+            "30 of 100 over a 140px plot"
+        );
+        assert!(
+            (first.secondary_y + first.secondary_height - first.primary_y).abs() < 1e-9,
+            "stacked"
+        );
         assert_eq!(first.tooltip, "x: 30 successful, 10 rejected");
         assert_eq!(chart.bars[1].primary_height, 0.0);
         assert!(chart.bars[0].axis_label.is_some() && chart.bars[1].axis_label.is_none());

@@ -2,10 +2,10 @@
 //! (`Origin`, or `Referer` when a browser sends no `Origin`) and carry the session's token, in the
 //! `X-CSRF-Token` header (htmx adds it from `hx-headers` on `<body>`) or the `csrf_token` form field.
 
+use actix_web::HttpMessage;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, header};
-use actix_web::HttpMessage;
 use actix_web::middleware::Next;
 use actix_web::web::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -25,7 +25,10 @@ pub async fn protect(
         return next.call(req).await;
     }
     if !same_origin(&req) {
-        tracing::warn!(path = req.path(), "refused a cross-origin dashboard request");
+        tracing::warn!(
+            path = req.path(),
+            "refused a cross-origin dashboard request"
+        );
         return Err(WebError::CsrfRejected.into());
     }
     let expected = DashboardSession::of(&req).csrf_token();
@@ -40,11 +43,16 @@ pub async fn protect(
         None => None,
     };
     match (expected, presented) {
-        (Some(expected), Some(presented)) if constant_time_eq(expected.as_bytes(), presented.as_bytes()) => {
+        (Some(expected), Some(presented))
+            if constant_time_eq(expected.as_bytes(), presented.as_bytes()) =>
+        {
             next.call(req).await
         }
         _ => {
-            tracing::warn!(path = req.path(), "refused a dashboard request without a valid CSRF token");
+            tracing::warn!(
+                path = req.path(),
+                "refused a dashboard request without a valid CSRF token"
+            );
             Err(WebError::CsrfRejected.into())
         }
     }
@@ -96,7 +104,10 @@ async fn read_body(mut payload: Payload) -> Result<Bytes, actix_web::Error> {
 
 fn form_token(body: &[u8]) -> Option<String> {
     let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(body).ok()?;
-    fields.into_iter().find(|(name, _)| name == FORM_FIELD).map(|(_, value)| value)
+    fields
+        .into_iter()
+        .find(|(name, _)| name == FORM_FIELD)
+        .map(|(_, value)| value)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -109,7 +120,10 @@ mod tests {
 
     #[test]
     fn finds_the_token_among_form_fields() {
-        assert_eq!(form_token(b"email=a%40b.c&csrf_token=abc123&password=x").as_deref(), Some("abc123"));
+        assert_eq!(
+            form_token(b"email=a%40b.c&csrf_token=abc123&password=x").as_deref(),
+            Some("abc123")
+        );
         assert_eq!(form_token(b"email=a%40b.c"), None);
     }
 

@@ -73,13 +73,20 @@ pub struct TokenList {
 }
 
 impl TokenList {
-    pub fn load(conn: &mut DbConnection, user: &CurrentUser, now: NaiveDateTime) -> Result<Self, WebError> {
+    pub fn load(
+        conn: &mut DbConnection,
+        user: &CurrentUser,
+        now: NaiveDateTime,
+    ) -> Result<Self, WebError> {
         let can_manage = user.require_admin().is_ok();
         let rows = enrollment::list_recent(conn, user.organization.id, now)?
             .into_iter()
             .map(|t| TokenRow::new(t, now, can_manage))
             .collect();
-        Ok(Self { rows, refresh_seconds: super::machines::REFRESH_SECONDS })
+        Ok(Self {
+            rows,
+            refresh_seconds: super::machines::REFRESH_SECONDS,
+        })
     }
 }
 
@@ -119,7 +126,14 @@ impl EnrollmentTokensSection {
                 selected: h == default_lifetime_hours,
             })
             .collect();
-        Ok(Self { list, can_manage, new_secret: None, form_description: String::new(), form_error: None, lifetimes })
+        Ok(Self {
+            list,
+            can_manage,
+            new_secret: None,
+            form_description: String::new(),
+            form_error: None,
+            lifetimes,
+        })
     }
 }
 
@@ -136,11 +150,17 @@ struct ListFragment<'a> {
 }
 
 /// `GET /api-management/enrollment-tokens/list`: the self-refreshing token list.
-pub async fn list(req: HttpRequest, user: CurrentUser, pool: web::Data<Pool>) -> Result<HttpResponse, WebError> {
+pub async fn list(
+    req: HttpRequest,
+    user: CurrentUser,
+    pool: web::Data<Pool>,
+) -> Result<HttpResponse, WebError> {
     if !is_htmx(&req) {
         return Ok(super::login::see_other("/api-management#enrollment-tokens"));
     }
-    let list = pool.run(move |conn| TokenList::load(conn, &user, chrono::Utc::now().naive_utc())).await?;
+    let list = pool
+        .run(move |conn| TokenList::load(conn, &user, chrono::Utc::now().naive_utc()))
+        .await?;
     render_with_status(StatusCode::OK, &ListFragment { list: &list })
 }
 
@@ -158,7 +178,12 @@ async fn section(
 ) -> Result<EnrollmentTokensSection, WebError> {
     let (user, default_hours) = (user.clone(), settings.enrollment_ttl_hours as i64);
     pool.run(move |conn| {
-        let mut section = EnrollmentTokensSection::load(conn, &user, default_hours, chrono::Utc::now().naive_utc())?;
+        let mut section = EnrollmentTokensSection::load(
+            conn,
+            &user,
+            default_hours,
+            chrono::Utc::now().naive_utc(),
+        )?;
         change(&mut section);
         Ok(section)
     })
@@ -175,7 +200,12 @@ pub async fn show(
         return Ok(super::login::see_other("/api-management#enrollment-tokens"));
     }
     let section = section(&pool, &settings, &user, |_| {}).await?;
-    render_with_status(StatusCode::OK, &SectionFragment { enrollment_tokens: &section })
+    render_with_status(
+        StatusCode::OK,
+        &SectionFragment {
+            enrollment_tokens: &section,
+        },
+    )
 }
 
 #[derive(Deserialize)]
@@ -200,7 +230,8 @@ pub async fn create(
     } else {
         enrollment::parse_lifetime_hours(&form.lifetime_hours)
     };
-    let parsed = enrollment::parse_description(&form.description).and_then(|d| lifetime.map(|l| (d, l)));
+    let parsed =
+        enrollment::parse_description(&form.description).and_then(|d| lifetime.map(|l| (d, l)));
     let (description, lifetime_hours) = match parsed {
         Ok(valid) => valid,
         Err(message) => {
@@ -210,24 +241,48 @@ pub async fn create(
                 s.form_error = Some(message);
             })
             .await?;
-            return render_with_status(StatusCode::UNPROCESSABLE_ENTITY, &SectionFragment { enrollment_tokens: &section });
+            return render_with_status(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &SectionFragment {
+                    enrollment_tokens: &section,
+                },
+            );
         }
     };
     let (organization_id, actor) = (user.organization.id, actor(&req, &user));
     let (token, secret) = pool
-        .run(move |conn| Ok::<_, WebError>(enrollment::create(conn, organization_id, &description, lifetime_hours, &actor)?))
+        .run(move |conn| {
+            Ok::<_, WebError>(enrollment::create(
+                conn,
+                organization_id,
+                &description,
+                lifetime_hours,
+                &actor,
+            )?)
+        })
         .await?;
     tracing::info!(token_id = token.id, hint = %token.hint, "enrollment token created");
-    let info = req.connection_info();
-    let server = format!("{}://{}", info.scheme(), info.host());
+    let server = {
+        let info = req.connection_info();
+        format!("{}://{}", info.scheme(), info.host())
+    };
     let shown = NewSecret {
         element_id: "new-enrollment-token",
         command: Some(enroll_command(&server, secret.expose())),
         secret: secret.expose().to_owned(),
-        note: format!("Token {} is ready and works once, until {}.", token.hint, token.expires_at.format("%Y-%m-%d %H:%M UTC")),
+        note: format!(
+            "Token {} is ready and works once, until {}.",
+            token.hint,
+            token.expires_at.format("%Y-%m-%d %H:%M UTC")
+        ),
     };
     let section = section(&pool, &settings, &user, move |s| s.new_secret = Some(shown)).await?;
-    render_with_status(StatusCode::OK, &SectionFragment { enrollment_tokens: &section })
+    render_with_status(
+        StatusCode::OK,
+        &SectionFragment {
+            enrollment_tokens: &section,
+        },
+    )
 }
 
 /// The command that enrolls a machine with `token`, using the reference driver.
@@ -243,7 +298,11 @@ pub async fn revoke(
     token_id: web::Path<i64>,
 ) -> Result<HttpResponse, WebError> {
     user.require_admin()?;
-    let (organization_id, actor, token_id) = (user.organization.id, actor(&req, &user), token_id.into_inner());
+    let (organization_id, actor, token_id) = (
+        user.organization.id,
+        actor(&req, &user),
+        token_id.into_inner(),
+    );
     let token = pool
         .run(move |conn| {
             enrollment::revoke(conn, organization_id, token_id, &actor).map_err(|e| match e {
@@ -256,11 +315,25 @@ pub async fn revoke(
     tracing::info!(token_id = token.id, hint = %token.hint, "enrollment token revoked");
     // The row as the list renders it, from the same query.
     let listed = pool
-        .run(move |conn| Ok::<_, WebError>(enrollment::list_recent(conn, organization_id, chrono::Utc::now().naive_utc())?))
+        .run(move |conn| {
+            Ok::<_, WebError>(enrollment::list_recent(
+                conn,
+                organization_id,
+                chrono::Utc::now().naive_utc(),
+            )?)
+        })
         .await?;
     let now = chrono::Utc::now().naive_utc();
-    let row = listed.into_iter().find(|t| t.token.id == token_id).ok_or(WebError::NotFound)?;
-    render_with_status(StatusCode::OK, &RowFragment { token: &TokenRow::new(row, now, true) })
+    let row = listed
+        .into_iter()
+        .find(|t| t.token.id == token_id)
+        .ok_or(WebError::NotFound)?;
+    render_with_status(
+        StatusCode::OK,
+        &RowFragment {
+            token: &TokenRow::new(row, now, true),
+        },
+    )
 }
 
 #[cfg(test)]
@@ -270,6 +343,9 @@ mod tests {
     #[test]
     fn the_command_carries_the_server_and_token() {
         let command = enroll_command("https://granite.example.com", "enroll_abc");
-        assert_eq!(command, "GRANITE_ENROLLMENT_TOKEN=enroll_abc granite driver enroll --server https://granite.example.com");
+        assert_eq!(
+            command,
+            "GRANITE_ENROLLMENT_TOKEN=enroll_abc granite driver enroll --server https://granite.example.com"
+        );
     }
 }

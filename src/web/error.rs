@@ -10,7 +10,9 @@ use crate::db::DbError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
-    #[error("This request was refused because it did not come from this page. Reload the page and try again.")]
+    #[error(
+        "This request was refused because it did not come from this page. Reload the page and try again."
+    )]
     CsrfRejected,
     #[error("Only admins can do this.")]
     AdminOnly,
@@ -68,6 +70,8 @@ impl ResponseError for WebError {
         // A page rendered for a full navigation; htmx requests show the same text in the page's notice
         // area (static/app.js), so the markup stays small.
         let body = page.render().unwrap_or_else(|_| self.to_string());
-        HttpResponse::build(status).content_type(ContentType::html()).body(body)
+        HttpResponse::build(status)
+            .content_type(ContentType::html())
+            .body(body)
     }
 }

@@ -1,8 +1,8 @@
 //! The organization's jobs (runs), newest first, filtered by status, a page at a time.
 
 use actix_web::{HttpResponse, web};
-use chrono::NaiveDateTime;
 use askama::Template;
+use chrono::NaiveDateTime;
 use serde::Deserialize;
 
 use super::auth::CurrentUser;
@@ -35,7 +35,10 @@ impl JobRow {
         };
         Self {
             waited: seconds(run.created_at, run.started_at),
-            ran: run.started_at.map(|s| seconds(s, run.finished_at)).unwrap_or_else(|| "—".into()),
+            ran: run
+                .started_at
+                .map(|s| seconds(s, run.finished_at))
+                .unwrap_or_else(|| "—".into()),
             queued: Moment::new(run.created_at, now),
             public_id: run.public_id,
             endpoint: run.endpoint,
@@ -78,10 +81,21 @@ pub async fn page(
     let page = query.page.unwrap_or(1).max(1);
     let organization_id = user.organization.id;
     let (summaries, matching) = pool
-        .run(move |conn| Ok::<_, WebError>(runs::list(conn, organization_id, status, (page - 1) * PAGE_SIZE, PAGE_SIZE)?))
+        .run(move |conn| {
+            Ok::<_, WebError>(runs::list(
+                conn,
+                organization_id,
+                status,
+                (page - 1) * PAGE_SIZE,
+                PAGE_SIZE,
+            )?)
+        })
         .await?;
     let now = chrono::Utc::now().naive_utc();
-    let rows = summaries.into_iter().map(|run| JobRow::new(run, now)).collect();
+    let rows = summaries
+        .into_iter()
+        .map(|run| JobRow::new(run, now))
+        .collect();
     let layout = Layout::new("Jobs", DashboardSession::new(session).ensure_csrf_token());
     render(&JobsPage {
         layout,

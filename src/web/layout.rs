@@ -15,7 +15,11 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(title: impl Into<String>, csrf_token: String) -> Self {
-        Self { title: title.into(), csrf_token, assets: &URLS }
+        Self {
+            title: title.into(),
+            csrf_token,
+            assets: &URLS,
+        }
     }
 
     /// The value of `hx-headers` on `<body>`: every htmx request carries the CSRF token.
@@ -36,10 +40,17 @@ pub struct NewSecret {
 
 /// Renders a page or fragment template as an HTML response.
 pub fn render(template: &impl Template) -> Result<HttpResponse, WebError> {
-    Ok(HttpResponse::Ok().content_type(ContentType::html()).body(template.render()?))
+    Ok(HttpResponse::Ok()
+        .content_type(ContentType::html())
+        .body(template.render()?))
 }
 
 /// Same, with another status (a form shown again with its error).
-pub fn render_with_status(status: actix_web::http::StatusCode, template: &impl Template) -> Result<HttpResponse, WebError> {
-    Ok(HttpResponse::build(status).content_type(ContentType::html()).body(template.render()?))
+pub fn render_with_status(
+    status: actix_web::http::StatusCode,
+    template: &impl Template,
+) -> Result<HttpResponse, WebError> {
+    Ok(HttpResponse::build(status)
+        .content_type(ContentType::html())
+        .body(template.render()?))
 }

@@ -6,10 +6,10 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
+use super::client_ip;
 use super::error::WebError;
 use super::layout::{Layout, render, render_with_status};
 use super::session::DashboardSession;
-use super::client_ip;
 use crate::audit;
 use crate::config::Settings;
 use crate::db::Pool;
@@ -25,13 +25,20 @@ struct LoginPage {
 
 const WRONG_CREDENTIALS: &str = "Incorrect email or password.";
 
-pub async fn show(session: Session, settings: web::Data<Settings>) -> Result<HttpResponse, WebError> {
+pub async fn show(
+    session: Session,
+    settings: web::Data<Settings>,
+) -> Result<HttpResponse, WebError> {
     let session = DashboardSession::new(session);
     if session.active_user_id(settings.session_idle()).is_some() {
         return Ok(see_other("/api-management"));
     }
     let layout = Layout::new("Sign in", session.ensure_csrf_token());
-    render(&LoginPage { layout, email: String::new(), error: None })
+    render(&LoginPage {
+        layout,
+        email: String::new(),
+        error: None,
+    })
 }
 
 #[derive(Deserialize)]
@@ -53,7 +60,10 @@ pub async fn submit(
     let source_ip = client_ip(&req);
 
     let user = match Email::parse(&email) {
-        Ok(parsed) => pool.run(move |conn| users::find_by_email(conn, &parsed).map_err(WebError::from)).await?,
+        Ok(parsed) => {
+            pool.run(move |conn| users::find_by_email(conn, &parsed).map_err(WebError::from))
+                .await?
+        }
         Err(_) => None,
     };
     let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
@@ -69,19 +79,23 @@ pub async fn submit(
 
     match user.filter(|_| password_ok) {
         Some(user) => {
-            let (user_id, organization_id, actor) = (user.id, user.organization_id, user.email.clone());
+            let (user_id, organization_id, actor) =
+                (user.id, user.organization_id, user.email.clone());
             pool.run(move |conn| {
                 users::record_sign_in(conn, user_id)?;
-                audit::record(conn, audit::Event {
-                    organization_id: Some(organization_id),
-                    actor_user_id: Some(user_id),
-                    actor: &actor,
-                    action: "signed_in",
-                    target_type: "user",
-                    target_id: Some(user_id.to_string()),
-                    source_ip: source_ip.as_deref(),
-                    details: serde_json::json!({}),
-                })
+                audit::record(
+                    conn,
+                    audit::Event {
+                        organization_id: Some(organization_id),
+                        actor_user_id: Some(user_id),
+                        actor: &actor,
+                        action: "signed_in",
+                        target_type: "user",
+                        target_id: Some(user_id.to_string()),
+                        source_ip: source_ip.as_deref(),
+                        details: serde_json::json!({}),
+                    },
+                )
                 .map_err(WebError::from)
             })
             .await?;
@@ -90,9 +104,16 @@ pub async fn submit(
             Ok(see_other("/api-management"))
         }
         None => {
-            tracing::info!(source_ip = source_ip.as_deref().unwrap_or("-"), "sign-in refused");
+            tracing::info!(
+                source_ip = source_ip.as_deref().unwrap_or("-"),
+                "sign-in refused"
+            );
             let layout = Layout::new("Sign in", session.ensure_csrf_token());
-            let page = LoginPage { layout, email: email.trim().to_owned(), error: Some(WRONG_CREDENTIALS.into()) };
+            let page = LoginPage {
+                layout,
+                email: email.trim().to_owned(),
+                error: Some(WRONG_CREDENTIALS.into()),
+            };
             render_with_status(StatusCode::UNAUTHORIZED, &page)
         }
     }
@@ -104,5 +125,7 @@ pub async fn sign_out(session: Session) -> HttpResponse {
 }
 
 pub fn see_other(location: &str) -> HttpResponse {
-    HttpResponse::SeeOther().insert_header((header::LOCATION, location)).finish()
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .finish()
 }

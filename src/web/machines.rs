@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::CurrentUser;
 use super::error::WebError;
+use super::jobs::JobRow;
 use super::layout::{Layout, render, render_with_status};
 use super::session::DashboardSession;
-use super::jobs::JobRow;
 use super::time::Moment;
 use super::{actor, is_htmx};
 use crate::config::Settings;
@@ -38,7 +38,12 @@ pub struct MachineRow {
 }
 
 impl MachineRow {
-    fn new(machine: Machine, jobs: &HashMap<i64, RunSummary>, now: NaiveDateTime, offline_after: chrono::Duration) -> Self {
+    fn new(
+        machine: Machine,
+        jobs: &HashMap<i64, RunSummary>,
+        now: NaiveDateTime,
+        offline_after: chrono::Duration,
+    ) -> Self {
         let status = machine.status(now, offline_after);
         let current_job = machine
             .current_run_id
@@ -70,7 +75,10 @@ pub struct ListQuery {
 
 impl ListQuery {
     fn filter(&self) -> MachineFilter {
-        MachineFilter { status: MachineStatus::parse(&self.status), name_contains: self.q.chars().take(100).collect() }
+        MachineFilter {
+            status: MachineStatus::parse(&self.status),
+            name_contains: self.q.chars().take(100).collect(),
+        }
     }
 
     fn page(&self) -> i64 {
@@ -79,7 +87,10 @@ impl ListQuery {
 
     /// The query string of this view at another page.
     fn at_page(&self, page: i64) -> String {
-        let at = ListQuery { page: Some(page), ..self.clone() };
+        let at = ListQuery {
+            page: Some(page),
+            ..self.clone()
+        };
         serde_urlencoded::to_string(&at).unwrap_or_default()
     }
 }
@@ -114,18 +125,44 @@ impl MachineList {
         let organization_id = user.organization.id;
         let filter = query.filter();
         let counts = machines::count_by_status(conn, Some(organization_id), now, offline_after)?;
-        let (mut page_rows, matching) =
-            machines::list(conn, organization_id, &filter, now, offline_after, (query.page() - 1) * PAGE_SIZE, PAGE_SIZE)?;
+        let (mut page_rows, matching) = machines::list(
+            conn,
+            organization_id,
+            &filter,
+            now,
+            offline_after,
+            (query.page() - 1) * PAGE_SIZE,
+            PAGE_SIZE,
+        )?;
         let pages = ((matching + PAGE_SIZE - 1) / PAGE_SIZE).max(1);
         let page = query.page().min(pages);
         if page != query.page() {
             // Past the end (machines went away): show the last page instead of an empty one.
-            page_rows = machines::list(conn, organization_id, &filter, now, offline_after, (page - 1) * PAGE_SIZE, PAGE_SIZE)?.0;
+            page_rows = machines::list(
+                conn,
+                organization_id,
+                &filter,
+                now,
+                offline_after,
+                (page - 1) * PAGE_SIZE,
+                PAGE_SIZE,
+            )?
+            .0;
         }
         let running: Vec<i64> = page_rows.iter().filter_map(|m| m.current_run_id).collect();
-        let jobs: HashMap<i64, RunSummary> = runs::summaries(conn, &running)?.into_iter().map(|r| (r.id, r)).collect();
-        let rows: Vec<MachineRow> = page_rows.into_iter().map(|m| MachineRow::new(m, &jobs, now, offline_after)).collect();
-        let first_shown = if rows.is_empty() { 0 } else { (page - 1) * PAGE_SIZE + 1 };
+        let jobs: HashMap<i64, RunSummary> = runs::summaries(conn, &running)?
+            .into_iter()
+            .map(|r| (r.id, r))
+            .collect();
+        let rows: Vec<MachineRow> = page_rows
+            .into_iter()
+            .map(|m| MachineRow::new(m, &jobs, now, offline_after))
+            .collect();
+        let first_shown = if rows.is_empty() {
+            0
+        } else {
+            (page - 1) * PAGE_SIZE + 1
+        };
         Ok(Self {
             last_shown: first_shown + rows.len() as i64 - 1,
             first_shown,
@@ -157,7 +194,10 @@ impl MachinesSection {
         now: NaiveDateTime,
         offline_after: chrono::Duration,
     ) -> Result<Self, WebError> {
-        Ok(Self { list: MachineList::load(conn, user, &ListQuery::default(), now, offline_after)?, statuses: MachineStatus::ALL })
+        Ok(Self {
+            list: MachineList::load(conn, user, &ListQuery::default(), now, offline_after)?,
+            statuses: MachineStatus::ALL,
+        })
     }
 }
 
@@ -180,7 +220,15 @@ pub async fn list(
     }
     let (query, offline_after) = (query.into_inner(), settings.offline_after());
     let list = pool
-        .run(move |conn| MachineList::load(conn, &user, &query, chrono::Utc::now().naive_utc(), offline_after))
+        .run(move |conn| {
+            MachineList::load(
+                conn,
+                &user,
+                &query,
+                chrono::Utc::now().naive_utc(),
+                offline_after,
+            )
+        })
         .await?;
     render_with_status(StatusCode::OK, &ListFragment { list: &list })
 }
@@ -202,7 +250,11 @@ pub async fn remove(
     dispatcher: web::Data<Dispatcher>,
 ) -> Result<HttpResponse, WebError> {
     user.require_admin()?;
-    let (organization_id, actor, machine_id) = (user.organization.id, actor(&req, &user), machine_id.into_inner());
+    let (organization_id, actor, machine_id) = (
+        user.organization.id,
+        actor(&req, &user),
+        machine_id.into_inner(),
+    );
     let removed = pool
         .run(move |conn| {
             let removed = machines::remove(conn, organization_id, machine_id, &actor)?;
@@ -215,9 +267,13 @@ pub async fn remove(
     dispatcher.announce(organization_id, Signal::Queued);
     tracing::info!(machine_id = removed.id, "machine removed");
     if is_htmx(&req) && after.then == "list" {
-        Ok(HttpResponse::Ok().insert_header(("HX-Redirect", "/api-management#machines")).finish())
+        Ok(HttpResponse::Ok()
+            .insert_header(("HX-Redirect", "/api-management#machines"))
+            .finish())
     } else if is_htmx(&req) {
-        Ok(HttpResponse::Ok().content_type("text/html; charset=utf-8").finish())
+        Ok(HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .finish())
     } else {
         Ok(super::login::see_other("/api-management#machines"))
     }
@@ -247,31 +303,52 @@ pub async fn detail(
     settings: web::Data<Settings>,
     machine_id: web::Path<i64>,
 ) -> Result<HttpResponse, WebError> {
-    let (organization_id, machine_id, offline_after) = (user.organization.id, machine_id.into_inner(), settings.offline_after());
+    let (organization_id, machine_id, offline_after) = (
+        user.organization.id,
+        machine_id.into_inner(),
+        settings.offline_after(),
+    );
     let now = chrono::Utc::now().naive_utc();
     let (machine, origin, history, current) = pool
         .run(move |conn| {
-            let machine = machines::find(conn, organization_id, machine_id)?.ok_or(WebError::NotFound)?;
+            let machine =
+                machines::find(conn, organization_id, machine_id)?.ok_or(WebError::NotFound)?;
             let origin = match machine.enrollment_token_id {
                 Some(token_id) => enrollment::origin_of(conn, token_id)?,
                 None => None,
             };
             let history = runs::history_of_machine(conn, machine.id, 50)?;
-            let current = runs::summaries(conn, &machine.current_run_id.into_iter().collect::<Vec<_>>())?;
+            let current = runs::summaries(
+                conn,
+                &machine.current_run_id.into_iter().collect::<Vec<_>>(),
+            )?;
             Ok::<_, WebError>((machine, origin, history, current))
         })
         .await?;
     let capabilities = machine.capability_list();
-    let (driver_version, enrolled) = (machine.driver_version.clone(), Moment::new(machine.enrolled_at, now));
+    let (driver_version, enrolled) = (
+        machine.driver_version.clone(),
+        Moment::new(machine.enrolled_at, now),
+    );
     let jobs: HashMap<i64, RunSummary> = current.into_iter().map(|r| (r.id, r)).collect();
     let (token_hint, token_description, token_created_by) = match origin {
-        Some((token, created_by)) => (Some(token.hint), Some(token.description).filter(|d| !d.is_empty()), created_by),
+        Some((token, created_by)) => (
+            Some(token.hint),
+            Some(token.description).filter(|d| !d.is_empty()),
+            created_by,
+        ),
         None => (None, None, None),
     };
-    let history = history.into_iter().map(|run| JobRow::new(run, now)).collect();
+    let history = history
+        .into_iter()
+        .map(|run| JobRow::new(run, now))
+        .collect();
     let can_manage = user.require_admin().is_ok();
     let page = DetailPage {
-        layout: Layout::new(format!("{} · Machine", machine.name), DashboardSession::new(session).ensure_csrf_token()),
+        layout: Layout::new(
+            format!("{} · Machine", machine.name),
+            DashboardSession::new(session).ensure_csrf_token(),
+        ),
         machine: MachineRow::new(machine, &jobs, now, offline_after),
         user,
         capabilities,

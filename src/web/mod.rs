@@ -10,10 +10,10 @@ pub mod csrf;
 pub mod enrollment_tokens;
 pub mod error;
 pub mod jobs;
-pub mod ops;
 pub mod layout;
 pub mod login;
 pub mod machines;
+pub mod ops;
 pub mod queue_status;
 pub mod request_log;
 pub mod session;
@@ -41,16 +41,46 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/api-management", web::get().to(api_management::page))
                 .route("/api-management/api-keys", web::get().to(api_keys::show))
                 .route("/api-management/api-keys", web::post().to(api_keys::create))
-                .route("/api-management/api-keys/{id}/revoke", web::post().to(api_keys::revoke))
-                .route("/api-management/api-keys/{id}/roll", web::post().to(api_keys::roll))
-                .route("/api-management/api-keys/{id}/analytics", web::get().to(api_keys::analytics))
-                .route("/api-management/enrollment-tokens", web::get().to(enrollment_tokens::show))
-                .route("/api-management/enrollment-tokens", web::post().to(enrollment_tokens::create))
-                .route("/api-management/enrollment-tokens/list", web::get().to(enrollment_tokens::list))
-                .route("/api-management/enrollment-tokens/{id}/revoke", web::post().to(enrollment_tokens::revoke))
-                .route("/api-management/machines/list", web::get().to(machines::list))
-                .route("/api-management/machines/{id}", web::get().to(machines::detail))
-                .route("/api-management/machines/{id}/remove", web::post().to(machines::remove))
+                .route(
+                    "/api-management/api-keys/{id}/revoke",
+                    web::post().to(api_keys::revoke),
+                )
+                .route(
+                    "/api-management/api-keys/{id}/roll",
+                    web::post().to(api_keys::roll),
+                )
+                .route(
+                    "/api-management/api-keys/{id}/analytics",
+                    web::get().to(api_keys::analytics),
+                )
+                .route(
+                    "/api-management/enrollment-tokens",
+                    web::get().to(enrollment_tokens::show),
+                )
+                .route(
+                    "/api-management/enrollment-tokens",
+                    web::post().to(enrollment_tokens::create),
+                )
+                .route(
+                    "/api-management/enrollment-tokens/list",
+                    web::get().to(enrollment_tokens::list),
+                )
+                .route(
+                    "/api-management/enrollment-tokens/{id}/revoke",
+                    web::post().to(enrollment_tokens::revoke),
+                )
+                .route(
+                    "/api-management/machines/list",
+                    web::get().to(machines::list),
+                )
+                .route(
+                    "/api-management/machines/{id}",
+                    web::get().to(machines::detail),
+                )
+                .route(
+                    "/api-management/machines/{id}/remove",
+                    web::post().to(machines::remove),
+                )
                 .route("/api-management/queue", web::get().to(queue_status::show))
                 .route("/api-management/jobs", web::get().to(jobs::page)),
         );
@@ -70,7 +100,10 @@ pub fn security_headers() -> DefaultHeaders {
         .add(("X-Content-Type-Options", "nosniff"))
         .add(("Referrer-Policy", "same-origin"))
         .add(("Cross-Origin-Opener-Policy", "same-origin"))
-        .add(("Permissions-Policy", "camera=(), microphone=(), geolocation=()"))
+        .add((
+            "Permissions-Policy",
+            "camera=(), microphone=(), geolocation=()",
+        ))
         // Pages can show a secret once; no copy of them may stay in a cache.
         .add(("Cache-Control", "no-store"))
 }
@@ -82,7 +115,11 @@ pub fn is_htmx(req: &HttpRequest) -> bool {
 
 /// The signed-in user as the audit log records them.
 pub fn actor(req: &HttpRequest, user: &auth::CurrentUser) -> crate::audit::Actor {
-    crate::audit::Actor { user_id: user.id, email: user.email.clone(), source_ip: client_ip(req) }
+    crate::audit::Actor {
+        user_id: user.id,
+        email: user.email.clone(),
+        source_ip: client_ip(req),
+    }
 }
 
 /// The address of the peer that sent the request, for the audit log. Forwarding headers are not

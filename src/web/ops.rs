@@ -13,7 +13,9 @@ pub async fn check(pool: web::Data<Pool>) -> HttpResponse {
         Ok(()) => HttpResponse::Ok().content_type("text/plain").body("ok"),
         Err(error) => {
             tracing::warn!(%error, "health check failed");
-            HttpResponse::ServiceUnavailable().content_type("text/plain").body("database unreachable")
+            HttpResponse::ServiceUnavailable()
+                .content_type("text/plain")
+                .body("database unreachable")
         }
     }
 }
@@ -26,13 +28,20 @@ pub async fn metrics(
 ) -> HttpResponse {
     let offline_after = settings.offline_after();
     let gauges = pool
-        .run(move |conn| crate::metrics::Gauges::load(conn, chrono::Utc::now().naive_utc(), offline_after).map_err(DbError::from))
+        .run(move |conn| {
+            crate::metrics::Gauges::load(conn, chrono::Utc::now().naive_utc(), offline_after)
+                .map_err(DbError::from)
+        })
         .await;
     match gauges {
-        Ok(gauges) => HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(metrics.render(&gauges)),
+        Ok(gauges) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(metrics.render(&gauges)),
         Err(error) => {
             tracing::warn!(%error, "metrics unavailable");
-            HttpResponse::ServiceUnavailable().content_type("text/plain").body("database unreachable")
+            HttpResponse::ServiceUnavailable()
+                .content_type("text/plain")
+                .body("database unreachable")
         }
     }
 }

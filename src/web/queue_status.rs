@@ -38,7 +38,11 @@ impl QueueSection {
         let status = QueueStatus::load(conn, organization_id, now, offline_after)?;
         let depth: Vec<Point> = queue::depth_last_hour(conn, organization_id, now)?
             .into_iter()
-            .map(|(at, depth)| Point { name: at.format("%H:%M").to_string(), primary: depth, secondary: 0 })
+            .map(|(at, depth)| Point {
+                name: at.format("%H:%M").to_string(),
+                primary: depth,
+                secondary: 0,
+            })
             .collect();
         let peak = depth.iter().map(|p| p.primary).max().unwrap_or(0);
         let unrunnable = queue::unrunnable(conn, organization_id, now, offline_after)?;
@@ -74,7 +78,14 @@ pub async fn show(
     }
     let (organization_id, offline_after) = (user.organization.id, settings.offline_after());
     let queue = pool
-        .run(move |conn| QueueSection::load(conn, organization_id, chrono::Utc::now().naive_utc(), offline_after))
+        .run(move |conn| {
+            QueueSection::load(
+                conn,
+                organization_id,
+                chrono::Utc::now().naive_utc(),
+                offline_after,
+            )
+        })
         .await?;
     render_with_status(StatusCode::OK, &SectionFragment { queue: &queue })
 }

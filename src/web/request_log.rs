@@ -22,7 +22,10 @@ pub async fn log(
     match &result {
         Ok(response) => {
             let status = response.status().as_u16();
-            let route = response.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+            let route = response
+                .request()
+                .match_pattern()
+                .unwrap_or_else(|| "unmatched".into());
             if let Some(metrics) = response.request().app_data::<web::Data<Metrics>>() {
                 metrics.count_request(&route, status);
             }

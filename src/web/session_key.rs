@@ -15,12 +15,15 @@ pub fn load(conn: &mut DbConnection, configured: Option<&str>) -> anyhow::Result
         let bytes = STANDARD
             .decode(text.trim())
             .map_err(|_| anyhow::anyhow!("GRANITE_SESSION_KEY must be base64"))?;
-        return Key::try_from(bytes.as_slice())
-            .map_err(|_| anyhow::anyhow!("GRANITE_SESSION_KEY must hold at least {KEY_BYTES} bytes"));
+        return Key::try_from(bytes.as_slice()).map_err(|_| {
+            anyhow::anyhow!("GRANITE_SESSION_KEY must hold at least {KEY_BYTES} bytes")
+        });
     }
     let mut fresh = [0u8; KEY_BYTES];
-    getrandom::fill(&mut fresh).map_err(|e| anyhow::anyhow!("no randomness for the session key: {e}"))?;
+    getrandom::fill(&mut fresh)
+        .map_err(|e| anyhow::anyhow!("no randomness for the session key: {e}"))?;
     let stored = server_settings::get_or_insert(conn, SETTING, &STANDARD.encode(fresh))?;
     let bytes = STANDARD.decode(stored)?;
-    Key::try_from(bytes.as_slice()).map_err(|_| anyhow::anyhow!("the stored session key is too short"))
+    Key::try_from(bytes.as_slice())
+        .map_err(|_| anyhow::anyhow!("the stored session key is too short"))
 }

@@ -32,11 +32,17 @@ pub struct CodeQuery {
     code: String,
 }
 
-pub async fn show(session: Session, pool: web::Data<Pool>, query: web::Query<CodeQuery>) -> Result<HttpResponse, WebError> {
+pub async fn show(
+    session: Session,
+    pool: web::Data<Pool>,
+    query: web::Query<CodeQuery>,
+) -> Result<HttpResponse, WebError> {
     let session = DashboardSession::new(session);
     let code = query.into_inner().code;
     let check = code.clone();
-    let code_valid = pool.run(move |conn| setup::setup_code_is_valid(conn, &check).map_err(WebError::from)).await?;
+    let code_valid = pool
+        .run(move |conn| setup::setup_code_is_valid(conn, &check).map_err(WebError::from))
+        .await?;
     let page = SetupPage {
         layout: Layout::new("Set up Granite", session.ensure_csrf_token()),
         code,
@@ -62,7 +68,11 @@ pub struct SetupForm {
     password_confirmation: String,
 }
 
-pub async fn submit(session: Session, pool: web::Data<Pool>, form: web::Form<SetupForm>) -> Result<HttpResponse, WebError> {
+pub async fn submit(
+    session: Session,
+    pool: web::Data<Pool>,
+    form: web::Form<SetupForm>,
+) -> Result<HttpResponse, WebError> {
     let session = DashboardSession::new(session);
     let form = form.into_inner();
     let organization_name = form.organization_name.trim().to_owned();
@@ -96,11 +106,22 @@ pub async fn submit(session: Session, pool: web::Data<Pool>, form: web::Form<Set
         .map_err(|e| WebError::Internal(anyhow::anyhow!("password hashing was cancelled: {e}")))?;
     let (code, name) = (form.code.clone(), organization_name.clone());
     let created = pool
-        .run(move |conn| Ok::<_, WebError>(setup::finish_setup(conn, &code, &name, &email, &password_hash)))
+        .run(move |conn| {
+            Ok::<_, WebError>(setup::finish_setup(
+                conn,
+                &code,
+                &name,
+                &email,
+                &password_hash,
+            ))
+        })
         .await?;
     match created {
         Ok(user) => {
-            tracing::info!(user_id = user.id, "first admin created through the setup page");
+            tracing::info!(
+                user_id = user.id,
+                "first admin created through the setup page"
+            );
             session.sign_in(user.id);
             Ok(see_other("/api-management"))
         }

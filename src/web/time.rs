@@ -13,7 +13,9 @@ pub struct Moment {
 impl Moment {
     pub fn new(at: NaiveDateTime, now: NaiveDateTime) -> Self {
         Self {
-            iso: at.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            iso: at
+                .and_utc()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             exact: at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
             relative: relative((at - now).num_seconds()),
         }
@@ -25,7 +27,11 @@ pub fn relative(delta_secs: i64) -> String {
     let future = delta_secs > 0;
     let secs = delta_secs.unsigned_abs();
     if secs < 45 {
-        return if future { "in a few seconds".into() } else { "just now".into() };
+        return if future {
+            "in a few seconds".into()
+        } else {
+            "just now".into()
+        };
     }
     let (amount, unit) = match secs {
         0..=2_699 => ((secs + 30) / 60, "minute"),
@@ -36,7 +42,11 @@ pub fn relative(delta_secs: i64) -> String {
     };
     let amount = amount.max(1);
     let plural = if amount == 1 { "" } else { "s" };
-    if future { format!("in {amount} {unit}{plural}") } else { format!("{amount} {unit}{plural} ago") }
+    if future {
+        format!("in {amount} {unit}{plural}")
+    } else {
+        format!("{amount} {unit}{plural} ago")
+    }
 }
 
 /// A duration in words for "expires in …", rounded up to what matters.
@@ -65,7 +75,10 @@ mod tests {
 
     #[test]
     fn exact_time_is_utc() {
-        let at = chrono::NaiveDate::from_ymd_opt(2026, 11, 28).unwrap().and_hms_opt(9, 5, 3).unwrap();
+        let at = chrono::NaiveDate::from_ymd_opt(2026, 11, 28)
+            .unwrap()
+            .and_hms_opt(9, 5, 3)
+            .unwrap();
         let moment = Moment::new(at, at);
         assert_eq!(moment.iso, "2026-11-28T09:05:03Z");
         assert_eq!(moment.exact, "2026-11-28 09:05:03 UTC");

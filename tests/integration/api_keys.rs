@@ -38,16 +38,32 @@ fn a_new_key_is_shown_once_and_only_its_hash_is_kept(backend: Backend) {
     let app = TestApp::spawn(&db);
     let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
     let (id, secret) = admin.create_api_key("  billing-service ");
-    assert!(Secret::parse(SecretKind::ApiKey, &secret).is_ok(), "a gk_live_ key with a valid checksum: {secret}");
+    assert!(
+        Secret::parse(SecretKind::ApiKey, &secret).is_ok(),
+        "a gk_live_ key with a valid checksum: {secret}"
+    );
 
     let page = admin.get("/api-management");
-    assert!(!page.body.contains(&secret), "a reload never shows the key again");
+    assert!(
+        !page.body.contains(&secret),
+        "a reload never shows the key again"
+    );
     assert!(page.body.contains(&format!("<tr data-id=\"{id}\">")));
-    assert!(page.body.contains(">billing-service</a>"), "the name is trimmed");
-    assert!(page.body.contains(&format!("<code>{}…</code>", &secret[..12])), "the hint");
+    assert!(
+        page.body.contains(">billing-service</a>"),
+        "the name is trimmed"
+    );
+    assert!(
+        page.body
+            .contains(&format!("<code>{}…</code>", &secret[..12])),
+        "the hint"
+    );
     assert!(page.body.contains("by admin@example.com"));
     assert!(page.body.contains("Never"), "not used yet");
-    assert!(page.body.contains("aria-label=\"Revoke key billing-service\""));
+    assert!(
+        page.body
+            .contains("aria-label=\"Revoke key billing-service\"")
+    );
 
     let (hash, hint): (String, String) = api_keys::table
         .find(id)
@@ -70,7 +86,9 @@ fn a_new_key_is_shown_once_and_only_its_hash_is_kept(backend: Backend) {
         .execute(&mut *app.pool.get().unwrap())
         .unwrap();
     let page = admin.get("/api-management");
-    assert!(page.body.contains("title=\"Created 91 days ago. Roll it to rotate without downtime.\">Rotate</span>"));
+    assert!(page.body.contains(
+        "title=\"Created 91 days ago. Roll it to rotate without downtime.\">Rotate</span>"
+    ));
     assert!(page.body.contains("3 months ago"));
 }
 
@@ -78,14 +96,20 @@ fn key_names_are_checked_and_bad_ones_change_nothing(backend: Backend) {
     let db = TestDb::new(backend);
     let app = TestApp::spawn(&db);
     let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
-    for (name, message) in [("   ", "Give the key a name"), (&"x".repeat(101) as &str, "at most 100 characters")] {
+    for (name, message) in [
+        ("   ", "Give the key a name"),
+        (&"x".repeat(101) as &str, "at most 100 characters"),
+    ] {
         let reply = admin.htmx_post("/api-management/api-keys", &[("name", name)]);
         assert_eq!(reply.status, 422);
         assert!(reply.body.contains(message), "{}", reply.body);
         assert!(reply.body.contains("role=\"alert\""));
         assert!(reply.new_secret().is_none());
     }
-    let count: i64 = api_keys::table.count().get_result(&mut *app.pool.get().unwrap()).unwrap();
+    let count: i64 = api_keys::table
+        .count()
+        .get_result(&mut *app.pool.get().unwrap())
+        .unwrap();
     assert_eq!(count, 0);
     // A name of exactly 100 characters (not bytes) is fine.
     admin.create_api_key(&"é".repeat(100));
@@ -97,16 +121,34 @@ fn the_public_api_answers_each_kind_of_bad_key(backend: Backend) {
     let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
     let (id, secret) = admin.create_api_key("ci");
 
-    assert_eq!(app.api(None).error_of("/api/me"), (401, "missing_api_key".into()));
-    assert_eq!(app.api(Some("hello")).error_of("/api/me"), (401, "malformed_api_key".into()));
+    assert_eq!(
+        app.api(None).error_of("/api/me"),
+        (401, "missing_api_key".into())
+    );
+    assert_eq!(
+        app.api(Some("hello")).error_of("/api/me"),
+        (401, "malformed_api_key".into())
+    );
     let mut wrong_checksum = secret.clone();
     wrong_checksum.replace_range(10..11, if &secret[10..11] == "a" { "b" } else { "a" });
-    assert_eq!(app.api(Some(&wrong_checksum)).error_of("/api/me"), (401, "malformed_api_key".into()));
+    assert_eq!(
+        app.api(Some(&wrong_checksum)).error_of("/api/me"),
+        (401, "malformed_api_key".into())
+    );
     let enrollment_token = Secret::generate(SecretKind::EnrollmentToken);
-    assert_eq!(app.api(Some(enrollment_token.expose())).error_of("/api/me"), (401, "malformed_api_key".into()));
+    assert_eq!(
+        app.api(Some(enrollment_token.expose())).error_of("/api/me"),
+        (401, "malformed_api_key".into())
+    );
     let unknown = Secret::generate(SecretKind::ApiKey);
-    assert_eq!(app.api(Some(unknown.expose())).error_of("/api/me"), (401, "invalid_api_key".into()));
-    assert_eq!(app.api(Some(unknown.expose())).error_of("/api/queue"), (401, "invalid_api_key".into()));
+    assert_eq!(
+        app.api(Some(unknown.expose())).error_of("/api/me"),
+        (401, "invalid_api_key".into())
+    );
+    assert_eq!(
+        app.api(Some(unknown.expose())).error_of("/api/queue"),
+        (401, "invalid_api_key".into())
+    );
 
     let me = app.api(Some(&secret)).get("/api/me");
     assert_eq!(me.status, 200, "{}", me.body);
@@ -126,7 +168,10 @@ fn the_public_api_answers_each_kind_of_bad_key(backend: Backend) {
             "oldest_queued_seconds": null, "active_drivers": 0, "busy_drivers": 0,
         })
     );
-    assert_eq!(app.api(Some(&secret)).error_of("/api/nothing-here"), (404, "not_found".into()));
+    assert_eq!(
+        app.api(Some(&secret)).error_of("/api/nothing-here"),
+        (404, "not_found".into())
+    );
 }
 
 fn revoking_removes_the_row_and_refuses_the_key_at_once(backend: Backend) {
@@ -140,8 +185,15 @@ fn revoking_removes_the_row_and_refuses_the_key_at_once(backend: Backend) {
     let reply = admin.htmx_post(&format!("/api-management/api-keys/{doomed}/revoke"), &[]);
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, "", "the row is swapped for nothing");
-    assert_eq!(app.api(Some(&doomed_secret)).error_of("/api/me"), (401, "revoked_api_key".into()));
-    assert_eq!(app.api(Some(&kept_secret)).get("/api/me").status, 200, "only that key");
+    assert_eq!(
+        app.api(Some(&doomed_secret)).error_of("/api/me"),
+        (401, "revoked_api_key".into())
+    );
+    assert_eq!(
+        app.api(Some(&kept_secret)).get("/api/me").status,
+        200,
+        "only that key"
+    );
     assert_eq!(admin.get("/api-management").row_ids(), [kept]);
     assert_eq!(audit_count(&app, "api_key_revoked"), 1);
 
@@ -152,7 +204,10 @@ fn revoking_removes_the_row_and_refuses_the_key_at_once(backend: Backend) {
 
     // A second replica on the same database refuses it too.
     let replica = TestApp::spawn(&db);
-    assert_eq!(replica.api(Some(&doomed_secret)).error_of("/api/me"), (401, "revoked_api_key".into()));
+    assert_eq!(
+        replica.api(Some(&doomed_secret)).error_of("/api/me"),
+        (401, "revoked_api_key".into())
+    );
 }
 
 fn rolling_keeps_the_old_key_for_its_grace_period(backend: Backend) {
@@ -161,26 +216,42 @@ fn rolling_keeps_the_old_key_for_its_grace_period(backend: Backend) {
     let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
     let (old, old_secret) = admin.create_api_key("worker");
 
-    let reply = admin.htmx_post(&format!("/api-management/api-keys/{old}/roll"), &[("grace", "1h")]);
+    let reply = admin.htmx_post(
+        &format!("/api-management/api-keys/{old}/roll"),
+        &[("grace", "1h")],
+    );
     assert_eq!(reply.status, 200, "{}", reply.body);
     let new_secret = reply.new_secret().expect("the new key is shown once");
     assert_ne!(new_secret, old_secret);
     assert!(reply.body.contains("the old key keeps working for 1 hour"));
-    assert!(reply.body.contains("Expires in 1 hour"), "the old row says when it stops");
+    assert!(
+        reply.body.contains("Expires in 1 hour"),
+        "the old row says when it stops"
+    );
     let rows = reply.row_ids();
     assert_eq!(rows.len(), 2);
     let new = rows[0];
 
-    assert_eq!(app.api(Some(&old_secret)).get("/api/me").status, 200, "the old key works during the grace period");
+    assert_eq!(
+        app.api(Some(&old_secret)).get("/api/me").status,
+        200,
+        "the old key works during the grace period"
+    );
     let me = app.api(Some(&new_secret)).get("/api/me").json();
     assert_eq!(me["key"]["name"], "worker");
     assert_eq!(me["key"]["id"], new);
     assert_eq!(audit_count(&app, "api_key_rolled"), 1);
 
     // Rolling the key being phased out again is refused: roll its successor.
-    let again = admin.htmx_post(&format!("/api-management/api-keys/{old}/roll"), &[("grace", "1h")]);
+    let again = admin.htmx_post(
+        &format!("/api-management/api-keys/{old}/roll"),
+        &[("grace", "1h")],
+    );
     assert_eq!(again.status, 400);
-    let bad_grace = admin.htmx_post(&format!("/api-management/api-keys/{new}/roll"), &[("grace", "forever")]);
+    let bad_grace = admin.htmx_post(
+        &format!("/api-management/api-keys/{new}/roll"),
+        &[("grace", "forever")],
+    );
     assert_eq!(bad_grace.status, 400);
 
     // The grace period ends (moved into the past rather than waited for).
@@ -189,14 +260,27 @@ fn rolling_keeps_the_old_key_for_its_grace_period(backend: Backend) {
         .set(api_keys::expires_at.eq(past))
         .execute(&mut *app.pool.get().unwrap())
         .unwrap();
-    assert_eq!(app.api(Some(&old_secret)).error_of("/api/me"), (401, "expired_api_key".into()));
+    assert_eq!(
+        app.api(Some(&old_secret)).error_of("/api/me"),
+        (401, "expired_api_key".into())
+    );
     assert_eq!(app.api(Some(&new_secret)).get("/api/me").status, 200);
-    assert_eq!(admin.get("/api-management").row_ids(), [new], "an expired key leaves the list");
+    assert_eq!(
+        admin.get("/api-management").row_ids(),
+        [new],
+        "an expired key leaves the list"
+    );
 
     // "Now": the old key stops at once.
-    let reply = admin.htmx_post(&format!("/api-management/api-keys/{new}/roll"), &[("grace", "now")]);
+    let reply = admin.htmx_post(
+        &format!("/api-management/api-keys/{new}/roll"),
+        &[("grace", "now")],
+    );
     let newest = reply.new_secret().unwrap();
-    assert_eq!(app.api(Some(&new_secret)).error_of("/api/me"), (401, "expired_api_key".into()));
+    assert_eq!(
+        app.api(Some(&new_secret)).error_of("/api/me"),
+        (401, "expired_api_key".into())
+    );
     assert_eq!(app.api(Some(&newest)).get("/api/me").status, 200);
 }
 
@@ -211,12 +295,20 @@ fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-type LastUse = (Option<chrono::NaiveDateTime>, Option<String>, Option<String>);
+type LastUse = (
+    Option<chrono::NaiveDateTime>,
+    Option<String>,
+    Option<String>,
+);
 
 fn last_use(conn: &mut DbConnection, id: i64) -> LastUse {
     api_keys::table
         .find(id)
-        .select((api_keys::last_used_at, api_keys::last_used_ip, api_keys::last_used_user_agent))
+        .select((
+            api_keys::last_used_at,
+            api_keys::last_used_ip,
+            api_keys::last_used_user_agent,
+        ))
         .first(conn)
         .unwrap()
 }
@@ -227,7 +319,8 @@ fn usage_counts(conn: &mut DbConnection, id: i64) -> (i64, i64) {
         .select((api_key_usage::success_count, api_key_usage::rejected_count))
         .load(conn)
         .unwrap();
-    rows.into_iter().fold((0, 0), |(s, r), (a, b)| (s + a, r + b))
+    rows.into_iter()
+        .fold((0, 0), |(s, r), (a, b)| (s + a, r + b))
 }
 
 fn usage_is_written_without_a_write_per_request(backend: Backend) {
@@ -256,16 +349,29 @@ fn usage_is_written_without_a_write_per_request(backend: Backend) {
     assert_eq!(ip.as_deref(), Some("127.0.0.1"));
     assert_eq!(agent.as_deref(), Some("granite-tests/1.0"));
     assert_eq!(usage_counts(&mut conn, id), (3, 0));
-    wait_for("rejected calls to be counted", || (usage_counts(&mut conn, revoked) == (0, 2)).then_some(()));
-    assert_eq!(last_use(&mut conn, revoked).0, None, "a refused call is not a use");
+    wait_for("rejected calls to be counted", || {
+        (usage_counts(&mut conn, revoked) == (0, 2)).then_some(())
+    });
+    assert_eq!(
+        last_use(&mut conn, revoked).0,
+        None,
+        "a refused call is not a use"
+    );
 
     let page = admin.get("/api-management");
-    assert!(page.body.contains("127.0.0.1 · granite-tests/1.0"), "last caller shown in the row");
+    assert!(
+        page.body.contains("127.0.0.1 · granite-tests/1.0"),
+        "last caller shown in the row"
+    );
     let analytics = admin.get(&format!("/api-management/api-keys/{id}/analytics"));
     assert_eq!(analytics.status, 200);
     assert!(analytics.body.contains("Requests per hour, last 24 hours"));
     assert!(analytics.body.contains("Requests per day, last 7 days"));
-    assert!(analytics.body.contains("3 successful · 0 rejected"), "{}", analytics.body);
+    assert!(
+        analytics.body.contains("3 successful · 0 rejected"),
+        "{}",
+        analytics.body
+    );
     assert!(analytics.body.contains("<svg"), "a server-rendered chart");
     assert!(!analytics.body.contains(&secret));
     let retired = admin.get(&format!("/api-management/api-keys/{revoked}/analytics"));
@@ -282,14 +388,23 @@ fn usage_is_written_at_shutdown(backend: Backend) {
     let pool = app.pool.clone();
     drop(app);
     let mut conn = pool.get().unwrap();
-    assert_eq!(usage_counts(&mut conn, id), (1, 0), "flushed while stopping");
+    assert_eq!(
+        usage_counts(&mut conn, id),
+        (1, 0),
+        "flushed while stopping"
+    );
     assert!(last_use(&mut conn, id).0.is_some());
 }
 
 fn other_organizations_cannot_see_or_touch_a_key(backend: Backend) {
     let db = TestDb::new(backend);
     let app = TestApp::spawn(&db);
-    app.add_user("boss@rival.test", "rival password 1", Role::Admin, Some("Rival Corp"));
+    app.add_user(
+        "boss@rival.test",
+        "rival password 1",
+        Role::Admin,
+        Some("Rival Corp"),
+    );
     let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
     let (id, secret) = admin.create_api_key("ours-only");
     let mut rival = app.signed_in("boss@rival.test", "rival password 1");
@@ -297,10 +412,32 @@ fn other_organizations_cannot_see_or_touch_a_key(backend: Backend) {
     let page = rival.get("/api-management");
     assert!(!page.body.contains("ours-only"));
     assert!(page.row_ids().is_empty());
-    assert_eq!(rival.htmx_post(&format!("/api-management/api-keys/{id}/revoke"), &[]).status, 404);
-    assert_eq!(rival.htmx_post(&format!("/api-management/api-keys/{id}/roll"), &[("grace", "now")]).status, 404);
-    assert_eq!(rival.get(&format!("/api-management/api-keys/{id}/analytics")).status, 404);
-    assert_eq!(app.api(Some(&secret)).get("/api/me").status, 200, "untouched");
+    assert_eq!(
+        rival
+            .htmx_post(&format!("/api-management/api-keys/{id}/revoke"), &[])
+            .status,
+        404
+    );
+    assert_eq!(
+        rival
+            .htmx_post(
+                &format!("/api-management/api-keys/{id}/roll"),
+                &[("grace", "now")]
+            )
+            .status,
+        404
+    );
+    assert_eq!(
+        rival
+            .get(&format!("/api-management/api-keys/{id}/analytics"))
+            .status,
+        404
+    );
+    assert_eq!(
+        app.api(Some(&secret)).get("/api/me").status,
+        200,
+        "untouched"
+    );
 
     let (_, rival_secret) = rival.create_api_key("theirs");
     let me = app.api(Some(&rival_secret)).get("/api/me").json();
@@ -322,9 +459,15 @@ fn viewers_see_keys_but_cannot_change_them(backend: Backend) {
     assert!(!page.body.contains("Revoke key"));
     assert!(!page.body.contains("Roll key"));
     for (path, fields) in [
-        ("/api-management/api-keys".to_owned(), vec![("name", "sneaky")]),
+        (
+            "/api-management/api-keys".to_owned(),
+            vec![("name", "sneaky")],
+        ),
         (format!("/api-management/api-keys/{id}/revoke"), vec![]),
-        (format!("/api-management/api-keys/{id}/roll"), vec![("grace", "now")]),
+        (
+            format!("/api-management/api-keys/{id}/roll"),
+            vec![("grace", "now")],
+        ),
     ] {
         let reply = viewer.htmx_post(&path, &fields);
         assert_eq!(reply.status, 403, "{path}");
@@ -339,7 +482,10 @@ fn no_plaintext_key_in_the_database_or_the_logs(backend: Backend) {
     let app = TestApp::spawn(&db);
     let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
     let (first, first_secret) = admin.create_api_key("scan-me");
-    let rolled = admin.htmx_post(&format!("/api-management/api-keys/{first}/roll"), &[("grace", "7d")]);
+    let rolled = admin.htmx_post(
+        &format!("/api-management/api-keys/{first}/roll"),
+        &[("grace", "7d")],
+    );
     let second_secret = rolled.new_secret().unwrap();
     for secret in [&first_secret, &second_secret] {
         assert_eq!(app.api(Some(secret)).get("/api/me").status, 200);
@@ -381,20 +527,32 @@ fn no_plaintext_key_in_the_database_or_the_logs(backend: Backend) {
             .unwrap();
             let mut dump = String::new();
             for table in tables {
-                let rows: Vec<Row> = diesel::sql_query(format!("SELECT row_to_json(t)::text AS content FROM {} t", table.content))
-                    .load(pg)
-                    .unwrap();
+                let rows: Vec<Row> = diesel::sql_query(format!(
+                    "SELECT row_to_json(t)::text AS content FROM {} t",
+                    table.content
+                ))
+                .load(pg)
+                .unwrap();
                 dump.extend(rows.into_iter().map(|r| r.content));
             }
-            assert!(dump.contains("scan-me") && dump.contains(&sha256_hex(&secrets[0])), "the tables were read");
+            assert!(
+                dump.contains("scan-me") && dump.contains(&sha256_hex(&secrets[0])),
+                "the tables were read"
+            );
             dump
         }
     };
     let log = logs();
     assert!(log.contains("API key created"), "the logs were captured");
     for secret in &secrets {
-        assert!(!everything.contains(secret.as_str()), "a plaintext key is in the database");
-        assert!(!everything.contains(&secret[8..]), "the random part of a key is in the database");
+        assert!(
+            !everything.contains(secret.as_str()),
+            "a plaintext key is in the database"
+        );
+        assert!(
+            !everything.contains(&secret[8..]),
+            "the random part of a key is in the database"
+        );
         assert!(!log.contains(&secret[8..]), "a key is in the logs");
     }
 }

@@ -12,7 +12,9 @@ both_backends!(
 
 fn sign_in(browser: &Browser, app: &TestApp, password: &str) {
     browser.goto(&app.url("/api-management"));
-    browser.wait_until("the sign-in page", || browser.current_url().ends_with("/login").then_some(()));
+    browser.wait_until("the sign-in page", || {
+        browser.current_url().ends_with("/login").then_some(())
+    });
     browser.type_into(&browser.field_labelled("Email"), ADMIN_EMAIL);
     browser.type_into(&browser.field_labelled("Password"), password);
     browser.click(&browser.button_named("Sign in"));
@@ -23,17 +25,39 @@ fn admin_signs_in_and_sees_the_four_sections(backend: Backend) {
     let app = TestApp::spawn(&db);
     let browser = Browser::start();
     sign_in(&browser, &app, ADMIN_PASSWORD);
-    browser.wait_until("the API Management page", || browser.current_url().ends_with("/api-management").then_some(()));
-    let headings: Vec<String> = browser.wait_for_css("section h2").iter().map(|h| browser.text(h)).collect();
-    assert_eq!(headings, ["API Keys", "Enrollment Tokens", "VM Machines", "Queue Status"]);
+    browser.wait_until("the API Management page", || {
+        browser
+            .current_url()
+            .ends_with("/api-management")
+            .then_some(())
+    });
+    let headings: Vec<String> = browser
+        .wait_for_css("section h2")
+        .iter()
+        .map(|h| browser.text(h))
+        .collect();
+    assert_eq!(
+        headings,
+        [
+            "API Keys",
+            "Enrollment Tokens",
+            "VM Machines",
+            "Queue Status"
+        ]
+    );
     let jobs_queued = browser.wait_for_css("[data-metric=jobs-queued]");
     assert_eq!(browser.text(&jobs_queued[0]), "0");
     // htmx loaded under the Content-Security-Policy (a blocked script would leave `htmx` undefined).
-    assert_eq!(browser.execute("return typeof window.htmx + ' ' + window.htmx.version"), "object 2.0.11");
+    assert_eq!(
+        browser.execute("return typeof window.htmx + ' ' + window.htmx.version"),
+        "object 2.0.11"
+    );
     browser.screenshot(&format!("api-management-{backend:?}").to_lowercase());
 
     browser.click(&browser.button_named("Sign out"));
-    browser.wait_until("the sign-in page after sign-out", || browser.current_url().ends_with("/login").then_some(()));
+    browser.wait_until("the sign-in page after sign-out", || {
+        browser.current_url().ends_with("/login").then_some(())
+    });
 }
 
 fn wrong_password_shows_an_error_and_no_session(backend: Backend) {
@@ -45,7 +69,9 @@ fn wrong_password_shows_an_error_and_no_session(backend: Backend) {
     assert_eq!(browser.text(&alert[0]), "Incorrect email or password.");
     assert!(browser.current_url().ends_with("/login"));
     browser.goto(&app.url("/api-management"));
-    browser.wait_until("a redirect to sign-in", || browser.current_url().ends_with("/login").then_some(()));
+    browser.wait_until("a redirect to sign-in", || {
+        browser.current_url().ends_with("/login").then_some(())
+    });
 }
 
 fn admin_creates_uses_and_revokes_an_api_key(backend: Backend) {
@@ -61,10 +87,15 @@ fn admin_creates_uses_and_revokes_an_api_key(backend: Backend) {
     browser.click(&browser.button_named("Create Key"));
     let shown = browser.wait_for_css("[data-testid=new-secret]");
     let secret = browser.text(&shown[0]);
-    assert!(secret.starts_with("gk_live_") && secret.len() == 46, "{secret}");
+    assert!(
+        secret.starts_with("gk_live_") && secret.len() == 46,
+        "{secret}"
+    );
     let copy = browser.button_named("Copy");
     browser.click(&copy);
-    browser.wait_until("the copy button to confirm", || (browser.text(&copy) == "Copied").then_some(()));
+    browser.wait_until("the copy button to confirm", || {
+        (browser.text(&copy) == "Copied").then_some(())
+    });
     browser.screenshot(&format!("api-key-created-{backend:?}").to_lowercase());
 
     // The key works, like a service calling with curl would use it.
@@ -73,14 +104,18 @@ fn admin_creates_uses_and_revokes_an_api_key(backend: Backend) {
     assert_eq!(me.json()["key"]["name"], "payments-service");
 
     // Analytics is one click from the row; usage appears once the server has written it (every 5 s).
-    let analytics = browser.wait_for_css("#api-keys tbody tr[data-id] a").remove(0);
+    let analytics = browser
+        .wait_for_css("#api-keys tbody tr[data-id] a")
+        .remove(0);
     browser.click(&analytics);
     let heading = browser.wait_for_css("h1").remove(0);
     assert_eq!(browser.text(&heading), "payments-service");
     let url = browser.current_url();
     browser.wait_until("the call to show in analytics", || {
         let totals = browser.css(".chart-totals");
-        let counted = totals.first().is_some_and(|t| browser.text(t) == "1 successful · 0 rejected");
+        let counted = totals
+            .first()
+            .is_some_and(|t| browser.text(t) == "1 successful · 0 rejected");
         if !counted {
             std::thread::sleep(std::time::Duration::from_millis(500));
             browser.goto(&url);
@@ -91,15 +126,32 @@ fn admin_creates_uses_and_revokes_an_api_key(backend: Backend) {
     browser.goto(&app.url("/api-management"));
     browser.execute("window.stillTheSamePage = true; return null;");
 
-    let row = browser.wait_for_css("#api-keys tbody tr[data-id]").remove(0);
+    let row = browser
+        .wait_for_css("#api-keys tbody tr[data-id]")
+        .remove(0);
     let id = browser.attribute(&row, "data-id").unwrap();
     browser.click(&browser.button_named("Revoke key payments-service"));
     let question = browser.accept_dialog();
     assert!(question.contains("payments-service"), "{question}");
-    browser.wait_until("the row to go", || browser.css(&format!("tr[data-id='{id}']")).is_empty().then_some(()));
-    assert_eq!(browser.execute("return window.stillTheSamePage === true"), true, "no reload happened");
-    assert!(browser.css("[data-testid=new-secret]").is_empty(), "the secret is gone with the section");
-    assert_eq!(app.api(Some(&secret)).error_of("/api/me"), (401, "revoked_api_key".into()));
+    browser.wait_until("the row to go", || {
+        browser
+            .css(&format!("tr[data-id='{id}']"))
+            .is_empty()
+            .then_some(())
+    });
+    assert_eq!(
+        browser.execute("return window.stillTheSamePage === true"),
+        true,
+        "no reload happened"
+    );
+    assert!(
+        browser.css("[data-testid=new-secret]").is_empty(),
+        "the secret is gone with the section"
+    );
+    assert_eq!(
+        app.api(Some(&secret)).error_of("/api/me"),
+        (401, "revoked_api_key".into())
+    );
 
     // And a reload shows no key and no secret.
     browser.goto(&app.url("/api-management"));
@@ -130,14 +182,23 @@ fn admin_enrolls_watches_and_removes_a_machine(backend: Backend) {
     // Two tokens: one to enroll with, one to revoke.
     browser.type_into(&browser.field_labelled("Description"), "spare");
     browser.click_button("Create Token");
-    browser.wait_until("the first token", || (browser.count("#enrollment-tokens tbody tr") == 1).then_some(()));
+    browser.wait_until("the first token", || {
+        (browser.count("#enrollment-tokens tbody tr") == 1).then_some(())
+    });
     browser.type_into(&browser.field_labelled("Description"), "build agent");
     browser.click_button("Create Token");
-    browser.wait_until("the second token", || (browser.count("#enrollment-tokens tbody tr") == 2).then_some(()));
-    let token = browser.text_of("#enrollment-tokens [data-testid=new-secret]").unwrap();
+    browser.wait_until("the second token", || {
+        (browser.count("#enrollment-tokens tbody tr") == 2).then_some(())
+    });
+    let token = browser
+        .text_of("#enrollment-tokens [data-testid=new-secret]")
+        .unwrap();
     assert!(token.starts_with("enroll_"), "{token}");
     let command = browser.text_of("#enrollment-tokens pre.command").unwrap();
-    assert!(command.contains(&token), "the enroll command carries the token: {command}");
+    assert!(
+        command.contains(&token),
+        "the enroll command carries the token: {command}"
+    );
     browser.screenshot(&format!("enrollment-token-{backend:?}").to_lowercase());
 
     // The machine enrolls over HTTP and heartbeats until told to stop.
@@ -157,8 +218,14 @@ fn admin_enrolls_watches_and_removes_a_machine(backend: Backend) {
     browser.wait_until("the machine to appear Online", || {
         (browser.attribute_of(&tile, "data-status").as_deref() == Some("online")).then_some(())
     });
-    assert!(enrolled.elapsed() < std::time::Duration::from_secs(5), "it appeared within 5 s");
-    assert!(browser.text_of(&tile).unwrap().contains("Online"), "the status is written, not only coloured");
+    assert!(
+        enrolled.elapsed() < std::time::Duration::from_secs(5),
+        "it appeared within 5 s"
+    );
+    assert!(
+        browser.text_of(&tile).unwrap().contains("Online"),
+        "the status is written, not only coloured"
+    );
     browser.wait_until("the token to show Used by the machine", || {
         let used = browser.text_of("#enrollment-tokens tr[data-state=used]")?;
         used.contains("build-agent-7").then_some(())
@@ -175,7 +242,9 @@ fn admin_enrolls_watches_and_removes_a_machine(backend: Backend) {
     assert!(browser.text_of(&tile).unwrap().contains("Offline"));
 
     // Revoke the spare token with its trash icon.
-    let hint = browser.text_of("#enrollment-tokens tr[data-state=active] code").unwrap();
+    let hint = browser
+        .text_of("#enrollment-tokens tr[data-state=active] code")
+        .unwrap();
     browser.click_button(&format!("Revoke token {hint}"));
     assert!(browser.accept_dialog().contains(&hint));
     browser.wait_until("the token row to show Revoked", || {
@@ -185,9 +254,18 @@ fn admin_enrolls_watches_and_removes_a_machine(backend: Backend) {
     // Remove the machine with its trash icon: the row goes and the credential is refused.
     browser.click_button("Remove machine build-agent-7");
     assert!(browser.accept_dialog().contains("build-agent-7"));
-    browser.wait_until("the machine row to go", || (browser.count(&tile) == 0).then_some(()));
-    assert_eq!(app.heartbeat(&credential).api_error(), (401, "machine_removed".into()));
-    assert_eq!(browser.execute("return window.stillTheSamePage === true"), true, "all without a reload");
+    browser.wait_until("the machine row to go", || {
+        (browser.count(&tile) == 0).then_some(())
+    });
+    assert_eq!(
+        app.heartbeat(&credential).api_error(),
+        (401, "machine_removed".into())
+    );
+    assert_eq!(
+        browser.execute("return window.stillTheSamePage === true"),
+        true,
+        "all without a reload"
+    );
 }
 
 mod queue {
@@ -207,13 +285,18 @@ fn jobs_flow_through_the_page_without_a_reload(backend: Backend) {
     sign_in(&browser, &app, ADMIN_PASSWORD);
     browser.wait_for_css("#queue-status");
     browser.execute("window.stillTheSamePage = true; return null;");
-    assert_eq!(browser.text_of("[data-metric=jobs-queued]").as_deref(), Some("0"));
+    assert_eq!(
+        browser.text_of("[data-metric=jobs-queued]").as_deref(),
+        Some("0")
+    );
 
     for n in 0..2 {
         let reply = app.start_run(&key, "default/invoice-sync", &serde_json::json!({ "n": n }));
         assert_eq!(reply.status, 202, "{}", reply.body);
     }
-    browser.wait_until("Jobs Queued to rise", || (browser.text_of("[data-metric=jobs-queued]").as_deref() == Some("2")).then_some(()));
+    browser.wait_until("Jobs Queued to rise", || {
+        (browser.text_of("[data-metric=jobs-queued]").as_deref() == Some("2")).then_some(())
+    });
 
     let claimed = app.claim(&credential, 0).json();
     let run_id = claimed["runId"].as_str().unwrap().to_owned();
@@ -228,18 +311,30 @@ fn jobs_flow_through_the_page_without_a_reload(backend: Backend) {
         let running = browser.text_of("[data-metric=jobs-running]");
         (queued.as_deref() == Some("1") && running.as_deref() == Some("1")).then_some(())
     });
-    assert_ne!(browser.text_of("[data-metric=avg-wait]").as_deref(), Some("—"), "Avg Wait Time has a value once a job started");
+    assert_ne!(
+        browser.text_of("[data-metric=avg-wait]").as_deref(),
+        Some("—"),
+        "Avg Wait Time has a value once a job started"
+    );
     browser.resize(1280, 1650);
     browser.execute("window.scrollTo(0, 0); return null;");
     browser.screenshot(&format!("api-management-busy-{backend:?}").to_lowercase());
     browser.resize(1280, 1000);
 
-    let done = app.complete(&credential, &run_id, &serde_json::json!({ "status": "completed", "result": { "ok": true } }));
+    let done = app.complete(
+        &credential,
+        &run_id,
+        &serde_json::json!({ "status": "completed", "result": { "ok": true } }),
+    );
     assert_eq!(done.status, 200);
     browser.wait_until("the tile to turn Online again", || {
         (browser.attribute_of(&tile, "data-status").as_deref() == Some("online")).then_some(())
     });
-    assert_eq!(browser.execute("return window.stillTheSamePage === true"), true, "all without a reload");
+    assert_eq!(
+        browser.execute("return window.stillTheSamePage === true"),
+        true,
+        "all without a reload"
+    );
     browser.execute("document.getElementById('queue-status').scrollIntoView(); return null;");
     browser.screenshot(&format!("queue-status-{backend:?}").to_lowercase());
 

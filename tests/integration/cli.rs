@@ -17,15 +17,27 @@ fn granite(args: &[&str], database_url: &str, stdin: &str) -> (bool, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("the granite binary runs");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     let output = child.wait_with_output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     (output.status.success(), text)
 }
 
 #[test]
 fn help_explains_every_setting_of_the_contract() {
-    let output = Command::new(env!("CARGO_BIN_EXE_granite")).arg("--help").output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_granite"))
+        .arg("--help")
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success());
     for variable in [
@@ -37,10 +49,19 @@ fn help_explains_every_setting_of_the_contract() {
         "GRANITE_OFFLINE_AFTER_SECS",
         "GRANITE_ENROLLMENT_TTL_HOURS",
     ] {
-        assert!(help.contains(variable), "--help does not mention {variable}:\n{help}");
+        assert!(
+            help.contains(variable),
+            "--help does not mention {variable}:\n{help}"
+        );
     }
-    assert!(help.contains("sqlite://granite.db") && help.contains("127.0.0.1:8080"), "defaults shown");
-    let serve_help = Command::new(env!("CARGO_BIN_EXE_granite")).args(["serve", "--help"]).output().unwrap();
+    assert!(
+        help.contains("sqlite://granite.db") && help.contains("127.0.0.1:8080"),
+        "defaults shown"
+    );
+    let serve_help = Command::new(env!("CARGO_BIN_EXE_granite"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&serve_help.stdout).contains("GRANITE_OFFLINE_AFTER_SECS"));
 }
 
@@ -48,29 +69,76 @@ fn user_add_adds_users_that_can_sign_in(backend: Backend) {
     let db = TestDb::new(backend);
     let app = TestApp::spawn(&db);
 
-    let (ok, out) = granite(&["user", "add", "--email", "Viewer@Example.com", "--role", "viewer"], &db.url_text, "viewer password 1\n");
+    let (ok, out) = granite(
+        &[
+            "user",
+            "add",
+            "--email",
+            "Viewer@Example.com",
+            "--role",
+            "viewer",
+        ],
+        &db.url_text,
+        "viewer password 1\n",
+    );
     assert!(ok, "{out}");
-    assert!(out.contains("Added viewer@example.com as viewer of Default organization"), "{out}");
+    assert!(
+        out.contains("Added viewer@example.com as viewer of Default organization"),
+        "{out}"
+    );
     let mut viewer = app.signed_in("viewer@example.com", "viewer password 1");
     let page = viewer.get("/api-management");
     assert!(page.body.contains("viewer@example.com"));
     assert!(page.body.contains(">viewer</span>"));
 
-    let (ok, out) = granite(&["user", "add", "--email", "viewer@example.com"], &db.url_text, "another password\n");
+    let (ok, out) = granite(
+        &["user", "add", "--email", "viewer@example.com"],
+        &db.url_text,
+        "another password\n",
+    );
     assert!(!ok && out.contains("exists already"), "{out}");
-    let (ok, out) = granite(&["user", "add", "--email", "x@example.com"], &db.url_text, "short\n");
+    let (ok, out) = granite(
+        &["user", "add", "--email", "x@example.com"],
+        &db.url_text,
+        "short\n",
+    );
     assert!(!ok && out.contains("at least 10 characters"), "{out}");
-    let (ok, out) = granite(&["user", "add", "--email", "x@example.com", "--org", "nope"], &db.url_text, "long enough pw\n");
-    assert!(!ok && out.contains("no organization with the slug \"nope\""), "{out}");
-    let (ok, out) = granite(&["user", "add", "--email", "x@example.com", "--role", "owner"], &db.url_text, "long enough pw\n");
+    let (ok, out) = granite(
+        &["user", "add", "--email", "x@example.com", "--org", "nope"],
+        &db.url_text,
+        "long enough pw\n",
+    );
+    assert!(
+        !ok && out.contains("no organization with the slug \"nope\""),
+        "{out}"
+    );
+    let (ok, out) = granite(
+        &["user", "add", "--email", "x@example.com", "--role", "owner"],
+        &db.url_text,
+        "long enough pw\n",
+    );
     assert!(!ok && out.contains("admin or viewer"), "{out}");
 
-    let (ok, out) = granite(&["user", "add", "--email", "boss@other.test", "--new-org", "Other Corp"], &db.url_text, "other corp password\n");
+    let (ok, out) = granite(
+        &[
+            "user",
+            "add",
+            "--email",
+            "boss@other.test",
+            "--new-org",
+            "Other Corp",
+        ],
+        &db.url_text,
+        "other corp password\n",
+    );
     assert!(ok, "{out}");
     let mut other = app.signed_in("boss@other.test", "other corp password");
     let page = other.get("/api-management");
     assert!(page.body.contains("Other Corp"));
     assert!(!page.body.contains("Default organization"));
     assert!(!page.body.contains(ADMIN_EMAIL));
-    assert_eq!(app.client().sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).status, 303);
+    assert_eq!(
+        app.client().sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).status,
+        303
+    );
 }

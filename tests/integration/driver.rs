@@ -26,11 +26,20 @@ struct Workspace {
 
 impl Workspace {
     fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("granite-driver-{}", granite::secret::random_base62(10)));
+        let dir = std::env::temp_dir().join(format!(
+            "granite-driver-{}",
+            granite::secret::random_base62(10)
+        ));
         std::fs::create_dir_all(dir.join("automations")).unwrap();
         let workspace = Self { dir };
-        workspace.script("square", "#!/bin/sh\ninput=$(cat)\nprintf '{\"received\": %s, \"square\": 49}' \"$input\"\n");
-        workspace.script("broken", "#!/bin/sh\necho 'boom: the form never loaded' >&2\nexit 2\n");
+        workspace.script(
+            "square",
+            "#!/bin/sh\ninput=$(cat)\nprintf '{\"received\": %s, \"square\": 49}' \"$input\"\n",
+        );
+        workspace.script(
+            "broken",
+            "#!/bin/sh\necho 'boom: the form never loaded' >&2\nexit 2\n",
+        );
         workspace.script("slow", "#!/bin/sh\nsleep 3\necho '{\"done\": true}'\n");
         workspace
     }
@@ -58,14 +67,26 @@ impl Drop for Workspace {
 
 fn granite() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_granite"));
-    command.env_remove("GRANITE_ENROLLMENT_TOKEN").env("RUST_LOG", "info");
+    command
+        .env_remove("GRANITE_ENROLLMENT_TOKEN")
+        .env("RUST_LOG", "info");
     command
 }
 
 /// `granite driver enroll` with the token on standard input; returns (success, output).
 fn enroll(server: &str, token: &str, credentials: &Path, extra: &[&str]) -> (bool, String) {
     let mut child = granite()
-        .args(["driver", "enroll", "--server", server, "--name", "test-driver", "--capability", "shell", "--credentials"])
+        .args([
+            "driver",
+            "enroll",
+            "--server",
+            server,
+            "--name",
+            "test-driver",
+            "--capability",
+            "shell",
+            "--credentials",
+        ])
         .arg(credentials)
         .args(extra)
         .stdin(Stdio::piped())
@@ -73,9 +94,21 @@ fn enroll(server: &str, token: &str, credentials: &Path, extra: &[&str]) -> (boo
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(format!("{token}\n").as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{token}\n").as_bytes())
+        .unwrap();
     let output = child.wait_with_output().unwrap();
-    (output.status.success(), format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
 }
 
 struct DriverProcess(Child);
@@ -95,7 +128,13 @@ impl DriverProcess {
     }
 
     fn signal(&self, name: &str) {
-        assert!(Command::new("kill").args([&format!("-{name}"), &self.0.id().to_string()]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args([&format!("-{name}"), &self.0.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
     }
 
     /// Waits for the process to end; returns its exit code and what it wrote to stderr.
@@ -105,7 +144,12 @@ impl DriverProcess {
             if let Some(status) = self.0.try_wait().unwrap() {
                 let mut stderr = String::new();
                 use std::io::Read;
-                self.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+                self.0
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut stderr)
+                    .unwrap();
                 return (status.code(), stderr);
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -139,40 +183,87 @@ fn a_driver_enrolls_and_runs_real_automations(backend: Backend) {
 
     let (ok, output) = enroll(&app.url(""), &token, &workspace.credentials(), &[]);
     assert!(ok, "{output}");
-    assert!(output.contains("Enrolled test-driver as machine"), "{output}");
+    assert!(
+        output.contains("Enrolled test-driver as machine"),
+        "{output}"
+    );
     assert!(!output.contains(&token), "the token is never echoed");
-    let mode = std::fs::metadata(workspace.credentials()).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(workspace.credentials())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600, "only its owner can read the credential");
     let saved = std::fs::read_to_string(workspace.credentials()).unwrap();
     assert!(saved.contains("\"credential\": \"gd_"));
     let (_, again) = admin.create_enrollment_token("second");
     let (ok, output) = enroll(&app.url(""), &again, &workspace.credentials(), &[]);
-    assert!(!ok && output.contains("already holds an enrollment"), "{output}");
-    assert_eq!(std::fs::read_to_string(workspace.credentials()).unwrap(), saved, "not overwritten");
+    assert!(
+        !ok && output.contains("already holds an enrollment"),
+        "{output}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(workspace.credentials()).unwrap(),
+        saved,
+        "not overwritten"
+    );
     let page = admin.get("/api-management");
     assert!(page.body.contains("test-driver"));
-    assert!(page.body.contains("data-state=\"active\""), "the refused enrollment did not spend the second token");
+    assert!(
+        page.body.contains("data-state=\"active\""),
+        "the refused enrollment did not spend the second token"
+    );
 
     let _driver = DriverProcess::start(&workspace);
-    let reply = app.start_run(&key, "default/square?wait=true&timeout=30&requires=shell", &json!({ "n": 7 }));
+    let reply = app.start_run(
+        &key,
+        "default/square?wait=true&timeout=30&requires=shell",
+        &json!({ "n": 7 }),
+    );
     assert_eq!(reply.status, 200, "{}", reply.body);
     let run = reply.json();
     assert_eq!(run["status"], "completed");
-    assert_eq!(run["result"], json!({ "received": { "n": 7 }, "square": 49 }));
+    assert_eq!(
+        run["result"],
+        json!({ "received": { "n": 7 }, "square": 49 })
+    );
     let id = run["runId"].as_str().unwrap();
-    assert_eq!(app.api(Some(&key)).get(&format!("/api/agent-runs/{id}")).json()["result"]["square"], 49);
+    assert_eq!(
+        app.api(Some(&key))
+            .get(&format!("/api/agent-runs/{id}"))
+            .json()["result"]["square"],
+        49
+    );
 
-    let failed = app.start_run(&key, "default/broken?wait=true&timeout=30", &json!({})).json();
+    let failed = app
+        .start_run(&key, "default/broken?wait=true&timeout=30", &json!({}))
+        .json();
     assert_eq!(failed["status"], "failed");
     assert_eq!(failed["error"]["type"], "exit_status");
-    assert!(failed["error"]["message"].as_str().unwrap().contains("boom: the form never loaded"), "{failed}");
-    let unknown = app.start_run(&key, "default/no-such-automation?wait=true&timeout=30", &json!({})).json();
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("boom: the form never loaded"),
+        "{failed}"
+    );
+    let unknown = app
+        .start_run(
+            &key,
+            "default/no-such-automation?wait=true&timeout=30",
+            &json!({}),
+        )
+        .json();
     assert_eq!(unknown["status"], "failed");
     assert_eq!(unknown["error"]["type"], "unknown_automation");
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// `granite serve` as its own process, so it can be killed outright.
@@ -188,9 +279,18 @@ fn serve(db: &TestDb, port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while agent.get(format!("http://127.0.0.1:{port}/healthz")).call().map(|r| r.status().as_u16()).unwrap_or(0) != 200 {
+    while agent
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .call()
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+        != 200
+    {
         assert!(Instant::now() < deadline, "granite serve did not come up");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -204,10 +304,20 @@ fn a_job_survives_a_server_killed_mid_run(backend: Backend) {
     let base = format!("http://127.0.0.1:{port}");
     // Keys and tokens straight through the domain, on the server's own database.
     let pool = granite::db::Pool::open(&db.url, 2).unwrap();
-    let actor = granite::audit::Actor { user_id: 1, email: ADMIN_EMAIL.into(), source_ip: None };
+    let actor = granite::audit::Actor {
+        user_id: 1,
+        email: ADMIN_EMAIL.into(),
+        source_ip: None,
+    };
     let (key, token) = {
         let mut conn = pool.get().unwrap();
-        let (_, key) = granite::api_keys::create(&mut conn, 1, &granite::api_keys::KeyName::parse("k").unwrap(), &actor).unwrap();
+        let (_, key) = granite::api_keys::create(
+            &mut conn,
+            1,
+            &granite::api_keys::KeyName::parse("k").unwrap(),
+            &actor,
+        )
+        .unwrap();
         let (_, token) = granite::enrollment::create(&mut conn, 1, "", 1, &actor).unwrap();
         (key.expose().to_owned(), token.expose().to_owned())
     };
@@ -216,14 +326,27 @@ fn a_job_survives_a_server_killed_mid_run(backend: Backend) {
     assert!(ok, "{output}");
     let mut driver = DriverProcess::start(&workspace);
 
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let mut started = agent.post(format!("{base}/api/default/slow")).header("X-Granite-API-Key", &key).send_json(json!({})).unwrap();
-    let id = serde_json::from_str::<serde_json::Value>(&started.body_mut().read_to_string().unwrap()).unwrap()["runId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut started = agent
+        .post(format!("{base}/api/default/slow"))
+        .header("X-Granite-API-Key", &key)
+        .send_json(json!({}))
+        .unwrap();
+    let id =
+        serde_json::from_str::<serde_json::Value>(&started.body_mut().read_to_string().unwrap())
+            .unwrap()["runId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
     let status = |agent: &ureq::Agent| -> serde_json::Value {
-        let mut reply = agent.get(format!("{base}/api/agent-runs/{id}")).header("X-Granite-API-Key", &key).call().unwrap();
+        let mut reply = agent
+            .get(format!("{base}/api/agent-runs/{id}"))
+            .header("X-Granite-API-Key", &key)
+            .call()
+            .unwrap();
         serde_json::from_str(&reply.body_mut().read_to_string().unwrap()).unwrap()
     };
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -246,7 +369,10 @@ fn a_job_survives_a_server_killed_mid_run(backend: Backend) {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(run["result"], json!({ "done": true }));
-    assert!(driver.0.try_wait().unwrap().is_none(), "the driver outlived the restart");
+    assert!(
+        driver.0.try_wait().unwrap().is_none(),
+        "the driver outlived the restart"
+    );
     let _ = server.kill();
     let _ = server.wait();
 }
@@ -261,10 +387,21 @@ fn removing_the_machine_stops_the_driver(backend: Backend) {
     let mut driver = DriverProcess::start(&workspace);
     let machine_id = admin.machine_list("").row_ids()[0];
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(admin.htmx_post(&format!("/api-management/machines/{machine_id}/remove"), &[]).status, 200);
+    assert_eq!(
+        admin
+            .htmx_post(
+                &format!("/api-management/machines/{machine_id}/remove"),
+                &[]
+            )
+            .status,
+        200
+    );
     let (code, stderr) = driver.wait_for_exit(Duration::from_secs(15));
     assert_eq!(code, Some(3), "{stderr}");
-    assert!(stderr.contains("This machine was removed from Granite by an admin"), "{stderr}");
+    assert!(
+        stderr.contains("This machine was removed from Granite by an admin"),
+        "{stderr}"
+    );
 }
 
 fn ctrl_c_finishes_the_job_then_stops(backend: Backend) {
@@ -276,9 +413,17 @@ fn ctrl_c_finishes_the_job_then_stops(backend: Backend) {
     let workspace = Workspace::new();
     assert!(enroll(&app.url(""), &token, &workspace.credentials(), &[]).0);
     let mut driver = DriverProcess::start(&workspace);
-    let id = app.start_run(&key, "default/slow", &json!({})).json()["runId"].as_str().unwrap().to_owned();
+    let id = app.start_run(&key, "default/slow", &json!({})).json()["runId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let deadline = Instant::now() + Duration::from_secs(15);
-    while app.api(Some(&key)).get(&format!("/api/agent-runs/{id}")).json()["status"] != "running" {
+    while app
+        .api(Some(&key))
+        .get(&format!("/api/agent-runs/{id}"))
+        .json()["status"]
+        != "running"
+    {
         assert!(Instant::now() < deadline, "the driver never took the run");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -286,14 +431,28 @@ fn ctrl_c_finishes_the_job_then_stops(backend: Backend) {
     let (code, stderr) = driver.wait_for_exit(Duration::from_secs(20));
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("finishing the current job"), "{stderr}");
-    let run = app.api(Some(&key)).get(&format!("/api/agent-runs/{id}")).json();
-    assert_eq!(run["status"], "completed", "the job was finished before stopping: {run}");
+    let run = app
+        .api(Some(&key))
+        .get(&format!("/api/agent-runs/{id}"))
+        .json();
+    assert_eq!(
+        run["status"], "completed",
+        "the job was finished before stopping: {run}"
+    );
 
     // Twice: the job goes back to the queue at once.
     let mut driver = DriverProcess::start(&workspace);
-    let id = app.start_run(&key, "default/slow", &json!({})).json()["runId"].as_str().unwrap().to_owned();
+    let id = app.start_run(&key, "default/slow", &json!({})).json()["runId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let deadline = Instant::now() + Duration::from_secs(15);
-    while app.api(Some(&key)).get(&format!("/api/agent-runs/{id}")).json()["status"] != "running" {
+    while app
+        .api(Some(&key))
+        .get(&format!("/api/agent-runs/{id}"))
+        .json()["status"]
+        != "running"
+    {
         assert!(Instant::now() < deadline, "the driver never took the run");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -302,6 +461,9 @@ fn ctrl_c_finishes_the_job_then_stops(backend: Backend) {
     driver.signal("INT");
     let (code, stderr) = driver.wait_for_exit(Duration::from_secs(10));
     assert_eq!(code, Some(0), "{stderr}");
-    let run = app.api(Some(&key)).get(&format!("/api/agent-runs/{id}")).json();
+    let run = app
+        .api(Some(&key))
+        .get(&format!("/api/agent-runs/{id}"))
+        .json();
     assert_eq!(run["status"], "queued", "given back: {run}");
 }

@@ -15,7 +15,10 @@ both_backends!(
 );
 
 fn user_count(app: &TestApp) -> i64 {
-    users::table.count().get_result(&mut *app.pool.get().unwrap()).unwrap()
+    users::table
+        .count()
+        .get_result(&mut *app.pool.get().unwrap())
+        .unwrap()
 }
 
 fn as_refs<'a>(fields: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
@@ -27,7 +30,10 @@ fn configured_admin_is_created_once(backend: Backend) {
     {
         let app = TestApp::spawn(&db);
         assert_eq!(user_count(&app), 1);
-        assert!(app.setup_url.is_none(), "no setup URL when an admin is configured");
+        assert!(
+            app.setup_url.is_none(),
+            "no setup URL when an admin is configured"
+        );
     }
     // Restarted with another password and then another email: neither changes anything.
     let app = TestApp::spawn_with(&db, |s| {
@@ -40,9 +46,22 @@ fn configured_admin_is_created_once(backend: Backend) {
         s.admin_password = Some("another password".into());
     });
     assert_eq!(user_count(&app), 1);
-    assert_eq!(app.client().sign_in(ADMIN_EMAIL, "a different password").status, 401);
-    assert_eq!(app.client().sign_in("second@example.com", "another password").status, 401);
-    assert_eq!(app.client().sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).status, 303);
+    assert_eq!(
+        app.client()
+            .sign_in(ADMIN_EMAIL, "a different password")
+            .status,
+        401
+    );
+    assert_eq!(
+        app.client()
+            .sign_in("second@example.com", "another password")
+            .status,
+        401
+    );
+    assert_eq!(
+        app.client().sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).status,
+        303
+    );
     let created: i64 = audit_events::table
         .filter(audit_events::action.eq("first_admin_created"))
         .count()
@@ -54,7 +73,10 @@ fn configured_admin_is_created_once(backend: Backend) {
 fn setup_url_creates_the_first_admin_once(backend: Backend) {
     let db = TestDb::new(backend);
     let app = TestApp::spawn_with(&db, |_| {});
-    let setup_url = app.setup_url.clone().expect("a setup URL when no admin is configured");
+    let setup_url = app
+        .setup_url
+        .clone()
+        .expect("a setup URL when no admin is configured");
     let path = setup_url.strip_prefix(&app.url("")).unwrap().to_owned();
     let code = path.split("code=").nth(1).unwrap().to_owned();
     let mut client = app.client();
@@ -96,7 +118,12 @@ fn setup_url_creates_the_first_admin_once(backend: Backend) {
 
     // The link is spent.
     let mut other = app.client();
-    assert!(other.get(&path).body.contains("This setup link is not valid"));
+    assert!(
+        other
+            .get(&path)
+            .body
+            .contains("This setup link is not valid")
+    );
     let replay = other.get("/login").csrf_token();
     let mut again = fields("another long password", "another long password");
     again[0].1 = replay;
@@ -105,19 +132,30 @@ fn setup_url_creates_the_first_admin_once(backend: Backend) {
     assert_eq!(user_count(&app), 1);
     drop(app);
     let restarted = TestApp::spawn_with(&db, |_| {});
-    assert!(restarted.setup_url.is_none(), "no new setup URL once an admin exists");
+    assert!(
+        restarted.setup_url.is_none(),
+        "no new setup URL once an admin exists"
+    );
 }
 
 fn bad_admin_configuration_stops_the_start(backend: Backend) {
     let db = TestDb::new(backend);
-    let mut settings = granite::config::Settings::new(db.url.clone(), "127.0.0.1:0".parse().unwrap());
+    let mut settings =
+        granite::config::Settings::new(db.url.clone(), "127.0.0.1:0".parse().unwrap());
     settings.admin_email = Some(ADMIN_EMAIL.into());
     settings.admin_password = Some("short".into());
-    let error = TestApp::try_spawn(settings.clone()).err().expect("a short password must stop the start");
+    let error = TestApp::try_spawn(settings.clone())
+        .err()
+        .expect("a short password must stop the start");
     assert!(error.contains("GRANITE_ADMIN_PASSWORD"), "{error}");
     settings.admin_password = None;
-    let error = TestApp::try_spawn(settings).err().expect("an email without a password must stop the start");
-    assert!(error.contains("GRANITE_ADMIN_EMAIL and GRANITE_ADMIN_PASSWORD"), "{error}");
+    let error = TestApp::try_spawn(settings)
+        .err()
+        .expect("an email without a password must stop the start");
+    assert!(
+        error.contains("GRANITE_ADMIN_EMAIL and GRANITE_ADMIN_PASSWORD"),
+        "{error}"
+    );
 }
 
 fn sessions_survive_restarts_and_span_replicas(backend: Backend) {
@@ -127,11 +165,19 @@ fn sessions_survive_restarts_and_span_replicas(backend: Backend) {
     let client = first.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
     let mut on_second = second.client();
     on_second.adopt_session_of(&client);
-    assert_eq!(on_second.get("/api-management").status, 200, "a replica accepts another's session");
+    assert_eq!(
+        on_second.get("/api-management").status,
+        200,
+        "a replica accepts another's session"
+    );
     drop(first);
     drop(second);
     let restarted = TestApp::spawn(&db);
     let mut after_restart = restarted.client();
     after_restart.adopt_session_of(&client);
-    assert_eq!(after_restart.get("/api-management").status, 200, "sessions survive a restart");
+    assert_eq!(
+        after_restart.get("/api-management").status,
+        200,
+        "sessions survive a restart"
+    );
 }

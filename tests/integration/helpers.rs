@@ -47,7 +47,8 @@ macro_rules! both_backends {
 }
 
 fn postgres_base_url() -> String {
-    std::env::var("GRANITE_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("GRANITE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 fn unique_name() -> String {
@@ -73,7 +74,11 @@ impl TestDb {
                 let dir = std::env::temp_dir().join(format!("granite-{}", unique_name()));
                 // A folder that does not exist yet: the server must create it.
                 let url_text = format!("sqlite://{}/data/granite.db", dir.display());
-                Self { url: DatabaseUrl::parse(&url_text).unwrap(), url_text, cleanup: Cleanup::Dir(dir) }
+                Self {
+                    url: DatabaseUrl::parse(&url_text).unwrap(),
+                    url_text,
+                    cleanup: Cleanup::Dir(dir),
+                }
             }
             Backend::Postgres => {
                 let base = postgres_base_url();
@@ -84,10 +89,15 @@ impl TestDb {
                          Start it (`.ci/run` does) or point GRANITE_TEST_POSTGRES_URL at one."
                     )
                 });
-                conn.batch_execute(&format!("CREATE SCHEMA {schema}")).unwrap();
+                conn.batch_execute(&format!("CREATE SCHEMA {schema}"))
+                    .unwrap();
                 let separator = if base.contains('?') { '&' } else { '?' };
                 let url_text = format!("{base}{separator}options=-csearch_path%3D{schema}");
-                Self { url: DatabaseUrl::parse(&url_text).unwrap(), url_text, cleanup: Cleanup::Schema(schema) }
+                Self {
+                    url: DatabaseUrl::parse(&url_text).unwrap(),
+                    url_text,
+                    cleanup: Cleanup::Schema(schema),
+                }
             }
         }
     }
@@ -147,7 +157,12 @@ impl TestApp {
             actix_web::rt::System::new().block_on(async move {
                 match Application::build(settings).await {
                     Ok(app) => {
-                        let started = (app.address(), app.pool().clone(), app.setup_url().map(str::to_owned), app.handle());
+                        let started = (
+                            app.address(),
+                            app.pool().clone(),
+                            app.setup_url().map(str::to_owned),
+                            app.handle(),
+                        );
                         tx.send(Ok(started)).unwrap();
                         app.run_until_stopped().await.unwrap();
                     }
@@ -156,7 +171,13 @@ impl TestApp {
             })
         });
         let (address, pool, setup_url, handle) = rx.recv().expect("server thread ended early")?;
-        Ok(Self { address, pool, setup_url, handle, thread: Some(thread) })
+        Ok(Self {
+            address,
+            pool,
+            setup_url,
+            handle,
+            thread: Some(thread),
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -165,13 +186,20 @@ impl TestApp {
 
     /// A client of the public API sending `key` (or no key) in `X-Granite-API-Key`.
     pub fn api(&self, key: Option<&str>) -> ApiClient {
-        ApiClient { address: self.address, key: key.map(str::to_owned), agent: Client::new(self.address).agent }
+        ApiClient {
+            address: self.address,
+            key: key.map(str::to_owned),
+            agent: Client::new(self.address).agent,
+        }
     }
 
     /// POSTs JSON to the public or driver API, with `Authorization: Bearer …` when given.
     pub fn post_json(&self, path: &str, body: &Value, bearer: Option<&str>) -> Reply {
         let authorization = bearer.map(|b| format!("Bearer {b}"));
-        let headers: Vec<(&str, &str)> = authorization.iter().map(|a| ("Authorization", a.as_str())).collect();
+        let headers: Vec<(&str, &str)> = authorization
+            .iter()
+            .map(|a| ("Authorization", a.as_str()))
+            .collect();
         self.post_json_with(path, body, &headers)
     }
 
@@ -190,16 +218,28 @@ impl TestApp {
 
     /// `POST /api/{org}/{endpoint}?{query}` with an API key.
     pub fn start_run(&self, key: &str, path_and_query: &str, parameters: &Value) -> Reply {
-        self.post_json_with(&format!("/api/{path_and_query}"), parameters, &[("X-Granite-API-Key", key)])
+        self.post_json_with(
+            &format!("/api/{path_and_query}"),
+            parameters,
+            &[("X-Granite-API-Key", key)],
+        )
     }
 
     /// `POST /api/v1/driver/jobs/claim`, waiting up to `wait_seconds`.
     pub fn claim(&self, credential: &str, wait_seconds: u64) -> Reply {
-        self.post_json("/api/v1/driver/jobs/claim", &serde_json::json!({ "wait_seconds": wait_seconds }), Some(credential))
+        self.post_json(
+            "/api/v1/driver/jobs/claim",
+            &serde_json::json!({ "wait_seconds": wait_seconds }),
+            Some(credential),
+        )
     }
 
     pub fn complete(&self, credential: &str, run_id: &str, outcome: &Value) -> Reply {
-        self.post_json(&format!("/api/v1/driver/jobs/{run_id}/complete"), outcome, Some(credential))
+        self.post_json(
+            &format!("/api/v1/driver/jobs/{run_id}/complete"),
+            outcome,
+            Some(credential),
+        )
     }
 
     /// Enrolls a machine with `token` through the driver API; returns (machine id, credential).
@@ -211,22 +251,46 @@ impl TestApp {
         let reply = self.post_json("/api/v1/driver/enroll", &body, None);
         assert_eq!(reply.status, 201, "{}", reply.body);
         let json = reply.json();
-        (json["machine_id"].as_i64().unwrap(), json["credential"].as_str().unwrap().to_owned())
+        (
+            json["machine_id"].as_i64().unwrap(),
+            json["credential"].as_str().unwrap().to_owned(),
+        )
     }
 
     pub fn heartbeat(&self, credential: &str) -> Reply {
-        self.post_json("/api/v1/driver/heartbeat", &serde_json::json!({ "status": "idle" }), Some(credential))
+        self.post_json(
+            "/api/v1/driver/heartbeat",
+            &serde_json::json!({ "status": "idle" }),
+            Some(credential),
+        )
     }
 
     /// Adds a user straight through the domain (faster than the CLI, which has its own test).
-    pub fn add_user(&self, email: &str, password: &str, role: Role, new_organization: Option<&str>) {
+    pub fn add_user(
+        &self,
+        email: &str,
+        password: &str,
+        role: Role,
+        new_organization: Option<&str>,
+    ) {
         let mut conn = self.pool.get().unwrap();
         let organization = match new_organization {
-            Some(name) => organizations::create(&mut conn, &OrganizationSlug::from_name(name), name).unwrap(),
-            None => organizations::find_by_slug(&mut conn, organizations::DEFAULT_SLUG).unwrap().unwrap(),
+            Some(name) => {
+                organizations::create(&mut conn, &OrganizationSlug::from_name(name), name).unwrap()
+            }
+            None => organizations::find_by_slug(&mut conn, organizations::DEFAULT_SLUG)
+                .unwrap()
+                .unwrap(),
         };
         let hash = Password::parse(password).unwrap().hash();
-        users::create(&mut conn, organization.id, &Email::parse(email).unwrap(), &hash, role).unwrap();
+        users::create(
+            &mut conn,
+            organization.id,
+            &Email::parse(email).unwrap(),
+            &hash,
+            role,
+        )
+        .unwrap();
     }
 
     /// A browser-like client: keeps the session cookie, sends our own Origin, follows no redirects.
@@ -260,11 +324,18 @@ pub struct Reply {
 
 impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn headers_named(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// The text of `data-testid="new-secret"`, if the reply shows a new secret.
@@ -295,8 +366,14 @@ impl Reply {
     pub fn api_error(&self) -> (u16, String) {
         let json = self.json();
         assert_eq!(json["code"], self.status, "{json}");
-        assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()), "{json}");
-        (self.status, json["error"].as_str().unwrap_or_default().to_owned())
+        assert!(
+            json["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{json}"
+        );
+        (
+            self.status,
+            json["error"].as_str().unwrap_or_default().to_owned(),
+        )
     }
 
     pub fn json(&self) -> Value {
@@ -306,7 +383,11 @@ impl Reply {
     /// The value of the hidden `csrf_token` field of the page.
     pub fn csrf_token(&self) -> String {
         let marker = "name=\"csrf_token\" value=\"";
-        let start = self.body.find(marker).expect("the page has a csrf_token field") + marker.len();
+        let start = self
+            .body
+            .find(marker)
+            .expect("the page has a csrf_token field")
+            + marker.len();
         self.body[start..].split('"').next().unwrap().to_owned()
     }
 }
@@ -327,7 +408,12 @@ impl Client {
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        Self { address, agent, cookie: None, origin: Some(format!("http://{address}")) }
+        Self {
+            address,
+            agent,
+            cookie: None,
+            origin: Some(format!("http://{address}")),
+        }
     }
 
     /// Sends the session cookie of `other` from now on (another replica, or the same server restarted).
@@ -358,7 +444,12 @@ impl Client {
         self.post_form_with(path, fields, &[])
     }
 
-    pub fn post_form_with(&mut self, path: &str, fields: &[(&str, &str)], headers: &[(&str, &str)]) -> Reply {
+    pub fn post_form_with(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut request = self.agent.post(format!("http://{}{path}", self.address));
         if let Some(cookie) = &self.cookie {
             request = request.header("Cookie", cookie);
@@ -369,7 +460,9 @@ impl Client {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let response = request.send_form(fields.iter().copied()).expect("POST failed");
+        let response = request
+            .send_form(fields.iter().copied())
+            .expect("POST failed");
         self.absorb(response)
     }
 
@@ -378,13 +471,24 @@ impl Client {
         let page = self.get("/login");
         assert_eq!(page.status, 200);
         let token = page.csrf_token();
-        self.post_form("/login", &[("email", email), ("password", password), ("csrf_token", &token)])
+        self.post_form(
+            "/login",
+            &[
+                ("email", email),
+                ("password", password),
+                ("csrf_token", &token),
+            ],
+        )
     }
 
     /// A POST as htmx sends it from the signed-in page: form fields, the CSRF header, `HX-Request`.
     pub fn htmx_post(&mut self, path: &str, fields: &[(&str, &str)]) -> Reply {
         let token = self.page_csrf_token();
-        self.post_form_with(path, fields, &[("X-CSRF-Token", &token), ("HX-Request", "true")])
+        self.post_form_with(
+            path,
+            fields,
+            &[("X-CSRF-Token", &token), ("HX-Request", "true")],
+        )
     }
 
     /// Creates an API key through the dashboard and returns (its id, the secret shown once).
@@ -392,22 +496,36 @@ impl Client {
         let reply = self.htmx_post("/api-management/api-keys", &[("name", name)]);
         assert_eq!(reply.status, 200, "{}", reply.body);
         let secret = reply.new_secret().expect("the new key is shown");
-        let id = reply.row_ids().into_iter().next().expect("a row for the key");
+        let id = reply
+            .row_ids()
+            .into_iter()
+            .next()
+            .expect("a row for the key");
         (id, secret)
     }
 
     /// Creates an enrollment token through the dashboard and returns (its id, the secret shown once).
     pub fn create_enrollment_token(&mut self, description: &str) -> (i64, String) {
-        let reply = self.htmx_post("/api-management/enrollment-tokens", &[("description", description), ("lifetime_hours", "24")]);
+        let reply = self.htmx_post(
+            "/api-management/enrollment-tokens",
+            &[("description", description), ("lifetime_hours", "24")],
+        );
         assert_eq!(reply.status, 200, "{}", reply.body);
         let secret = reply.new_secret().expect("the new token is shown");
-        let id = reply.row_ids().into_iter().next().expect("a row for the token");
+        let id = reply
+            .row_ids()
+            .into_iter()
+            .next()
+            .expect("a row for the token");
         (id, secret)
     }
 
     /// The self-refreshing machine list, as htmx fetches it.
     pub fn machine_list(&mut self, query: &str) -> Reply {
-        let reply = self.get_with(&format!("/api-management/machines/list?{query}"), &[("HX-Request", "true")]);
+        let reply = self.get_with(
+            &format!("/api-management/machines/list?{query}"),
+            &[("HX-Request", "true")],
+        );
         assert_eq!(reply.status, 200, "{}", reply.body);
         reply
     }
@@ -424,18 +542,28 @@ impl Client {
         let headers: Vec<(String, String)> = response
             .headers()
             .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    v.to_str().unwrap_or_default().to_owned(),
+                )
+            })
             .collect();
         for (name, value) in &headers {
             if name == "set-cookie" {
                 let pair = value.split(';').next().unwrap_or_default();
                 if let Some(content) = pair.strip_prefix(&format!("{SESSION_COOKIE}=")) {
-                    self.cookie = (!content.is_empty() && !value.contains("Max-Age=0")).then(|| pair.to_owned());
+                    self.cookie = (!content.is_empty() && !value.contains("Max-Age=0"))
+                        .then(|| pair.to_owned());
                 }
             }
         }
         let body = response.body_mut().read_to_string().unwrap_or_default();
-        Reply { status, headers, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 }
 
@@ -444,10 +572,19 @@ fn reply_of(mut response: ureq::http::Response<ureq::Body>) -> Reply {
     let headers = response
         .headers()
         .iter()
-        .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                v.to_str().unwrap_or_default().to_owned(),
+            )
+        })
         .collect();
     let body = response.body_mut().read_to_string().unwrap_or_default();
-    Reply { status, headers, body }
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 pub struct ApiClient {
@@ -458,7 +595,10 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn get(&self, path: &str) -> Reply {
-        let mut request = self.agent.get(format!("http://{}{path}", self.address)).header("User-Agent", "granite-tests/1.0");
+        let mut request = self
+            .agent
+            .get(format!("http://{}{path}", self.address))
+            .header("User-Agent", "granite-tests/1.0");
         if let Some(key) = &self.key {
             request = request.header("X-Granite-API-Key", key);
         }
@@ -471,11 +611,14 @@ impl ApiClient {
     }
 }
 
-static LOGS: std::sync::OnceLock<std::sync::Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+static LOGS: std::sync::OnceLock<std::sync::Arc<std::sync::Mutex<Vec<u8>>>> =
+    std::sync::OnceLock::new();
 
 /// Everything the servers of this test run logged, at debug level and up.
 pub fn logs() -> String {
-    LOGS.get().map(|buffer| String::from_utf8_lossy(&buffer.lock().unwrap()).into_owned()).unwrap_or_default()
+    LOGS.get()
+        .map(|buffer| String::from_utf8_lossy(&buffer.lock().unwrap()).into_owned())
+        .unwrap_or_default()
 }
 
 fn capture_logs() {

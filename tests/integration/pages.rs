@@ -24,17 +24,27 @@ fn pages_carry_security_headers(backend: Backend) {
     for reply in [&login, &page] {
         let csp = reply.header("content-security-policy").expect("a CSP");
         assert!(csp.contains("script-src 'self'"), "{csp}");
-        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+            "{csp}"
+        );
         assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
         assert_eq!(reply.header("x-frame-options"), Some("DENY"));
         assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
         assert_eq!(reply.header("referrer-policy"), Some("same-origin"));
         assert_eq!(reply.header("cache-control"), Some("no-store"));
         assert!(!reply.body.contains("<script>"), "no inline script");
-        assert!(!has_inline_event_handler(&reply.body), "no inline event handlers");
+        assert!(
+            !has_inline_event_handler(&reply.body),
+            "no inline event handlers"
+        );
     }
     // htmx sends the CSRF token with every request it makes.
-    assert!(page.body.contains("hx-headers='{&#34;X-CSRF-Token&#34;:&#34;"), "hx-headers on <body>");
+    assert!(
+        page.body
+            .contains("hx-headers='{&#34;X-CSRF-Token&#34;:&#34;"),
+        "hx-headers on <body>"
+    );
 }
 
 /// Whether some tag carries an `on…=` attribute (`onclick=`, `onload=`, …).
@@ -51,18 +61,39 @@ fn htmx_is_served_from_the_binary_with_a_long_cache_life(backend: Backend) {
     let app = TestApp::spawn(&db);
     let mut client = app.client();
     let login = client.get("/login");
-    let src = login.body.split("<script src=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let src = login
+        .body
+        .split("<script src=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
     assert!(src.starts_with("/static/htmx-2.0.11.min.js?v="), "{src}");
     let htmx = client.get(&src);
     assert_eq!(htmx.status, 200);
-    assert!(htmx.header("content-type").unwrap().starts_with("text/javascript"));
-    assert_eq!(htmx.header("cache-control"), Some("public, max-age=31536000, immutable"));
+    assert!(
+        htmx.header("content-type")
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    assert_eq!(
+        htmx.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
     assert!(htmx.body.contains("htmx"), "the real htmx");
     assert!(htmx.body.len() > 40_000);
     // A URL without the current fingerprint is not cached forever.
-    assert_eq!(client.get("/static/app.css").header("cache-control"), Some("no-cache"));
+    assert_eq!(
+        client.get("/static/app.css").header("cache-control"),
+        Some("no-cache")
+    );
     assert_eq!(client.get("/static/nothing.js").status, 404);
-    assert!(!login.body.contains("src=\"http"), "nothing is fetched from elsewhere");
+    assert!(
+        !login.body.contains("src=\"http"),
+        "nothing is fetched from elsewhere"
+    );
 }
 
 fn health_reports_the_database(backend: Backend) {
@@ -82,18 +113,34 @@ struct Row {
 fn storage_is_created_and_migrated_at_start(backend: Backend) {
     let db = TestDb::new(backend);
     if let Some(path) = db.sqlite_path() {
-        assert!(!path.parent().unwrap().exists(), "the test starts without the folder");
+        assert!(
+            !path.parent().unwrap().exists(),
+            "the test starts without the folder"
+        );
     }
     let app = TestApp::spawn(&db);
     let mut conn = app.pool.get().unwrap();
     match &mut *conn {
         DbConnection::Sqlite(conn) => {
-            assert!(db.sqlite_path().unwrap().exists(), "the SQLite file and its folder are created");
-            let mode: Row = diesel::sql_query("SELECT journal_mode AS value FROM pragma_journal_mode").get_result(conn).unwrap();
+            assert!(
+                db.sqlite_path().unwrap().exists(),
+                "the SQLite file and its folder are created"
+            );
+            let mode: Row =
+                diesel::sql_query("SELECT journal_mode AS value FROM pragma_journal_mode")
+                    .get_result(conn)
+                    .unwrap();
             assert_eq!(mode.value, "wal");
-            let fk: Row = diesel::sql_query("SELECT CAST(foreign_keys AS TEXT) AS value FROM pragma_foreign_keys").get_result(conn).unwrap();
+            let fk: Row = diesel::sql_query(
+                "SELECT CAST(foreign_keys AS TEXT) AS value FROM pragma_foreign_keys",
+            )
+            .get_result(conn)
+            .unwrap();
             assert_eq!(fk.value, "1");
-            let busy: Row = diesel::sql_query("SELECT CAST(timeout AS TEXT) AS value FROM pragma_busy_timeout").get_result(conn).unwrap();
+            let busy: Row =
+                diesel::sql_query("SELECT CAST(timeout AS TEXT) AS value FROM pragma_busy_timeout")
+                    .get_result(conn)
+                    .unwrap();
             assert_eq!(busy.value, "5000");
         }
         DbConnection::Postgres(conn) => {
@@ -103,7 +150,15 @@ fn storage_is_created_and_migrated_at_start(backend: Backend) {
             .load(conn)
             .unwrap();
             let names: Vec<&str> = tables.iter().map(|r| r.value.as_str()).collect();
-            for table in ["api_keys", "audit_events", "enrollment_tokens", "machines", "organizations", "runs", "users"] {
+            for table in [
+                "api_keys",
+                "audit_events",
+                "enrollment_tokens",
+                "machines",
+                "organizations",
+                "runs",
+                "users",
+            ] {
                 assert!(names.contains(&table), "{table} missing from {names:?}");
             }
         }

@@ -54,17 +54,27 @@ fn machine(setup: &mut Setup, name: &str, capabilities: &[&str]) -> (i64, String
     );
     assert_eq!(reply.status, 201, "{}", reply.body);
     let body = reply.json();
-    (body["machine_id"].as_i64().unwrap(), body["credential"].as_str().unwrap().to_owned())
+    (
+        body["machine_id"].as_i64().unwrap(),
+        body["credential"].as_str().unwrap().to_owned(),
+    )
 }
 
 fn run_id(reply: &crate::helpers::Reply) -> String {
-    reply.json()["runId"].as_str().unwrap_or_else(|| panic!("no runId: {}", reply.body)).to_owned()
+    reply.json()["runId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no runId: {}", reply.body))
+        .to_owned()
 }
 
 fn runs_are_queued_read_and_cancelled_with_contract_answers(backend: Backend) {
     let db = TestDb::new(backend);
     let s = setup(&db, 30);
-    let started = s.app.start_run(&s.key, "default/invoice-sync?priority=3&requires=windows", &json!({ "invoice": 42 }));
+    let started = s.app.start_run(
+        &s.key,
+        "default/invoice-sync?priority=3&requires=windows",
+        &json!({ "invoice": 42 }),
+    );
     assert_eq!(started.status, 202, "{}", started.body);
     let body = started.json();
     assert_eq!(body["status"], "queued");
@@ -72,7 +82,10 @@ fn runs_are_queued_read_and_cancelled_with_contract_answers(backend: Backend) {
     let id = run_id(&started);
     assert!(id.starts_with("run_"));
 
-    let run = s.app.api(Some(&s.key)).get(&format!("/api/agent-runs/{id}"));
+    let run = s
+        .app
+        .api(Some(&s.key))
+        .get(&format!("/api/agent-runs/{id}"));
     assert_eq!(run.status, 200);
     let run = run.json();
     assert_eq!(run["runId"], id.as_str());
@@ -81,26 +94,64 @@ fn runs_are_queued_read_and_cancelled_with_contract_answers(backend: Backend) {
     assert_eq!(run["parameters"], json!({ "invoice": 42 }));
     assert_eq!(run["requires"], json!(["windows"]));
     assert_eq!(run["priority"], 3);
-    for absent in ["result", "error", "machineId", "startedAt", "finishedAt", "duration"] {
+    for absent in [
+        "result",
+        "error",
+        "machineId",
+        "startedAt",
+        "finishedAt",
+        "duration",
+    ] {
         assert_eq!(run[absent], Value::Null, "{absent}");
     }
     let created = run["createdAt"].as_str().unwrap();
-    assert!(chrono::DateTime::parse_from_rfc3339(created).is_ok() && created.ends_with('Z'), "{created}");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(created).is_ok() && created.ends_with('Z'),
+        "{created}"
+    );
 
-    let cancelled = s.app.post_json_with(&format!("/api/agent-runs/{id}/cancel"), &json!({}), &[("X-Granite-API-Key", &s.key)]);
+    let cancelled = s.app.post_json_with(
+        &format!("/api/agent-runs/{id}/cancel"),
+        &json!({}),
+        &[("X-Granite-API-Key", &s.key)],
+    );
     assert_eq!(cancelled.status, 200);
     assert_eq!(cancelled.json()["status"], "cancelled");
     assert!(cancelled.json()["finishedAt"].is_string());
-    let again = s.app.post_json_with(&format!("/api/agent-runs/{id}/cancel"), &json!({}), &[("X-Granite-API-Key", &s.key)]);
+    let again = s.app.post_json_with(
+        &format!("/api/agent-runs/{id}/cancel"),
+        &json!({}),
+        &[("X-Granite-API-Key", &s.key)],
+    );
     assert_eq!(again.api_error(), (409, "run_finished".into()));
-    assert_eq!(s.app.api(Some(&s.key)).error_of("/api/agent-runs/run_nope"), (404, "not_found".into()));
+    assert_eq!(
+        s.app.api(Some(&s.key)).error_of("/api/agent-runs/run_nope"),
+        (404, "not_found".into())
+    );
 
     // An empty body is an empty set of parameters.
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let mut empty = agent.post(s.app.url("/api/default/nightly-report")).header("X-Granite-API-Key", &s.key).send_empty().unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut empty = agent
+        .post(s.app.url("/api/default/nightly-report"))
+        .header("X-Granite-API-Key", &s.key)
+        .send_empty()
+        .unwrap();
     assert_eq!(empty.status().as_u16(), 202);
-    let empty_id = serde_json::from_str::<Value>(&empty.body_mut().read_to_string().unwrap()).unwrap()["runId"].as_str().unwrap().to_owned();
-    assert_eq!(s.app.api(Some(&s.key)).get(&format!("/api/agent-runs/{empty_id}")).json()["parameters"], json!({}));
+    let empty_id = serde_json::from_str::<Value>(&empty.body_mut().read_to_string().unwrap())
+        .unwrap()["runId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        s.app
+            .api(Some(&s.key))
+            .get(&format!("/api/agent-runs/{empty_id}"))
+            .json()["parameters"],
+        json!({})
+    );
 }
 
 fn bad_run_requests_are_refused_and_change_nothing(backend: Backend) {
@@ -108,25 +159,75 @@ fn bad_run_requests_are_refused_and_change_nothing(backend: Backend) {
     let s = setup(&db, 30);
     let key = s.key.as_str();
     let refused = |path: &str, body: &Value| s.app.start_run(key, path, body).api_error();
-    assert_eq!(refused("default/Bad_Endpoint", &json!({})), (400, "invalid_request".into()));
-    assert_eq!(refused(&format!("default/{}", "a".repeat(101)), &json!({})), (400, "invalid_request".into()));
-    assert_eq!(refused("default/ok", &json!([1, 2])), (400, "invalid_request".into()));
-    assert_eq!(refused("default/ok", &json!("text")), (400, "invalid_request".into()));
-    assert_eq!(refused("default/ok?priority=high", &json!({})), (400, "invalid_request".into()));
-    assert_eq!(refused("default/ok?requires=has%20space", &json!({})), (400, "invalid_request".into()));
-    assert_eq!(refused("default/ok?wait=true&timeout=301", &json!({})), (400, "invalid_request".into()));
-    assert_eq!(refused("other-org/ok", &json!({})), (404, "not_found".into()));
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    assert_eq!(
+        refused("default/Bad_Endpoint", &json!({})),
+        (400, "invalid_request".into())
+    );
+    assert_eq!(
+        refused(&format!("default/{}", "a".repeat(101)), &json!({})),
+        (400, "invalid_request".into())
+    );
+    assert_eq!(
+        refused("default/ok", &json!([1, 2])),
+        (400, "invalid_request".into())
+    );
+    assert_eq!(
+        refused("default/ok", &json!("text")),
+        (400, "invalid_request".into())
+    );
+    assert_eq!(
+        refused("default/ok?priority=high", &json!({})),
+        (400, "invalid_request".into())
+    );
+    assert_eq!(
+        refused("default/ok?requires=has%20space", &json!({})),
+        (400, "invalid_request".into())
+    );
+    assert_eq!(
+        refused("default/ok?wait=true&timeout=301", &json!({})),
+        (400, "invalid_request".into())
+    );
+    assert_eq!(
+        refused("other-org/ok", &json!({})),
+        (404, "not_found".into())
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
     let url = s.app.url("/api/default/ok");
-    let text = agent.post(&url).header("X-Granite-API-Key", key).header("Content-Type", "text/plain").send("{}").unwrap();
+    let text = agent
+        .post(&url)
+        .header("X-Granite-API-Key", key)
+        .header("Content-Type", "text/plain")
+        .send("{}")
+        .unwrap();
     assert_eq!(text.status().as_u16(), 415);
     let huge = format!("{{\"blob\":\"{}\"}}", "x".repeat(1_100_000));
-    let big = agent.post(&url).header("X-Granite-API-Key", key).header("Content-Type", "application/json").send(huge).unwrap();
+    let big = agent
+        .post(&url)
+        .header("X-Granite-API-Key", key)
+        .header("Content-Type", "application/json")
+        .send(huge)
+        .unwrap();
     assert_eq!(big.status().as_u16(), 413);
-    let broken = agent.post(&url).header("X-Granite-API-Key", key).header("Content-Type", "application/json").send("{nope").unwrap();
+    let broken = agent
+        .post(&url)
+        .header("X-Granite-API-Key", key)
+        .header("Content-Type", "application/json")
+        .send("{nope")
+        .unwrap();
     assert_eq!(broken.status().as_u16(), 400);
-    assert_eq!(s.app.start_run("gk_live_nope", "default/ok", &json!({})).api_error(), (401, "malformed_api_key".into()));
-    let count: i64 = runs::table.count().get_result(&mut *s.app.pool.get().unwrap()).unwrap();
+    assert_eq!(
+        s.app
+            .start_run("gk_live_nope", "default/ok", &json!({}))
+            .api_error(),
+        (401, "malformed_api_key".into())
+    );
+    let count: i64 = runs::table
+        .count()
+        .get_result(&mut *s.app.pool.get().unwrap())
+        .unwrap();
     assert_eq!(count, 0, "nothing was queued");
 }
 
@@ -154,37 +255,88 @@ fn claims_follow_priority_age_and_capabilities(backend: Backend) {
         let list = s.admin.machine_list("");
         assert_eq!(list.machine_status(linux_id).as_deref(), Some("busy"));
         assert!(list.body.contains(&id), "the Current Job is shown");
-        let done = s.app.complete(&linux, &id, &json!({ "status": "completed", "result": { "ok": true } }));
+        let done = s.app.complete(
+            &linux,
+            &id,
+            &json!({ "status": "completed", "result": { "ok": true } }),
+        );
         assert_eq!(done.status, 200, "{}", done.body);
         assert_eq!(done.json()["status"], "completed");
         assert_eq!(done.json()["result"], json!({ "ok": true }));
         assert!(done.json()["duration"].is_number());
-        assert_eq!(s.admin.machine_list("").machine_status(linux_id).as_deref(), Some("online"));
+        assert_eq!(
+            s.admin.machine_list("").machine_status(linux_id).as_deref(),
+            Some("online")
+        );
         order.push(id);
     }
-    assert_eq!(order, [high_old, high_new, low, plain], "priority first, then age; never a run it cannot do");
-    assert_eq!(s.app.claim(&linux, 0).status, 204, "only the windows run is left");
-    let still = s.app.api(Some(&s.key)).get(&format!("/api/agent-runs/{windows}")).json();
+    assert_eq!(
+        order,
+        [high_old, high_new, low, plain],
+        "priority first, then age; never a run it cannot do"
+    );
+    assert_eq!(
+        s.app.claim(&linux, 0).status,
+        204,
+        "only the windows run is left"
+    );
+    let still = s
+        .app
+        .api(Some(&s.key))
+        .get(&format!("/api/agent-runs/{windows}"))
+        .json();
     assert_eq!(still["status"], "queued");
 
     let (_, windows_machine) = machine(&mut s, "win-1", &["windows"]);
     let claimed = s.app.claim(&windows_machine, 0).json();
     assert_eq!(claimed["runId"], windows.as_str());
-    let failed = s.app.complete(&windows_machine, &windows, &json!({ "status": "failed", "error": { "type": "timeout", "message": "took too long" } }));
+    let failed = s.app.complete(
+        &windows_machine,
+        &windows,
+        &json!({ "status": "failed", "error": { "type": "timeout", "message": "took too long" } }),
+    );
     assert_eq!(failed.json()["status"], "failed");
-    assert_eq!(failed.json()["error"], json!({ "type": "timeout", "message": "took too long" }));
-    assert_eq!(s.app.complete(&windows_machine, &windows, &json!({ "status": "completed" })).api_error(), (409, "run_finished".into()));
-    assert_eq!(s.app.complete(&linux, &windows, &json!({ "status": "completed" })).api_error(), (404, "not_found".into()));
-    assert_eq!(s.app.complete(&linux, &order[0], &json!({ "status": "done" })).api_error(), (400, "invalid_request".into()));
+    assert_eq!(
+        failed.json()["error"],
+        json!({ "type": "timeout", "message": "took too long" })
+    );
+    assert_eq!(
+        s.app
+            .complete(
+                &windows_machine,
+                &windows,
+                &json!({ "status": "completed" })
+            )
+            .api_error(),
+        (409, "run_finished".into())
+    );
+    assert_eq!(
+        s.app
+            .complete(&linux, &windows, &json!({ "status": "completed" }))
+            .api_error(),
+        (404, "not_found".into())
+    );
+    assert_eq!(
+        s.app
+            .complete(&linux, &order[0], &json!({ "status": "done" }))
+            .api_error(),
+        (400, "invalid_request".into())
+    );
 
     let history = s.admin.get(&format!("/api-management/machines/{linux_id}"));
     for (id, endpoint) in order.iter().zip(["high-old", "high-new", "low", "plain"]) {
-        assert!(history.body.contains(id) && history.body.contains(endpoint), "history lacks {endpoint}");
+        assert!(
+            history.body.contains(id) && history.body.contains(endpoint),
+            "history lacks {endpoint}"
+        );
     }
     assert!(history.body.contains("outcome-completed"));
     let jobs = s.admin.get("/api-management/jobs?status=failed");
     assert_eq!(jobs.status, 200);
-    assert!(jobs.body.contains(&windows) && !jobs.body.contains(&order[0]), "the jobs list filters by status");
+    assert!(
+        jobs.body.contains(&windows) && !jobs.body.contains(&order[0]),
+        "the jobs list filters by status"
+    );
 }
 
 fn a_long_polling_driver_gets_a_new_run_at_once(backend: Backend) {
@@ -193,7 +345,10 @@ fn a_long_polling_driver_gets_a_new_run_at_once(backend: Backend) {
     let (_, credential) = machine(&mut s, "poller", &[]);
     let idle = Instant::now();
     assert_eq!(s.app.claim(&credential, 1).status, 204);
-    assert!(idle.elapsed() >= Duration::from_millis(950), "it waited for its wait_seconds");
+    assert!(
+        idle.elapsed() >= Duration::from_millis(950),
+        "it waited for its wait_seconds"
+    );
 
     let waiting = {
         let (app, credential) = (s.app.clone(), credential.clone());
@@ -209,8 +364,14 @@ fn a_long_polling_driver_gets_a_new_run_at_once(backend: Backend) {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["runId"], id.as_str());
     let latency = received_at - queued_at;
-    assert!(latency < Duration::from_millis(500), "woken at once, not at the next poll: {latency:?}");
-    assert_eq!(s.app.claim(&credential, 31).api_error(), (400, "invalid_request".into()));
+    assert!(
+        latency < Duration::from_millis(500),
+        "woken at once, not at the next poll: {latency:?}"
+    );
+    assert_eq!(
+        s.app.claim(&credential, 31).api_error(),
+        (400, "invalid_request".into())
+    );
 }
 
 fn wait_true_returns_the_outcome(backend: Backend) {
@@ -219,21 +380,38 @@ fn wait_true_returns_the_outcome(backend: Backend) {
     let (_, credential) = machine(&mut s, "worker", &[]);
     let caller = {
         let (app, key) = (s.app.clone(), s.key.clone());
-        std::thread::spawn(move || app.start_run(&key, "default/quick?wait=true&timeout=20", &json!({ "n": 2 })))
+        std::thread::spawn(move || {
+            app.start_run(
+                &key,
+                "default/quick?wait=true&timeout=20",
+                &json!({ "n": 2 }),
+            )
+        })
     };
     let claimed = s.app.claim(&credential, 10).json();
     let id = claimed["runId"].as_str().unwrap().to_owned();
     assert_eq!(claimed["parameters"], json!({ "n": 2 }));
-    s.app.complete(&credential, &id, &json!({ "status": "completed", "result": { "square": 4 } }));
+    s.app.complete(
+        &credential,
+        &id,
+        &json!({ "status": "completed", "result": { "square": 4 } }),
+    );
     let answer = caller.join().unwrap();
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.json()["runId"], id.as_str());
     assert_eq!(answer.json()["result"], json!({ "square": 4 }));
 
-    let timed_out = s.app.start_run(&s.key, "default/nobody-takes-this?wait=true&timeout=1&requires=gpu", &json!({}));
+    let timed_out = s.app.start_run(
+        &s.key,
+        "default/nobody-takes-this?wait=true&timeout=1&requires=gpu",
+        &json!({}),
+    );
     assert_eq!(timed_out.status, 202);
     assert_eq!(timed_out.json()["status"], "queued");
-    assert!(timed_out.json()["runId"].is_string(), "the run object, still queued");
+    assert!(
+        timed_out.json()["runId"].is_string(),
+        "the run object, still queued"
+    );
 }
 
 fn cancelling_a_running_run_tells_its_driver(backend: Backend) {
@@ -242,15 +420,35 @@ fn cancelling_a_running_run_tells_its_driver(backend: Backend) {
     let (machine_id, credential) = machine(&mut s, "worker", &[]);
     let id = run_id(&s.app.start_run(&s.key, "default/long-job", &json!({})));
     assert_eq!(s.app.claim(&credential, 0).json()["runId"], id.as_str());
-    let cancelled = s.app.post_json_with(&format!("/api/agent-runs/{id}/cancel"), &json!({}), &[("X-Granite-API-Key", &s.key)]);
+    let cancelled = s.app.post_json_with(
+        &format!("/api/agent-runs/{id}/cancel"),
+        &json!({}),
+        &[("X-Granite-API-Key", &s.key)],
+    );
     assert_eq!(cancelled.json()["status"], "cancelled");
     let beat = s.app.heartbeat(&credential).json();
-    assert_eq!(beat["cancel"], json!([id]), "the driver hears of it on its next heartbeat");
-    let acknowledged = s.app.complete(&credential, &id, &json!({ "status": "completed" }));
+    assert_eq!(
+        beat["cancel"],
+        json!([id]),
+        "the driver hears of it on its next heartbeat"
+    );
+    let acknowledged = s
+        .app
+        .complete(&credential, &id, &json!({ "status": "completed" }));
     assert_eq!(acknowledged.status, 200);
-    assert_eq!(acknowledged.json()["status"], "cancelled", "a cancelled run stays cancelled");
+    assert_eq!(
+        acknowledged.json()["status"],
+        "cancelled",
+        "a cancelled run stays cancelled"
+    );
     assert_eq!(s.app.heartbeat(&credential).json()["cancel"], json!([]));
-    assert_eq!(s.admin.machine_list("").machine_status(machine_id).as_deref(), Some("online"));
+    assert_eq!(
+        s.admin
+            .machine_list("")
+            .machine_status(machine_id)
+            .as_deref(),
+        Some("online")
+    );
 }
 
 fn exactly_once(apps: &[Arc<TestApp>], key: &str, credentials: &[String], total: usize) {
@@ -261,7 +459,11 @@ fn exactly_once(apps: &[Arc<TestApp>], key: &str, credentials: &[String], total:
             std::thread::spawn(move || {
                 (0..total / 4)
                     .map(|i| {
-                        let reply = app.start_run(&key, &format!("default/job-{}", c * 1000 + i), &json!({ "i": i }));
+                        let reply = app.start_run(
+                            &key,
+                            &format!("default/job-{}", c * 1000 + i),
+                            &json!({ "i": i }),
+                        );
                         assert_eq!(reply.status, 202, "{}", reply.body);
                         run_id(&reply)
                     })
@@ -274,7 +476,11 @@ fn exactly_once(apps: &[Arc<TestApp>], key: &str, credentials: &[String], total:
         .iter()
         .enumerate()
         .map(|(d, credential)| {
-            let (app, credential, completions) = (apps[d % apps.len()].clone(), credential.clone(), completions.clone());
+            let (app, credential, completions) = (
+                apps[d % apps.len()].clone(),
+                credential.clone(),
+                completions.clone(),
+            );
             std::thread::spawn(move || {
                 let mut idle_claims = 0;
                 while idle_claims < 3 {
@@ -286,35 +492,54 @@ fn exactly_once(apps: &[Arc<TestApp>], key: &str, credentials: &[String], total:
                     assert_eq!(claimed.status, 200, "{}", claimed.body);
                     idle_claims = 0;
                     let id = claimed.json()["runId"].as_str().unwrap().to_owned();
-                    let done = app.complete(&credential, &id, &json!({ "status": "completed", "result": { "by": d } }));
+                    let done = app.complete(
+                        &credential,
+                        &id,
+                        &json!({ "status": "completed", "result": { "by": d } }),
+                    );
                     assert_eq!(done.status, 200, "{}", done.body);
                     *completions.lock().unwrap().entry(id).or_default() += 1;
                 }
             })
         })
         .collect();
-    let queued: Vec<String> = callers.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let queued: Vec<String> = callers
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
     for driver in drivers {
         driver.join().unwrap();
     }
     let completions = completions.lock().unwrap();
     assert_eq!(queued.len(), total);
     assert_eq!(completions.len(), total, "every run was completed");
-    assert!(completions.values().all(|&n| n == 1), "no run was handed out twice");
+    assert!(
+        completions.values().all(|&n| n == 1),
+        "no run was handed out twice"
+    );
     for id in &queued {
         assert!(completions.contains_key(id), "{id} was lost");
     }
     let mut conn = apps[0].pool.get().unwrap();
-    let completed: i64 = runs::table.filter(runs::status.eq("completed")).count().get_result(&mut *conn).unwrap();
+    let completed: i64 = runs::table
+        .filter(runs::status.eq("completed"))
+        .count()
+        .get_result(&mut *conn)
+        .unwrap();
     let attempts: Vec<i32> = runs::table.select(runs::attempts).load(&mut *conn).unwrap();
     assert_eq!(completed as usize, total);
-    assert!(attempts.iter().all(|&a| a == 1), "each run was claimed once");
+    assert!(
+        attempts.iter().all(|&a| a == 1),
+        "each run was claimed once"
+    );
 }
 
 fn twenty_drivers_complete_two_thousand_runs_exactly_once(backend: Backend) {
     let db = TestDb::new(backend);
     let mut s = setup(&db, 30);
-    let credentials: Vec<String> = (0..20).map(|i| machine(&mut s, &format!("driver-{i}"), &[]).1).collect();
+    let credentials: Vec<String> = (0..20)
+        .map(|i| machine(&mut s, &format!("driver-{i}"), &[]).1)
+        .collect();
     exactly_once(&[s.app.clone()], &s.key, &credentials, 2000);
 }
 
@@ -322,8 +547,12 @@ fn twenty_drivers_complete_two_thousand_runs_exactly_once(backend: Backend) {
 fn two_replicas_on_one_postgres_hand_out_each_run_once() {
     let db = TestDb::new(Backend::Postgres);
     let mut s = setup(&db, 30);
-    let second = Arc::new(TestApp::spawn_with(&db, |settings| settings.db_pool_size = 8));
-    let credentials: Vec<String> = (0..20).map(|i| machine(&mut s, &format!("driver-{i}"), &[]).1).collect();
+    let second = Arc::new(TestApp::spawn_with(&db, |settings| {
+        settings.db_pool_size = 8
+    }));
+    let credentials: Vec<String> = (0..20)
+        .map(|i| machine(&mut s, &format!("driver-{i}"), &[]).1)
+        .collect();
     exactly_once(&[s.app.clone(), second.clone()], &s.key, &credentials, 2000);
 
     // A driver waiting on one replica is woken by a run queued on the other.
@@ -337,7 +566,11 @@ fn two_replicas_on_one_postgres_hand_out_each_run_once() {
     let id = run_id(&s.app.start_run(&s.key, "default/cross-replica", &json!({})));
     let (reply, received_at) = waiting.join().unwrap();
     assert_eq!(reply.json()["runId"], id.as_str());
-    assert!(received_at - queued_at < Duration::from_millis(500), "NOTIFY reached the other replica: {:?}", received_at - queued_at);
+    assert!(
+        received_at - queued_at < Duration::from_millis(500),
+        "NOTIFY reached the other replica: {:?}",
+        received_at - queued_at
+    );
 }
 
 fn a_quiet_machine_loses_its_run_to_another(backend: Backend) {
@@ -350,58 +583,144 @@ fn a_quiet_machine_loses_its_run_to_another(backend: Backend) {
     // The quiet machine stops talking; the steady one keeps heartbeating and asks for work.
     let deadline = Instant::now() + Duration::from_secs(15);
     let taken = loop {
-        assert!(Instant::now() < deadline, "the run never came back to the queue");
+        assert!(
+            Instant::now() < deadline,
+            "the run never came back to the queue"
+        );
         assert_eq!(s.app.heartbeat(&steady).status, 200);
         let claimed = s.app.claim(&steady, 1);
         if claimed.status == 200 {
             break claimed.json();
         }
     };
-    assert_eq!(taken["runId"], id.as_str(), "the same run, now on another machine");
-    let attempts: i32 = runs::table.filter(runs::public_id.eq(&id)).select(runs::attempts).first(&mut *s.app.pool.get().unwrap()).unwrap();
+    assert_eq!(
+        taken["runId"],
+        id.as_str(),
+        "the same run, now on another machine"
+    );
+    let attempts: i32 = runs::table
+        .filter(runs::public_id.eq(&id))
+        .select(runs::attempts)
+        .first(&mut *s.app.pool.get().unwrap())
+        .unwrap();
     assert_eq!(attempts, 2);
-    assert_eq!(s.app.complete(&steady, &id, &json!({ "status": "completed" })).json()["status"], "completed");
-    assert_eq!(s.app.complete(&quiet, &id, &json!({ "status": "completed" })).api_error(), (404, "not_found".into()), "it no longer holds the run");
-    let current: Option<i64> = machines::table.find(quiet_id).select(machines::current_run_id).first(&mut *s.app.pool.get().unwrap()).unwrap();
+    assert_eq!(
+        s.app
+            .complete(&steady, &id, &json!({ "status": "completed" }))
+            .json()["status"],
+        "completed"
+    );
+    assert_eq!(
+        s.app
+            .complete(&quiet, &id, &json!({ "status": "completed" }))
+            .api_error(),
+        (404, "not_found".into()),
+        "it no longer holds the run"
+    );
+    let current: Option<i64> = machines::table
+        .find(quiet_id)
+        .select(machines::current_run_id)
+        .first(&mut *s.app.pool.get().unwrap())
+        .unwrap();
     assert_eq!(current, None, "the quiet machine holds nothing");
 
     // After its third lost lease, a run fails with a clear error.
     let doomed = run_id(&s.app.start_run(&s.key, "default/doomed", &json!({})));
-    diesel::update(runs::table.filter(runs::public_id.eq(&doomed))).set(runs::attempts.eq(2)).execute(&mut *s.app.pool.get().unwrap()).unwrap();
+    diesel::update(runs::table.filter(runs::public_id.eq(&doomed)))
+        .set(runs::attempts.eq(2))
+        .execute(&mut *s.app.pool.get().unwrap())
+        .unwrap();
     assert_eq!(s.app.claim(&quiet, 0).json()["runId"], doomed.as_str());
     let deadline = Instant::now() + Duration::from_secs(15);
     let failed = loop {
         assert!(Instant::now() < deadline, "the run never failed");
-        let run = s.app.api(Some(&s.key)).get(&format!("/api/agent-runs/{doomed}")).json();
+        let run = s
+            .app
+            .api(Some(&s.key))
+            .get(&format!("/api/agent-runs/{doomed}"))
+            .json();
         if run["status"] == "failed" {
             break run;
         }
         std::thread::sleep(Duration::from_millis(300));
     };
     assert_eq!(failed["error"]["type"], "lease_lost");
-    assert!(failed["error"]["message"].as_str().unwrap().contains("3 times"));
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("3 times")
+    );
 }
 
 fn organizations_never_see_each_others_runs(backend: Backend) {
     let db = TestDb::new(backend);
     let mut s = setup(&db, 30);
-    s.app.add_user("boss@rival.test", "rival password 1", Role::Admin, Some("Rival Corp"));
+    s.app.add_user(
+        "boss@rival.test",
+        "rival password 1",
+        Role::Admin,
+        Some("Rival Corp"),
+    );
     let mut rival = s.app.signed_in("boss@rival.test", "rival password 1");
     let (_, rival_key) = rival.create_api_key("rival");
     let (_, rival_token) = rival.create_enrollment_token("rival vm");
-    let rival_machine = s.app.post_json("/api/v1/driver/enroll", &json!({ "token": rival_token, "name": "rival-vm" }), None).json();
+    let rival_machine = s
+        .app
+        .post_json(
+            "/api/v1/driver/enroll",
+            &json!({ "token": rival_token, "name": "rival-vm" }),
+            None,
+        )
+        .json();
     let rival_credential = rival_machine["credential"].as_str().unwrap().to_owned();
 
-    let ours = run_id(&s.app.start_run(&s.key, "default/secret-work", &json!({ "salary": 1 })));
-    assert_eq!(s.app.api(Some(&rival_key)).error_of(&format!("/api/agent-runs/{ours}")), (404, "not_found".into()));
-    let cancel = s.app.post_json_with(&format!("/api/agent-runs/{ours}/cancel"), &json!({}), &[("X-Granite-API-Key", &rival_key)]);
+    let ours = run_id(
+        &s.app
+            .start_run(&s.key, "default/secret-work", &json!({ "salary": 1 })),
+    );
+    assert_eq!(
+        s.app
+            .api(Some(&rival_key))
+            .error_of(&format!("/api/agent-runs/{ours}")),
+        (404, "not_found".into())
+    );
+    let cancel = s.app.post_json_with(
+        &format!("/api/agent-runs/{ours}/cancel"),
+        &json!({}),
+        &[("X-Granite-API-Key", &rival_key)],
+    );
     assert_eq!(cancel.api_error(), (404, "not_found".into()));
-    assert_eq!(s.app.start_run(&rival_key, "default/sneaky", &json!({})).api_error(), (404, "not_found".into()));
-    assert_eq!(s.app.claim(&rival_credential, 0).status, 204, "a rival machine never claims our run");
-    assert_eq!(s.app.api(Some(&rival_key)).get("/api/queue").json()["jobs_queued"], 0);
-    assert_eq!(s.app.api(Some(&s.key)).get(&format!("/api/agent-runs/{ours}")).json()["status"], "queued");
-    let theirs = run_id(&s.app.start_run(&rival_key, "rival-corp/their-work", &json!({})));
-    assert_eq!(s.app.claim(&rival_credential, 0).json()["runId"], theirs.as_str());
+    assert_eq!(
+        s.app
+            .start_run(&rival_key, "default/sneaky", &json!({}))
+            .api_error(),
+        (404, "not_found".into())
+    );
+    assert_eq!(
+        s.app.claim(&rival_credential, 0).status,
+        204,
+        "a rival machine never claims our run"
+    );
+    assert_eq!(
+        s.app.api(Some(&rival_key)).get("/api/queue").json()["jobs_queued"],
+        0
+    );
+    assert_eq!(
+        s.app
+            .api(Some(&s.key))
+            .get(&format!("/api/agent-runs/{ours}"))
+            .json()["status"],
+        "queued"
+    );
+    let theirs = run_id(
+        &s.app
+            .start_run(&rival_key, "rival-corp/their-work", &json!({})),
+    );
+    assert_eq!(
+        s.app.claim(&rival_credential, 0).json()["runId"],
+        theirs.as_str()
+    );
     assert!(!rival.get("/api-management/jobs").body.contains(&ours));
     let (_, ours_machine) = machine(&mut s, "ours", &[]);
     assert_eq!(s.app.claim(&ours_machine, 0).json()["runId"], ours.as_str());
@@ -412,9 +731,11 @@ fn queue_numbers_and_metrics_follow_the_work(backend: Backend) {
     let mut s = setup(&db, 30);
     let (_, worker) = machine(&mut s, "worker", &["linux"]);
     for i in 0..3 {
-        s.app.start_run(&s.key, &format!("default/job-{i}"), &json!({}));
+        s.app
+            .start_run(&s.key, &format!("default/job-{i}"), &json!({}));
     }
-    s.app.start_run(&s.key, "default/needs-gpu?requires=gpu", &json!({}));
+    s.app
+        .start_run(&s.key, "default/needs-gpu?requires=gpu", &json!({}));
     let queue = s.app.api(Some(&s.key)).get("/api/queue").json();
     assert_eq!(queue["jobs_queued"], 4);
     assert_eq!(queue["jobs_running"], 0);
@@ -423,9 +744,19 @@ fn queue_numbers_and_metrics_follow_the_work(backend: Backend) {
     assert_eq!(queue["active_drivers"], 1);
     assert_eq!(queue["busy_drivers"], 0);
 
-    let section = s.admin.get_with("/api-management/queue", &[("HX-Request", "true")]);
-    assert!(section.body.contains("data-metric=\"jobs-queued\">4<"), "{}", section.body);
-    assert!(section.body.contains("1 queued job cannot run:"), "a run no online machine can do is flagged: {}", section.body);
+    let section = s
+        .admin
+        .get_with("/api-management/queue", &[("HX-Request", "true")]);
+    assert!(
+        section.body.contains("data-metric=\"jobs-queued\">4<"),
+        "{}",
+        section.body
+    );
+    assert!(
+        section.body.contains("1 queued job cannot run:"),
+        "a run no online machine can do is flagged: {}",
+        section.body
+    );
     assert!(section.body.contains("1 requiring <code>gpu</code>"));
 
     std::thread::sleep(Duration::from_millis(50));
@@ -434,14 +765,31 @@ fn queue_numbers_and_metrics_follow_the_work(backend: Backend) {
     assert_eq!(queue["jobs_queued"], 3);
     assert_eq!(queue["jobs_running"], 1);
     assert_eq!(queue["busy_drivers"], 1);
-    assert!(queue["avg_wait_seconds"].as_f64().unwrap() >= 0.05, "{queue}");
-    let section = s.admin.get_with("/api-management/queue", &[("HX-Request", "true")]);
-    assert!(!section.body.contains("data-metric=\"avg-wait\">—<"), "Avg Wait Time has data now");
-    s.app.complete(&worker, claimed["runId"].as_str().unwrap(), &json!({ "status": "completed" }));
+    assert!(
+        queue["avg_wait_seconds"].as_f64().unwrap() >= 0.05,
+        "{queue}"
+    );
+    let section = s
+        .admin
+        .get_with("/api-management/queue", &[("HX-Request", "true")]);
+    assert!(
+        !section.body.contains("data-metric=\"avg-wait\">—<"),
+        "Avg Wait Time has data now"
+    );
+    s.app.complete(
+        &worker,
+        claimed["runId"].as_str().unwrap(),
+        &json!({ "status": "completed" }),
+    );
 
     let metrics = s.app.client().get("/metrics");
     assert_eq!(metrics.status, 200);
-    assert!(metrics.header("content-type").unwrap().starts_with("text/plain"));
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
     for line in [
         "granite_queue_depth 3",
         "granite_runs{status=\"running\"} 0",
@@ -450,6 +798,10 @@ fn queue_numbers_and_metrics_follow_the_work(backend: Backend) {
         "granite_drivers{status=\"online\"} 1",
         "granite_http_requests_total{route=\"/api/{org}/{endpoint}\",status=\"202\"} 4",
     ] {
-        assert!(metrics.body.contains(line), "metrics lack {line}:\n{}", metrics.body);
+        assert!(
+            metrics.body.contains(line),
+            "metrics lack {line}:\n{}",
+            metrics.body
+        );
     }
 }

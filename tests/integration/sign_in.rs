@@ -26,7 +26,11 @@ fn signed_out_visitors_land_on_login(backend: Backend) {
     let login = client.get("/login");
     assert_eq!(login.status, 200);
     assert!(login.body.contains("<label for=\"email\">Email</label>"));
-    assert!(login.body.contains("<label for=\"password\">Password</label>"));
+    assert!(
+        login
+            .body
+            .contains("<label for=\"password\">Password</label>")
+    );
     assert!(login.body.contains(">Sign in</button>"));
 }
 
@@ -40,17 +44,31 @@ fn admin_signs_in_and_sees_the_four_sections(backend: Backend) {
 
     let page = client.get("/api-management");
     assert_eq!(page.status, 200);
-    for heading in ["API Keys", "Enrollment Tokens", "VM Machines", "Queue Status"] {
-        assert!(page.body.contains(&format!("\">{heading}</h2>")), "missing section {heading}");
+    for heading in [
+        "API Keys",
+        "Enrollment Tokens",
+        "VM Machines",
+        "Queue Status",
+    ] {
+        assert!(
+            page.body.contains(&format!("\">{heading}</h2>")),
+            "missing section {heading}"
+        );
     }
     assert!(page.body.contains(ADMIN_EMAIL));
     assert!(page.body.contains("Default organization"));
     for metric in ["jobs-queued", "avg-wait", "active-drivers"] {
-        assert!(page.body.contains(&format!("data-metric=\"{metric}\"")), "missing metric {metric}");
+        assert!(
+            page.body.contains(&format!("data-metric=\"{metric}\"")),
+            "missing metric {metric}"
+        );
     }
     // `/` leads to the page once signed in, and so does /login.
     assert_eq!(client.get("/").header("location"), Some("/api-management"));
-    assert_eq!(client.get("/login").header("location"), Some("/api-management"));
+    assert_eq!(
+        client.get("/login").header("location"),
+        Some("/api-management")
+    );
 }
 
 fn wrong_password_shows_an_error_and_no_session(backend: Backend) {
@@ -60,8 +78,14 @@ fn wrong_password_shows_an_error_and_no_session(backend: Backend) {
     let reply = client.sign_in(ADMIN_EMAIL, "not the password at all");
     assert_eq!(reply.status, 401);
     assert!(reply.body.contains("Incorrect email or password."));
-    assert!(reply.body.contains(&format!("value=\"{ADMIN_EMAIL}\"")), "the email stays filled in");
-    assert!(!reply.body.contains("not the password at all"), "the password is never echoed");
+    assert!(
+        reply.body.contains(&format!("value=\"{ADMIN_EMAIL}\"")),
+        "the email stays filled in"
+    );
+    assert!(
+        !reply.body.contains("not the password at all"),
+        "the password is never echoed"
+    );
     let page = client.get("/api-management");
     assert_eq!(page.status, 303, "a failed sign-in must not open a session");
 }
@@ -99,12 +123,26 @@ fn session_cookie_is_locked_down(backend: Backend) {
     let mut client = app.client();
     let page = client.get("/login");
     let token = page.csrf_token();
-    let reply = client.post_form("/login", &[("email", ADMIN_EMAIL), ("password", ADMIN_PASSWORD), ("csrf_token", &token)]);
-    let cookie = reply.headers_named("set-cookie").into_iter().find(|c| c.starts_with("granite_session=")).unwrap();
+    let reply = client.post_form(
+        "/login",
+        &[
+            ("email", ADMIN_EMAIL),
+            ("password", ADMIN_PASSWORD),
+            ("csrf_token", &token),
+        ],
+    );
+    let cookie = reply
+        .headers_named("set-cookie")
+        .into_iter()
+        .find(|c| c.starts_with("granite_session="))
+        .unwrap();
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Strict"), "{cookie}");
     assert!(cookie.contains("Max-Age="), "the session expires: {cookie}");
-    assert!(!cookie.contains(ADMIN_EMAIL), "the cookie is encrypted: {cookie}");
+    assert!(
+        !cookie.contains(ADMIN_EMAIL),
+        "the cookie is encrypted: {cookie}"
+    );
 
     // Told that users arrive over HTTPS, the cookie is Secure.
     let secure_db = TestDb::new(backend);
@@ -115,6 +153,10 @@ fn session_cookie_is_locked_down(backend: Backend) {
     });
     let mut client = secure_app.client();
     let reply = client.get("/login");
-    let cookie = reply.headers_named("set-cookie").into_iter().find(|c| c.starts_with("granite_session=")).unwrap();
+    let cookie = reply
+        .headers_named("set-cookie")
+        .into_iter()
+        .find(|c| c.starts_with("granite_session="))
+        .unwrap();
     assert!(cookie.contains("Secure"), "{cookie}");
 }

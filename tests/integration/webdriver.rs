@@ -38,7 +38,11 @@ impl Browser {
                 "{binary} is missing: browser tests need Debian's chromium and chromium-driver (`.ci/run` installs them)"
             );
         }
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let driver = Command::new(chromedriver_binary())
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -62,10 +66,16 @@ impl Browser {
             if ready {
                 break;
             }
-            assert!(Instant::now() < deadline, "chromedriver did not become ready");
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not become ready"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        let profile = std::env::temp_dir().join(format!("granite-chromium-{}", granite::secret::random_base62(12)));
+        let profile = std::env::temp_dir().join(format!(
+            "granite-chromium-{}",
+            granite::secret::random_base62(12)
+        ));
         let capabilities = json!({
             "capabilities": { "alwaysMatch": {
                 "browserName": "chrome",
@@ -79,28 +89,51 @@ impl Browser {
                 }
             }}
         });
-        let mut browser = Self { driver, base, session: String::new(), agent, profile };
+        let mut browser = Self {
+            driver,
+            base,
+            session: String::new(),
+            agent,
+            profile,
+        };
         let created = browser.command("POST", "/session", Some(capabilities));
-        browser.session = created["sessionId"].as_str().expect("a WebDriver session").to_owned();
+        browser.session = created["sessionId"]
+            .as_str()
+            .expect("a WebDriver session")
+            .to_owned();
         browser
     }
 
     fn command(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         self.try_command(method, path, body)
-            .unwrap_or_else(|(status, value)| panic!("WebDriver {method} {path} answered {status}: {value}"))
+            .unwrap_or_else(|(status, value)| {
+                panic!("WebDriver {method} {path} answered {status}: {value}")
+            })
     }
 
-    fn try_command(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, (u16, Value)> {
+    fn try_command(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, (u16, Value)> {
         let url = format!("{}{path}", self.base);
         let mut response = match method {
             "GET" => self.agent.get(&url).call(),
             "DELETE" => self.agent.delete(&url).call(),
-            _ => self.agent.post(&url).send_json(body.unwrap_or_else(|| json!({}))),
+            _ => self
+                .agent
+                .post(&url)
+                .send_json(body.unwrap_or_else(|| json!({}))),
         }
         .unwrap_or_else(|e| panic!("WebDriver {method} {path} failed: {e}"));
         let status = response.status().as_u16();
         let value: Value = response.body_mut().read_json().unwrap_or(Value::Null);
-        if status < 400 { Ok(value["value"].clone()) } else { Err((status, value)) }
+        if status < 400 {
+            Ok(value["value"].clone())
+        } else {
+            Err((status, value))
+        }
     }
 
     fn session_command(&self, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -112,14 +145,27 @@ impl Browser {
     }
 
     pub fn current_url(&self) -> String {
-        self.session_command("GET", "/url", None).as_str().unwrap_or_default().to_owned()
+        self.session_command("GET", "/url", None)
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     fn find_all(&self, using: &str, value: &str) -> Vec<Element> {
-        let found = self.session_command("POST", "/elements", Some(json!({ "using": using, "value": value })));
+        let found = self.session_command(
+            "POST",
+            "/elements",
+            Some(json!({ "using": using, "value": value })),
+        );
         found
             .as_array()
-            .map(|items| items.iter().filter_map(|e| e[ELEMENT_KEY].as_str()).map(|id| Element(id.to_owned())).collect())
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|e| e[ELEMENT_KEY].as_str())
+                    .map(|id| Element(id.to_owned()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -141,14 +187,18 @@ impl Browser {
             let found = self.find_all("xpath", &format!("//label[normalize-space()='{label}']"));
             (!found.is_empty()).then_some(found)
         });
-        let target = self.attribute(&labels[0], "for").expect("the label names its field");
+        let target = self
+            .attribute(&labels[0], "for")
+            .expect("the label names its field");
         self.wait_for_css(&format!("#{target}")).remove(0)
     }
 
     /// The button whose visible text or `aria-label` is `name`.
     pub fn button_named(&self, name: &str) -> Element {
         let xpath = format!("//button[normalize-space()='{name}' or @aria-label='{name}']");
-        self.wait_until(&format!("a button {name:?}"), || self.find_all("xpath", &xpath).into_iter().next())
+        self.wait_until(&format!("a button {name:?}"), || {
+            self.find_all("xpath", &xpath).into_iter().next()
+        })
     }
 
     /// Clicks the button named `name`, finding it again if a refresh replaced it in between.
@@ -156,7 +206,11 @@ impl Browser {
         let xpath = format!("//button[normalize-space()='{name}' or @aria-label='{name}']");
         self.wait_until(&format!("a clickable button {name:?}"), || {
             let button = self.find_all("xpath", &xpath).into_iter().next()?;
-            let clicked = self.try_command("POST", &format!("/session/{}/element/{}/click", self.session, button.0), None);
+            let clicked = self.try_command(
+                "POST",
+                &format!("/session/{}/element/{}/click", self.session, button.0),
+                None,
+            );
             match clicked {
                 Ok(_) => Some(()),
                 Err((_, value)) if value.to_string().contains("stale element") => None,
@@ -167,26 +221,43 @@ impl Browser {
 
     /// The visible text of the first element matching `selector`, read in one step (no stale handles).
     pub fn text_of(&self, selector: &str) -> Option<String> {
-        let script = "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;";
-        let value = self.session_command("POST", "/execute/sync", Some(json!({ "script": script, "args": [selector] })));
+        let script =
+            "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;";
+        let value = self.session_command(
+            "POST",
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [selector] })),
+        );
         value.as_str().map(str::to_owned)
     }
 
     /// An attribute of the first element matching `selector`, read in one step.
     pub fn attribute_of(&self, selector: &str, name: &str) -> Option<String> {
         let script = "const e = document.querySelector(arguments[0]); return e ? e.getAttribute(arguments[1]) : null;";
-        let value = self.session_command("POST", "/execute/sync", Some(json!({ "script": script, "args": [selector, name] })));
+        let value = self.session_command(
+            "POST",
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [selector, name] })),
+        );
         value.as_str().map(str::to_owned)
     }
 
     pub fn count(&self, selector: &str) -> usize {
         let script = "return document.querySelectorAll(arguments[0]).length;";
-        let value = self.session_command("POST", "/execute/sync", Some(json!({ "script": script, "args": [selector] })));
+        let value = self.session_command(
+            "POST",
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [selector] })),
+        );
         value.as_u64().unwrap_or(0) as usize
     }
 
     pub fn type_into(&self, element: &Element, text: &str) {
-        self.session_command("POST", &format!("/element/{}/value", element.0), Some(json!({ "text": text })));
+        self.session_command(
+            "POST",
+            &format!("/element/{}/value", element.0),
+            Some(json!({ "text": text })),
+        );
     }
 
     pub fn click(&self, element: &Element) {
@@ -194,13 +265,20 @@ impl Browser {
     }
 
     pub fn text(&self, element: &Element) -> String {
-        self.session_command("GET", &format!("/element/{}/text", element.0), None).as_str().unwrap_or_default().to_owned()
+        self.session_command("GET", &format!("/element/{}/text", element.0), None)
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     pub fn attribute(&self, element: &Element, name: &str) -> Option<String> {
-        self.session_command("GET", &format!("/element/{}/attribute/{name}", element.0), None)
-            .as_str()
-            .map(str::to_owned)
+        self.session_command(
+            "GET",
+            &format!("/element/{}/attribute/{name}", element.0),
+            None,
+        )
+        .as_str()
+        .map(str::to_owned)
     }
 
     /// Accepts the browser's own confirm dialog once it is open.
@@ -219,19 +297,29 @@ impl Browser {
 
     /// Runs a script in the page and returns its result.
     pub fn execute(&self, script: &str) -> Value {
-        self.session_command("POST", "/execute/sync", Some(json!({ "script": script, "args": [] })))
+        self.session_command(
+            "POST",
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
     }
 
     /// Resizes the window (to capture a whole page in one screenshot).
     pub fn resize(&self, width: u32, height: u32) {
-        self.session_command("POST", "/window/rect", Some(json!({ "width": width, "height": height })));
+        self.session_command(
+            "POST",
+            "/window/rect",
+            Some(json!({ "width": width, "height": height })),
+        );
     }
 
     /// Saves a PNG of the viewport under target/screenshots/ (for people reviewing what a test saw).
     pub fn screenshot(&self, name: &str) {
         use base64::Engine;
         let data = self.session_command("GET", "/screenshot", None);
-        let png = base64::engine::general_purpose::STANDARD.decode(data.as_str().unwrap_or_default()).unwrap();
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(data.as_str().unwrap_or_default())
+            .unwrap();
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
@@ -243,7 +331,11 @@ impl Browser {
             if let Some(found) = probe() {
                 return found;
             }
-            assert!(Instant::now() < deadline, "waited 15 s for {what} on {}", self.current_url());
+            assert!(
+                Instant::now() < deadline,
+                "waited 15 s for {what} on {}",
+                self.current_url()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -252,7 +344,10 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         if !self.session.is_empty() {
-            let _ = self.agent.delete(format!("{}/session/{}", self.base, self.session)).call();
+            let _ = self
+                .agent
+                .delete(format!("{}/session/{}", self.base, self.session))
+                .call();
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
