@@ -192,7 +192,7 @@ fn spawn_usage_flusher(pool: Pool, usage: actix_web::web::Data<UsageRecorder>) {
 }
 
 fn session_middleware(settings: &Settings, key: Key) -> SessionMiddleware<CookieSessionStore> {
-    let idle = Duration::from_secs(settings.session_idle_minutes * 60);
+    let idle = settings.session_idle();
     SessionMiddleware::builder(CookieSessionStore::default(), key)
         .cookie_name(SESSION_COOKIE.to_owned())
         .cookie_http_only(true)

@@ -56,6 +56,10 @@ pub struct Settings {
     #[arg(long, env = "GRANITE_SESSION_IDLE_MINUTES", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=43200))]
     pub session_idle_minutes: u64,
 
+    /// The idle limit exactly, overriding the minutes above (for tests and embedders; no flag).
+    #[arg(skip)]
+    pub session_idle_exact: Option<Duration>,
+
     /// Mark session cookies Secure. Turn on when users reach Granite over HTTPS (e.g. behind a
     /// TLS-terminating proxy); GRANITE_PUBLIC_URL starting with https:// turns it on too.
     #[arg(long, env = "GRANITE_SECURE_COOKIES", default_value_t = false)]
@@ -84,6 +88,7 @@ impl Settings {
             enrollment_ttl_hours: 24,
             session_key: None,
             session_idle_minutes: 120,
+            session_idle_exact: None,
             secure_cookies: false,
             public_url: None,
             db_pool_size: 16,
@@ -95,7 +100,8 @@ impl Settings {
     }
 
     pub fn session_idle(&self) -> Duration {
-        Duration::from_secs(self.session_idle_minutes * 60)
+        self.session_idle_exact
+            .unwrap_or(Duration::from_secs(self.session_idle_minutes * 60))
     }
 
     pub fn cookies_secure(&self) -> bool {

@@ -81,7 +81,7 @@ pub async fn require_sign_in(
         let response = signed_out_response(&req);
         return Ok(req.into_response(response).map_into_right_body());
     };
-    session.touch();
+    session.touch(settings.session_idle());
     req.extensions_mut().insert(CurrentUser {
         id: user.id,
         email: user.email.clone(),

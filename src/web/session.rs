@@ -11,7 +11,8 @@ const USER_ID: &str = "uid";
 const CSRF_TOKEN: &str = "csrf";
 /// Unix seconds of the last request, so an idle session ends on the server's clock, not the browser's.
 const LAST_ACTIVE: &str = "seen";
-/// Refreshing the cookie on every request would rewrite it for nothing; once a minute is precise enough.
+/// Refreshing the cookie on every request would rewrite it for nothing; once a minute is precise enough
+/// (or a quarter of the idle limit, when that is shorter).
 const TOUCH_EVERY_SECS: i64 = 60;
 
 pub struct DashboardSession(Session);
@@ -33,10 +34,11 @@ impl DashboardSession {
         (idle_secs >= 0 && (idle_secs as u64) < idle.as_secs()).then_some(user_id)
     }
 
-    /// Marks the session active now (at most once a minute).
-    pub fn touch(&self) {
+    /// Marks the session active now (at most once a minute, or every quarter of a shorter idle limit).
+    pub fn touch(&self, idle: Duration) {
+        let every = TOUCH_EVERY_SECS.min(idle.as_secs() as i64 / 4);
         let last_active = self.0.get::<i64>(LAST_ACTIVE).ok().flatten().unwrap_or(0);
-        if now_secs() - last_active >= TOUCH_EVERY_SECS {
+        if now_secs() - last_active >= every {
             let _ = self.0.insert(LAST_ACTIVE, now_secs());
         }
     }

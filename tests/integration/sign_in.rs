@@ -8,7 +8,27 @@ both_backends!(
     unknown_email_gets_the_same_answer,
     sign_out_ends_the_session,
     session_cookie_is_locked_down,
+    an_idle_session_ends,
 );
+
+fn an_idle_session_ends(backend: Backend) {
+    let db = TestDb::new(backend);
+    let app = TestApp::spawn_with(&db, |s| {
+        s.admin_email = Some(ADMIN_EMAIL.into());
+        s.admin_password = Some(ADMIN_PASSWORD.into());
+        s.session_idle_exact = Some(std::time::Duration::from_secs(2));
+    });
+    let mut client = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    for _ in 0..3 {
+        // Activity within the limit keeps the session.
+        assert_eq!(client.get("/api-management").status, 200);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    let reply = client.get("/api-management");
+    assert_eq!(reply.status, 303, "idle longer than the limit: signed out");
+    assert_eq!(reply.header("location"), Some("/login"));
+}
 
 fn signed_out_visitors_land_on_login(backend: Backend) {
     let db = TestDb::new(backend);
