@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
 use granite::db::DbConnection;
-use granite::db::schema::{api_key_usage, api_keys, audit_events};
+use granite::db::schema::{api_key_usage, api_keys};
 use granite::secret::{Secret, SecretKind, sha256_hex};
 use granite::users::Role;
 
@@ -24,14 +24,6 @@ both_backends!(
     viewers_see_keys_but_cannot_change_them,
     no_plaintext_key_in_the_database_or_the_logs,
 );
-
-fn audit_count(app: &TestApp, action: &str) -> i64 {
-    audit_events::table
-        .filter(audit_events::action.eq(action))
-        .count()
-        .get_result(&mut *app.pool.get().unwrap())
-        .unwrap()
-}
 
 fn a_new_key_is_shown_once_and_only_its_hash_is_kept(backend: Backend) {
     let db = TestDb::new(backend);
@@ -72,7 +64,7 @@ fn a_new_key_is_shown_once_and_only_its_hash_is_kept(backend: Backend) {
         .unwrap();
     assert_eq!(hash, sha256_hex(&secret));
     assert_eq!(hint, format!("{}…", &secret[..12]));
-    assert_eq!(audit_count(&app, "api_key_created"), 1);
+    assert_eq!(app.audit_count("api_key_created"), 1);
 
     // Newest first.
     let (second, _) = admin.create_api_key("reporting");
@@ -195,7 +187,7 @@ fn revoking_removes_the_row_and_refuses_the_key_at_once(backend: Backend) {
         "only that key"
     );
     assert_eq!(admin.get("/api-management").row_ids(), [kept]);
-    assert_eq!(audit_count(&app, "api_key_revoked"), 1);
+    assert_eq!(app.audit_count("api_key_revoked"), 1);
 
     // The last key: the section comes back with its empty state.
     let reply = admin.htmx_post(&format!("/api-management/api-keys/{kept}/revoke"), &[]);
@@ -240,7 +232,7 @@ fn rolling_keeps_the_old_key_for_its_grace_period(backend: Backend) {
     let me = app.api(Some(&new_secret)).get("/api/me").json();
     assert_eq!(me["key"]["name"], "worker");
     assert_eq!(me["key"]["id"], new);
-    assert_eq!(audit_count(&app, "api_key_rolled"), 1);
+    assert_eq!(app.audit_count("api_key_rolled"), 1);
 
     // Rolling the key being phased out again is refused: roll its successor.
     let again = admin.htmx_post(

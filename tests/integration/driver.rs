@@ -404,6 +404,19 @@ fn removing_the_machine_stops_the_driver(backend: Backend) {
     );
 }
 
+fn wait_until_running(app: &TestApp, key: &str, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while app
+        .api(Some(key))
+        .get(&format!("/api/agent-runs/{id}"))
+        .json()["status"]
+        != "running"
+    {
+        assert!(Instant::now() < deadline, "the driver never took the run");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn ctrl_c_finishes_the_job_then_stops(backend: Backend) {
     let db = TestDb::new(backend);
     let app = quick_heartbeats(&db);
@@ -417,16 +430,7 @@ fn ctrl_c_finishes_the_job_then_stops(backend: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while app
-        .api(Some(&key))
-        .get(&format!("/api/agent-runs/{id}"))
-        .json()["status"]
-        != "running"
-    {
-        assert!(Instant::now() < deadline, "the driver never took the run");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_running(&app, &key, &id);
     driver.signal("INT");
     let (code, stderr) = driver.wait_for_exit(Duration::from_secs(20));
     assert_eq!(code, Some(0), "{stderr}");
@@ -446,16 +450,7 @@ fn ctrl_c_finishes_the_job_then_stops(backend: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while app
-        .api(Some(&key))
-        .get(&format!("/api/agent-runs/{id}"))
-        .json()["status"]
-        != "running"
-    {
-        assert!(Instant::now() < deadline, "the driver never took the run");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_running(&app, &key, &id);
     driver.signal("INT");
     std::thread::sleep(Duration::from_millis(200));
     driver.signal("INT");

@@ -2,7 +2,7 @@
 //! survive restarts and work across replicas.
 
 use diesel::prelude::*;
-use granite::db::schema::{audit_events, users};
+use granite::db::schema::users;
 
 use crate::both_backends;
 use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, Backend, TestApp, TestDb};
@@ -62,11 +62,7 @@ fn configured_admin_is_created_once(backend: Backend) {
         app.client().sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).status,
         303
     );
-    let created: i64 = audit_events::table
-        .filter(audit_events::action.eq("first_admin_created"))
-        .count()
-        .get_result(&mut *app.pool.get().unwrap())
-        .unwrap();
+    let created = app.audit_count("first_admin_created");
     assert_eq!(created, 1);
 }
 

@@ -265,6 +265,17 @@ impl TestApp {
         )
     }
 
+    /// How many audit events of this action were recorded.
+    pub fn audit_count(&self, action: &str) -> i64 {
+        use diesel::prelude::*;
+        use granite::db::schema::audit_events;
+        audit_events::table
+            .filter(audit_events::action.eq(action))
+            .count()
+            .get_result(&mut *self.pool.get().unwrap())
+            .unwrap()
+    }
+
     /// Adds a user straight through the domain (faster than the CLI, which has its own test).
     pub fn add_user(
         &self,

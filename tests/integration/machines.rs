@@ -3,7 +3,7 @@
 use std::sync::{Arc, Barrier};
 
 use diesel::prelude::*;
-use granite::db::schema::{audit_events, enrollment_tokens, machines, runs};
+use granite::db::schema::{enrollment_tokens, machines, runs};
 use granite::machines::MachineProfile;
 use granite::secret::{Secret, SecretKind, sha256_hex};
 use granite::users::Role;
@@ -79,11 +79,7 @@ fn a_token_is_shown_once_with_the_command_that_uses_it(backend: Backend) {
             .unwrap();
     assert_eq!(hash, sha256_hex(&secret));
     assert_eq!(expires - created, chrono::Duration::hours(24));
-    let audited: i64 = audit_events::table
-        .filter(audit_events::action.eq("enrollment_token_created"))
-        .count()
-        .get_result(&mut *app.pool.get().unwrap())
-        .unwrap();
+    let audited = app.audit_count("enrollment_token_created");
     assert_eq!(audited, 1);
 }
 
@@ -278,11 +274,7 @@ fn enrollment_refuses_bad_tokens_with_contract_errors(backend: Backend) {
             .status,
         400
     );
-    let audited: i64 = audit_events::table
-        .filter(audit_events::action.eq("enrollment_token_revoked"))
-        .count()
-        .get_result(&mut *app.pool.get().unwrap())
-        .unwrap();
+    let audited = app.audit_count("enrollment_token_revoked");
     assert_eq!(audited, 1);
     let machines: i64 = machines::table
         .count()
@@ -491,11 +483,7 @@ fn removing_a_machine_refuses_its_credential_and_requeues_its_job(backend: Backe
         ("queued", None),
         "its running job is back in the queue"
     );
-    let audited: i64 = audit_events::table
-        .filter(audit_events::action.eq("machine_removed"))
-        .count()
-        .get_result(&mut *app.pool.get().unwrap())
-        .unwrap();
+    let audited = app.audit_count("machine_removed");
     assert_eq!(audited, 1);
     assert_eq!(
         admin
