@@ -277,7 +277,8 @@ pub fn release(conn: &mut DbConnection, machine_id: i64, public_id: &str) -> Res
 }
 
 /// A run as lists show it.
-#[derive(Clone, Debug, Queryable)]
+#[derive(Clone, Debug, Queryable, Selectable)]
+#[diesel(table_name = runs)]
 pub struct RunSummary {
     pub id: i64,
     pub public_id: String,
@@ -290,30 +291,6 @@ pub struct RunSummary {
     pub machine_id: Option<i64>,
 }
 
-type SummaryColumns = (
-    runs::id,
-    runs::public_id,
-    runs::endpoint,
-    runs::status,
-    runs::created_at,
-    runs::started_at,
-    runs::finished_at,
-    runs::error_message,
-    runs::machine_id,
-);
-
-const SUMMARY: SummaryColumns = (
-    runs::id,
-    runs::public_id,
-    runs::endpoint,
-    runs::status,
-    runs::created_at,
-    runs::started_at,
-    runs::finished_at,
-    runs::error_message,
-    runs::machine_id,
-);
-
 /// The newest runs a machine took, newest first.
 pub fn history_of_machine(
     conn: &mut DbConnection,
@@ -324,7 +301,7 @@ pub fn history_of_machine(
         .filter(runs::machine_id.eq(machine_id))
         .order((runs::created_at.desc(), runs::id.desc()))
         .limit(limit)
-        .select(SUMMARY)
+        .select(RunSummary::as_select())
         .load(conn)
 }
 
@@ -335,7 +312,7 @@ pub fn summaries(conn: &mut DbConnection, ids: &[i64]) -> QueryResult<Vec<RunSum
     }
     runs::table
         .filter(runs::id.eq_any(ids))
-        .select(SUMMARY)
+        .select(RunSummary::as_select())
         .load(conn)
 }
 
@@ -363,7 +340,7 @@ pub fn list(
         .order((runs::created_at.desc(), runs::id.desc()))
         .offset(offset)
         .limit(limit)
-        .select(SUMMARY)
+        .select(RunSummary::as_select())
         .load(conn)?;
     Ok((page, total))
 }

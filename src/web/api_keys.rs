@@ -14,7 +14,7 @@ use super::error::WebError;
 use super::layout::{Layout, NewSecret, render, render_with_status};
 use super::session::DashboardSession;
 use super::time::{Moment, duration_words};
-use super::{actor, is_htmx};
+use super::{actor, page_instead_of_fragment};
 use crate::api_keys::{self, GracePeriod, KeyError, KeyName, ListedKey, usage};
 use crate::db::{DbConnection, Pool};
 use crate::secret::Secret;
@@ -124,8 +124,8 @@ pub async fn show(
     user: CurrentUser,
     pool: web::Data<Pool>,
 ) -> Result<HttpResponse, WebError> {
-    if !is_htmx(&req) {
-        return Ok(super::login::see_other("/api-management#api-keys"));
+    if let Some(page) = page_instead_of_fragment(&req, "api-keys") {
+        return Ok(page);
     }
     fragment(StatusCode::OK, &section(&pool, &user, |_| {}).await?)
 }

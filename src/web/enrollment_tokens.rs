@@ -11,7 +11,7 @@ use super::auth::CurrentUser;
 use super::error::WebError;
 use super::layout::{NewSecret, render_with_status};
 use super::time::Moment;
-use super::{actor, is_htmx};
+use super::{actor, page_instead_of_fragment};
 use crate::config::Settings;
 use crate::db::{DbConnection, Pool};
 use crate::enrollment::{self, ListedToken, TokenError, TokenState};
@@ -155,8 +155,8 @@ pub async fn list(
     user: CurrentUser,
     pool: web::Data<Pool>,
 ) -> Result<HttpResponse, WebError> {
-    if !is_htmx(&req) {
-        return Ok(super::login::see_other("/api-management#enrollment-tokens"));
+    if let Some(page) = page_instead_of_fragment(&req, "enrollment-tokens") {
+        return Ok(page);
     }
     let list = pool
         .run(move |conn| TokenList::load(conn, &user, chrono::Utc::now().naive_utc()))
@@ -196,8 +196,8 @@ pub async fn show(
     pool: web::Data<Pool>,
     settings: web::Data<Settings>,
 ) -> Result<HttpResponse, WebError> {
-    if !is_htmx(&req) {
-        return Ok(super::login::see_other("/api-management#enrollment-tokens"));
+    if let Some(page) = page_instead_of_fragment(&req, "enrollment-tokens") {
+        return Ok(page);
     }
     let section = section(&pool, &settings, &user, |_| {}).await?;
     render_with_status(

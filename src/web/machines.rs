@@ -15,7 +15,7 @@ use super::jobs::JobRow;
 use super::layout::{Layout, render, render_with_status};
 use super::session::DashboardSession;
 use super::time::Moment;
-use super::{actor, is_htmx};
+use super::{actor, is_htmx, page_instead_of_fragment};
 use crate::config::Settings;
 use crate::db::{DbConnection, Pool};
 use crate::enrollment;
@@ -215,8 +215,8 @@ pub async fn list(
     settings: web::Data<Settings>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, WebError> {
-    if !is_htmx(&req) {
-        return Ok(super::login::see_other("/api-management#machines"));
+    if let Some(page) = page_instead_of_fragment(&req, "machines") {
+        return Ok(page);
     }
     let (query, offline_after) = (query.into_inner(), settings.offline_after());
     let list = pool

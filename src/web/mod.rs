@@ -113,6 +113,14 @@ pub fn is_htmx(req: &HttpRequest) -> bool {
     req.headers().contains_key("HX-Request")
 }
 
+/// A fragment's URL opened directly (a link, a reload) leads to its section of the page instead.
+pub fn page_instead_of_fragment(
+    req: &HttpRequest,
+    section: &str,
+) -> Option<actix_web::HttpResponse> {
+    (!is_htmx(req)).then(|| login::see_other(&format!("/api-management#{section}")))
+}
+
 /// The signed-in user as the audit log records them.
 pub fn actor(req: &HttpRequest, user: &auth::CurrentUser) -> crate::audit::Actor {
     crate::audit::Actor {

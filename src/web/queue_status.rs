@@ -10,8 +10,8 @@ use chrono::NaiveDateTime;
 use super::auth::CurrentUser;
 use super::charts::{BarChart, Point};
 use super::error::WebError;
-use super::is_htmx;
 use super::layout::render_with_status;
+use super::page_instead_of_fragment;
 use crate::config::Settings;
 use crate::db::{DbConnection, Pool};
 use crate::queue::{self, QueueStatus, Unrunnable};
@@ -73,8 +73,8 @@ pub async fn show(
     pool: web::Data<Pool>,
     settings: web::Data<Settings>,
 ) -> Result<HttpResponse, WebError> {
-    if !is_htmx(&req) {
-        return Ok(super::login::see_other("/api-management#queue-status"));
+    if let Some(page) = page_instead_of_fragment(&req, "queue-status") {
+        return Ok(page);
     }
     let (organization_id, offline_after) = (user.organization.id, settings.offline_after());
     let queue = pool

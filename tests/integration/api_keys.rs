@@ -391,15 +391,9 @@ fn usage_is_written_at_shutdown(backend: Backend) {
 fn other_organizations_cannot_see_or_touch_a_key(backend: Backend) {
     let db = TestDb::new(backend);
     let app = TestApp::spawn(&db);
-    app.add_user(
-        "boss@rival.test",
-        "rival password 1",
-        Role::Admin,
-        Some("Rival Corp"),
-    );
     let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
     let (id, secret) = admin.create_api_key("ours-only");
-    let mut rival = app.signed_in("boss@rival.test", "rival password 1");
+    let mut rival = app.rival();
 
     let page = rival.get("/api-management");
     assert!(!page.body.contains("ours-only"));

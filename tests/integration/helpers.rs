@@ -19,6 +19,9 @@ use serde_json::Value;
 
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+/// The admin of a second organization, for isolation tests.
+pub const RIVAL_EMAIL: &str = "boss@rival.test";
+pub const RIVAL_PASSWORD: &str = "rival password 1";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -263,6 +266,12 @@ impl TestApp {
             &serde_json::json!({ "status": "idle" }),
             Some(credential),
         )
+    }
+
+    /// A second organization, "Rival Corp" (slug `rival-corp`), and a client signed in as its admin.
+    pub fn rival(&self) -> Client {
+        self.add_user(RIVAL_EMAIL, RIVAL_PASSWORD, Role::Admin, Some("Rival Corp"));
+        self.signed_in(RIVAL_EMAIL, RIVAL_PASSWORD)
     }
 
     /// How many audit events of this action were recorded.

@@ -551,17 +551,11 @@ fn fifty_simultaneous_enrollments_with_one_token_make_one_machine(backend: Backe
 fn other_organizations_cannot_see_or_touch_tokens_or_machines(backend: Backend) {
     let db = TestDb::new(backend);
     let app = TestApp::spawn(&db);
-    app.add_user(
-        "boss@rival.test",
-        "rival password 1",
-        Role::Admin,
-        Some("Rival Corp"),
-    );
     let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
     let (token_id, token) = admin.create_enrollment_token("ours");
     let (_, other_token) = admin.create_enrollment_token("ours too");
     let (machine_id, credential) = app.enroll(&other_token, "our-vm");
-    let mut rival = app.signed_in("boss@rival.test", "rival password 1");
+    let mut rival = app.rival();
 
     let page = rival.get("/api-management");
     assert!(!page.body.contains("our-vm") && !page.body.contains("ours too"));

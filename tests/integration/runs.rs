@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
 use granite::db::schema::{machines, runs};
-use granite::users::Role;
 use serde_json::{Value, json};
 
 use crate::both_backends;
@@ -656,13 +655,7 @@ fn a_quiet_machine_loses_its_run_to_another(backend: Backend) {
 fn organizations_never_see_each_others_runs(backend: Backend) {
     let db = TestDb::new(backend);
     let mut s = setup(&db, 30);
-    s.app.add_user(
-        "boss@rival.test",
-        "rival password 1",
-        Role::Admin,
-        Some("Rival Corp"),
-    );
-    let mut rival = s.app.signed_in("boss@rival.test", "rival password 1");
+    let mut rival = s.app.rival();
     let (_, rival_key) = rival.create_api_key("rival");
     let (_, rival_token) = rival.create_enrollment_token("rival vm");
     let rival_machine = s
