@@ -4,27 +4,24 @@
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
-use actix_session::SessionMiddleware;
-use actix_session::config::{CookieContentSecurity, PersistentSession, TtlExtensionPolicy};
-use actix_session::storage::CookieSessionStore;
-use actix_web::cookie::{Key, SameSite};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer};
+use secrecy::ExposeSecret;
 
 use crate::api;
 use crate::api_keys::usage::{FLUSH_EVERY, UsageRecorder};
 use crate::config::Settings;
 use crate::db::{DatabaseUrl, DbError, Pool};
 use crate::metrics::Metrics;
-use crate::runs::dispatch::{self, Dispatcher, Signal};
+use crate::ops;
+use crate::runs::dispatch::{self, Dispatcher};
 use crate::runs::leases;
 use crate::setup::{self, ConfiguredAdmin, FirstStart};
 use crate::users::Email;
 use crate::users::password::Password;
 use crate::web as dashboard;
-
-pub const SESSION_COOKIE: &str = "granite_session";
+use crate::web::middleware::{session, session_key};
 
 pub struct Application {
     server: Server,
@@ -43,9 +40,15 @@ impl Application {
 
         let admin = configured_admin(&settings)?;
         let first_start = setup::on_start(&mut *pool.get()?, admin)?;
-        let session_key =
-            dashboard::session_key::load(&mut *pool.get()?, settings.session_key.as_deref())?;
+        let session_key = session_key::load(
+            &mut *pool.get()?,
+            settings
+                .session_key
+                .as_ref()
+                .map(ExposeSecret::expose_secret),
+        )?;
 
+        ops::assets::fingerprint_all();
         let listener = TcpListener::bind(settings.bind)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.bind))?;
         let address = listener.local_addr()?;
@@ -60,7 +63,8 @@ impl Application {
 
         let usage = actix_web::web::Data::new(UsageRecorder::default());
         spawn_usage_flusher(pool.clone(), usage.clone());
-        let dispatcher = actix_web::web::Data::new(Dispatcher::default());
+        let metrics = actix_web::web::Data::new(Metrics::default());
+        let dispatcher = actix_web::web::Data::new(Dispatcher::new(metrics.clone().into_inner()));
         if let DatabaseUrl::Postgres(url) = &settings.database.database_url {
             dispatch::spawn_postgres_listener(
                 url.clone(),
@@ -68,7 +72,6 @@ impl Application {
             );
         }
         spawn_lease_keeper(pool.clone(), dispatcher.clone(), settings.offline_after());
-        let metrics = actix_web::web::Data::new(Metrics::default());
 
         let settings = actix_web::web::Data::new(settings);
         let data_pool = actix_web::web::Data::new(pool.clone());
@@ -81,12 +84,14 @@ impl Application {
                 .app_data(dispatcher.clone())
                 .app_data(metrics.clone())
                 .configure(api::routes)
-                .configure(dashboard::routes)
-                // Innermost first: CSRF needs the session, and every response gets the headers and a log line.
-                .wrap(from_fn(dashboard::csrf::protect))
-                .wrap(session_middleware(&settings, session_key.clone()))
-                .wrap(dashboard::security_headers())
-                .wrap(from_fn(dashboard::request_log::log))
+                .configure(ops::routes)
+                .service(dashboard::scope(session::middleware(
+                    &settings,
+                    session_key.clone(),
+                )))
+                // Every response gets the security headers and a log line.
+                .wrap(ops::security_headers())
+                .wrap(from_fn(ops::request_log::log))
         })
         .listen(listener)?
         .shutdown_timeout(30)
@@ -148,27 +153,19 @@ fn spawn_lease_keeper(
         let mut every = actix_web::rt::time::interval(LEASE_CHECK_EVERY);
         loop {
             every.tick().await;
-            let released = pool
-                .run(move |conn| {
-                    let organizations =
-                        leases::release_lost(conn, chrono::Utc::now().naive_utc(), offline_after)?;
-                    for organization_id in &organizations {
-                        dispatch::publish(conn, *organization_id, Signal::Queued)?;
-                    }
-                    Ok::<_, DbError>(organizations)
+            let released = dispatcher
+                .run(&pool, move |conn, changes| {
+                    leases::release_lost(
+                        conn,
+                        chrono::Utc::now().naive_utc(),
+                        offline_after,
+                        changes,
+                    )
+                    .map_err(DbError::from)
                 })
                 .await;
-            match released {
-                Ok(organizations) => {
-                    for organization_id in organizations {
-                        tracing::info!(
-                            organization_id,
-                            "runs of machines that went offline are back in the queue"
-                        );
-                        dispatcher.announce(organization_id, Signal::Queued);
-                    }
-                }
-                Err(error) => tracing::warn!(%error, "could not check run leases"),
+            if let Err(error) = released {
+                tracing::warn!(%error, "could not check run leases");
             }
         }
     });
@@ -191,24 +188,6 @@ fn spawn_usage_flusher(pool: Pool, usage: actix_web::web::Data<UsageRecorder>) {
     });
 }
 
-fn session_middleware(settings: &Settings, key: Key) -> SessionMiddleware<CookieSessionStore> {
-    let idle = settings.session_idle();
-    SessionMiddleware::builder(CookieSessionStore::default(), key)
-        .cookie_name(SESSION_COOKIE.to_owned())
-        .cookie_http_only(true)
-        .cookie_same_site(SameSite::Strict)
-        .cookie_secure(settings.cookies_secure())
-        .cookie_content_security(CookieContentSecurity::Private)
-        .session_lifecycle(
-            PersistentSession::default()
-                .session_ttl(actix_web::cookie::time::Duration::seconds(
-                    idle.as_secs() as i64
-                ))
-                .session_ttl_extension_policy(TtlExtensionPolicy::OnStateChanges),
-        )
-        .build()
-}
-
 /// The admin from GRANITE_ADMIN_EMAIL/GRANITE_ADMIN_PASSWORD, checked before anything is written.
 fn configured_admin(settings: &Settings) -> anyhow::Result<Option<ConfiguredAdmin>> {
     match (&settings.admin_email, &settings.admin_password) {
@@ -216,7 +195,7 @@ fn configured_admin(settings: &Settings) -> anyhow::Result<Option<ConfiguredAdmi
         (Some(email), Some(password)) => {
             let email =
                 Email::parse(email).map_err(|e| anyhow::anyhow!("GRANITE_ADMIN_EMAIL: {e}"))?;
-            let password = Password::parse(password)
+            let password = Password::parse(password.expose_secret())
                 .map_err(|e| anyhow::anyhow!("GRANITE_ADMIN_PASSWORD: {e}"))?;
             Ok(Some(ConfiguredAdmin {
                 email,

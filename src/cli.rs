@@ -223,7 +223,7 @@ fn enroll_driver(args: DriverEnroll) -> anyhow::Result<()> {
     let saved = driver::credentials::SavedEnrollment {
         server: args.server.trim_end_matches('/').to_owned(),
         machine_id: enrolled.machine_id,
-        organization: enrolled.organization_slug.clone(),
+        organization: enrolled.organization.slug.clone(),
         name: name.clone(),
         credential: enrolled.credential,
     };
@@ -231,7 +231,7 @@ fn enroll_driver(args: DriverEnroll) -> anyhow::Result<()> {
     println!(
         "Enrolled {name} as machine {} of {} (capabilities: {}).\nCredential saved to {} (readable by you only).\nStart it with: granite driver run --automations DIR",
         enrolled.machine_id,
-        enrolled.organization_slug,
+        enrolled.organization.slug,
         capabilities.join(", "),
         path.display()
     );

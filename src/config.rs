@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, FromArgMatches};
+use secrecy::SecretString;
 
 use crate::db::DatabaseUrl;
 
@@ -17,6 +18,7 @@ pub struct DatabaseArgs {
     pub database_url: DatabaseUrl,
 }
 
+/// Every setting of `granite serve`. `Debug` shows secrets as `[REDACTED]`.
 #[derive(Args, Clone, Debug)]
 pub struct Settings {
     #[command(flatten)]
@@ -32,8 +34,8 @@ pub struct Settings {
     pub admin_email: Option<String>,
 
     /// Password of the first admin (see --admin-email). Prefer the environment variable to the flag.
-    #[arg(long, env = "GRANITE_ADMIN_PASSWORD", hide_env_values = true)]
-    pub admin_password: Option<String>,
+    #[arg(long, env = "GRANITE_ADMIN_PASSWORD", hide_env_values = true, value_parser = secret_value)]
+    pub admin_password: Option<SecretString>,
 
     /// Interval, in seconds, the server tells drivers to heartbeat at.
     #[arg(long, env = "GRANITE_HEARTBEAT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -49,8 +51,8 @@ pub struct Settings {
 
     /// Key that signs and encrypts session cookies: 64 bytes in base64. When unset, one is generated
     /// on first start and kept in the database, so restarts and replicas share it.
-    #[arg(long, env = "GRANITE_SESSION_KEY", hide_env_values = true)]
-    pub session_key: Option<String>,
+    #[arg(long, env = "GRANITE_SESSION_KEY", hide_env_values = true, value_parser = secret_value)]
+    pub session_key: Option<SecretString>,
 
     /// Sign out after this many minutes without a request.
     #[arg(long, env = "GRANITE_SESSION_IDLE_MINUTES", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=43200))]
@@ -75,24 +77,27 @@ pub struct Settings {
     pub db_pool_size: u32,
 }
 
+/// A secret setting: kept as [`SecretString`], so `Debug` output (and any log of the settings) shows
+/// it redacted.
+fn secret_value(text: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(text.to_owned()))
+}
+
 impl Settings {
-    /// Defaults for everything, pointed at one database and address (tests, `granite demo`).
+    /// The defaults of `granite serve` with no flags and no environment, pointed at one database and
+    /// address (tests, `granite demo`). The defaults themselves are the `#[arg]` attributes above.
     pub fn new(database_url: DatabaseUrl, bind: SocketAddr) -> Self {
-        Self {
-            database: DatabaseArgs { database_url },
-            bind,
-            admin_email: None,
-            admin_password: None,
-            heartbeat_secs: 10,
-            offline_after_secs: 30,
-            enrollment_ttl_hours: 24,
-            session_key: None,
-            session_idle_minutes: 120,
-            session_idle_exact: None,
-            secure_cookies: false,
-            public_url: None,
-            db_pool_size: 16,
-        }
+        let command = Settings::augment_args(clap::Command::new("granite"))
+            .mut_args(|arg| arg.env(None))
+            .no_binary_name(true);
+        let matches = command
+            .try_get_matches_from(Vec::<String>::new())
+            .expect("the defaults parse");
+        let mut settings =
+            Settings::from_arg_matches(&matches).expect("the defaults are valid settings");
+        settings.database.database_url = database_url;
+        settings.bind = bind;
+        settings
     }
 
     pub fn offline_after(&self) -> chrono::Duration {
@@ -118,5 +123,30 @@ impl Settings {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => format!("http://{bound}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_flags_defaults_and_secrets_stay_out_of_debug() {
+        let mut settings = Settings::new(
+            DatabaseUrl::parse("sqlite://t.db").unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        );
+        assert_eq!(settings.heartbeat_secs, 10);
+        assert_eq!(settings.offline_after_secs, 30);
+        assert_eq!(settings.enrollment_ttl_hours, 24);
+        assert_eq!(settings.session_idle_minutes, 120);
+        assert_eq!(settings.db_pool_size, 16);
+        assert!(!settings.secure_cookies);
+        assert!(settings.admin_password.is_none() && settings.session_key.is_none());
+        settings.admin_password = Some("hunter2 hunter2".into());
+        settings.session_key = Some("c2Vzc2lvbiBrZXkgbWF0ZXJpYWw=".into());
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("c2Vzc2lvbiBrZXkgbWF0ZXJpYWw"), "{shown}");
     }
 }

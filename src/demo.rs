@@ -42,7 +42,7 @@ pub fn run(bind: SocketAddr) -> anyhow::Result<()> {
     let password = random_base62(16);
     let mut settings = Settings::new(url, bind);
     settings.admin_email = Some(DEMO_EMAIL.into());
-    settings.admin_password = Some(password.clone());
+    settings.admin_password = Some(password.clone().into());
     settings.heartbeat_secs = 3;
     settings.offline_after_secs = 10;
     actix_web::rt::System::new().block_on(async move {

@@ -89,7 +89,7 @@ pub fn create(
     lifetime_hours: i64,
     actor: &Actor,
 ) -> QueryResult<(EnrollmentToken, Secret)> {
-    conn.transaction(|conn| {
+    write_transaction(conn, |conn| {
         let secret = Secret::generate(SecretKind::EnrollmentToken);
         let now = chrono::Utc::now().naive_utc();
         let token = diesel::insert_into(enrollment_tokens::table)

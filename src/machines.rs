@@ -1,5 +1,5 @@
-//! Driver machines: what they tell us about themselves, their heartbeats, and the rule that turns their
-//! last contact into a status (contract: "Machine status").
+//! Driver machines: what they tell us about themselves, their heartbeats, removal, and the lists and
+//! counts of the VM Machines section (the status rule itself is [`MachineStatus::from_last_seen`]).
 
 use std::net::IpAddr;
 
@@ -9,59 +9,8 @@ use diesel::prelude::*;
 use crate::audit::{self, Actor};
 use crate::db::schema::{machines, runs};
 use crate::db::{DbConnection, write_transaction};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MachineStatus {
-    /// Contact within the window, no running job.
-    Online,
-    /// Contact within the window and a running job.
-    Busy,
-    /// No contact within the window, or never connected.
-    Offline,
-}
-
-impl MachineStatus {
-    pub const ALL: [MachineStatus; 3] = [Self::Online, Self::Busy, Self::Offline];
-
-    pub fn from_last_seen(
-        last_seen_at: Option<NaiveDateTime>,
-        has_running_job: bool,
-        now: NaiveDateTime,
-        offline_after: chrono::Duration,
-    ) -> Self {
-        match last_seen_at {
-            Some(seen) if seen > now - offline_after => {
-                if has_running_job {
-                    Self::Busy
-                } else {
-                    Self::Online
-                }
-            }
-            _ => Self::Offline,
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-
-    /// As in `data-status` and filters.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Online => "online",
-            Self::Busy => "busy",
-            Self::Offline => "offline",
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Online => "Online",
-            Self::Busy => "Busy",
-            Self::Offline => "Offline",
-        }
-    }
-}
+use crate::runs::dispatch::Changes;
+use crate::status::{MachineStatus, ReportedStatus, RunStatus};
 
 #[derive(Clone, Debug, Queryable, Selectable)]
 #[diesel(table_name = machines)]
@@ -77,7 +26,7 @@ pub struct Machine {
     pub enrollment_token_id: Option<i64>,
     pub enrolled_at: NaiveDateTime,
     pub last_seen_at: Option<NaiveDateTime>,
-    pub reported_status: String,
+    pub reported_status: ReportedStatus,
     pub current_run_id: Option<i64>,
     pub removed_at: Option<NaiveDateTime>,
     pub removed_by_user_id: Option<i64>,
@@ -224,7 +173,7 @@ pub enum CredentialRejection {
 pub fn touch(
     conn: &mut DbConnection,
     credential_hash: &str,
-    reported_status: Option<&str>,
+    reported_status: Option<ReportedStatus>,
     now: NaiveDateTime,
 ) -> QueryResult<Result<Machine, CredentialRejection>> {
     let live = machines::table
@@ -267,7 +216,7 @@ pub fn cancelled_runs(conn: &mut DbConnection, machine: &Machine) -> QueryResult
     runs::table
         .find(run_id)
         .filter(runs::machine_id.eq(machine.id))
-        .filter(runs::status.eq("cancelled"))
+        .filter(runs::status.eq(RunStatus::Cancelled))
         .filter(runs::cancel_requested_at.is_not_null())
         .select(runs::public_id)
         .load(conn)
@@ -293,6 +242,7 @@ pub fn remove(
     organization_id: i64,
     machine_id: i64,
     actor: &Actor,
+    changes: &mut Changes,
 ) -> QueryResult<Option<Machine>> {
     write_transaction(conn, |conn| {
         let Some(machine) = find(conn, organization_id, machine_id)? else {
@@ -305,7 +255,8 @@ pub fn remove(
                 machines::removed_by_user_id.eq(actor.user_id),
             ))
             .execute(conn)?;
-        let requeued = crate::runs::leases::release_machine(conn, machine.id, now)?;
+        let released = crate::runs::leases::release_machine(conn, machine.id, now)?;
+        released.announce(organization_id, changes);
         audit::record(
             conn,
             actor.event(
@@ -314,7 +265,7 @@ pub fn remove(
                 "machine",
                 machine.id,
                 serde_json::json!({
-                    "name": machine.name, "requeued_runs": requeued,
+                    "name": machine.name, "requeued_runs": released.requeued,
                 }),
             ),
         )?;
@@ -470,32 +421,6 @@ fn escape_like(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn status_follows_last_contact_and_running_job() {
-        let now = chrono::DateTime::from_timestamp(1_800_000_000, 0)
-            .unwrap()
-            .naive_utc();
-        let window = chrono::Duration::seconds(30);
-        let recent = Some(now - chrono::Duration::seconds(5));
-        let stale = Some(now - chrono::Duration::seconds(30));
-        assert_eq!(
-            MachineStatus::from_last_seen(recent, false, now, window),
-            MachineStatus::Online
-        );
-        assert_eq!(
-            MachineStatus::from_last_seen(recent, true, now, window),
-            MachineStatus::Busy
-        );
-        assert_eq!(
-            MachineStatus::from_last_seen(stale, true, now, window),
-            MachineStatus::Offline
-        );
-        assert_eq!(
-            MachineStatus::from_last_seen(None, false, now, window),
-            MachineStatus::Offline
-        );
-    }
 
     #[test]
     fn profiles_are_checked_and_bounded() {

@@ -1,150 +1,173 @@
-//! `GET /metrics` in Prometheus text format. Counters this replica kept since it started (HTTP requests,
-//! the wait of every run it handed out, runs that finished through it), and gauges read from the
-//! database at scrape time (queue depth, runs by status, drivers by status). No organization labels:
-//! the endpoint is meant for operators and must not list tenants.
+//! What `GET /metrics` reports, kept in a Prometheus registry. Counters this replica kept since it
+//! started (HTTP requests, the wait of every run it handed out, runs that finished through it), and
+//! gauges read from the database at scrape time (queue depth, runs by status, drivers by status). No
+//! organization labels: the endpoint is meant for operators and must not list tenants.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::Mutex;
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::db::DbConnection;
 use crate::db::schema::runs;
 use crate::machines::{self, StatusCounts};
+use crate::status::{MachineStatus, RunStatus};
+
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Upper bounds of the wait-time histogram, in seconds.
 const WAIT_BUCKETS: [f64; 12] = [
     0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 ];
 
-#[derive(Default)]
-struct Counters {
-    http: BTreeMap<(String, u16), u64>,
-    wait_buckets: [u64; WAIT_BUCKETS.len()],
-    wait_count: u64,
-    wait_sum: f64,
-    finished: BTreeMap<String, u64>,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    status: u16,
 }
 
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: &'static str,
+}
+
 pub struct Metrics {
-    counters: Mutex<Counters>,
+    registry: Registry,
+    http_requests: Family<RouteLabels, Counter>,
+    run_wait: Histogram,
+    runs_finished: Family<StatusLabel, Counter>,
+    queue_depth: Gauge,
+    oldest_queued: Gauge<f64, std::sync::atomic::AtomicU64>,
+    runs: Family<StatusLabel, Gauge>,
+    drivers: Family<StatusLabel, Gauge>,
+    /// Scrapes set the gauges and then encode them; one at a time, so no scrape shows another's mix.
+    scrape: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let http_requests = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "granite_http_requests",
+            "HTTP requests by route and status",
+            http_requests.clone(),
+        );
+        let run_wait = Histogram::new(WAIT_BUCKETS);
+        registry.register(
+            "granite_run_wait_seconds",
+            "Time runs waited in the queue before a machine took them",
+            run_wait.clone(),
+        );
+        let runs_finished = Family::<StatusLabel, Counter>::default();
+        registry.register(
+            "granite_runs_finished",
+            "Runs finished through this replica, by outcome",
+            runs_finished.clone(),
+        );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "granite_queue_depth",
+            "Runs waiting in the queue, all organizations",
+            queue_depth.clone(),
+        );
+        let oldest_queued = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "granite_oldest_queued_seconds",
+            "Age of the oldest queued run",
+            oldest_queued.clone(),
+        );
+        let runs = Family::<StatusLabel, Gauge>::default();
+        registry.register(
+            "granite_runs",
+            "Runs by status now (queued, running)",
+            runs.clone(),
+        );
+        let drivers = Family::<StatusLabel, Gauge>::default();
+        registry.register(
+            "granite_drivers",
+            "Driver machines by status",
+            drivers.clone(),
+        );
+        // Every outcome is listed from the start, at zero, so a dashboard's rate() has a series to read.
+        for status in RunStatus::FINISHED {
+            runs_finished
+                .get_or_create(&StatusLabel {
+                    status: status.as_str(),
+                })
+                .inc_by(0);
+        }
+        Self {
+            registry,
+            http_requests,
+            run_wait,
+            runs_finished,
+            queue_depth,
+            oldest_queued,
+            runs,
+            drivers,
+            scrape: Mutex::new(()),
+        }
+    }
 }
 
 impl Metrics {
     pub fn count_request(&self, route: &str, status: u16) {
-        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        *counters.http.entry((route.to_owned(), status)).or_default() += 1;
+        self.http_requests
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
     }
 
     /// A run was handed out after waiting `seconds` in the queue.
     pub fn observe_wait(&self, seconds: f64) {
-        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        for (bucket, bound) in counters.wait_buckets.iter_mut().zip(WAIT_BUCKETS) {
-            if seconds <= bound {
-                *bucket += 1;
-            }
-        }
-        counters.wait_count += 1;
-        counters.wait_sum += seconds;
+        self.run_wait.observe(seconds);
     }
 
-    pub fn count_finished(&self, status: &str) {
-        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        *counters.finished.entry(status.to_owned()).or_default() += 1;
+    /// A run finished: completed, failed or cancelled.
+    pub fn count_finished(&self, status: RunStatus) {
+        self.runs_finished
+            .get_or_create(&StatusLabel {
+                status: status.as_str(),
+            })
+            .inc();
     }
 
+    /// The OpenMetrics text of everything, with the gauges set from `gauges`.
     pub fn render(&self, gauges: &Gauges) -> String {
-        let counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let _one_at_a_time = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        self.queue_depth.set(gauges.queued);
+        self.oldest_queued
+            .set(gauges.oldest_queued_seconds.unwrap_or(0.0));
+        for (status, value) in [
+            (RunStatus::Queued, gauges.queued),
+            (RunStatus::Running, gauges.running),
+        ] {
+            self.runs
+                .get_or_create(&StatusLabel {
+                    status: status.as_str(),
+                })
+                .set(value);
+        }
+        for status in MachineStatus::ALL {
+            self.drivers
+                .get_or_create(&StatusLabel {
+                    status: status.as_str(),
+                })
+                .set(gauges.drivers.of(&status));
+        }
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP granite_queue_depth Runs waiting in the queue, all organizations."
-        );
-        let _ = writeln!(out, "# TYPE granite_queue_depth gauge");
-        let _ = writeln!(out, "granite_queue_depth {}", gauges.queued);
-        let _ = writeln!(
-            out,
-            "# HELP granite_oldest_queued_seconds Age of the oldest queued run."
-        );
-        let _ = writeln!(out, "# TYPE granite_oldest_queued_seconds gauge");
-        let _ = writeln!(
-            out,
-            "granite_oldest_queued_seconds {:.3}",
-            gauges.oldest_queued_seconds.unwrap_or(0.0)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP granite_runs Runs by status now (queued, running)."
-        );
-        let _ = writeln!(out, "# TYPE granite_runs gauge");
-        let _ = writeln!(out, "granite_runs{{status=\"queued\"}} {}", gauges.queued);
-        let _ = writeln!(out, "granite_runs{{status=\"running\"}} {}", gauges.running);
-        let _ = writeln!(
-            out,
-            "# HELP granite_runs_finished_total Runs finished through this replica, by outcome."
-        );
-        let _ = writeln!(out, "# TYPE granite_runs_finished_total counter");
-        for status in ["completed", "failed", "cancelled"] {
-            let _ = writeln!(
-                out,
-                "granite_runs_finished_total{{status=\"{status}\"}} {}",
-                counters.finished.get(status).unwrap_or(&0)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP granite_run_wait_seconds Time runs waited in the queue before a machine took them."
-        );
-        let _ = writeln!(out, "# TYPE granite_run_wait_seconds histogram");
-        for (count, bound) in counters.wait_buckets.iter().zip(WAIT_BUCKETS) {
-            let _ = writeln!(
-                out,
-                "granite_run_wait_seconds_bucket{{le=\"{bound}\"}} {count}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "granite_run_wait_seconds_bucket{{le=\"+Inf\"}} {}",
-            counters.wait_count
-        );
-        let _ = writeln!(out, "granite_run_wait_seconds_sum {:.6}", counters.wait_sum);
-        let _ = writeln!(
-            out,
-            "granite_run_wait_seconds_count {}",
-            counters.wait_count
-        );
-        let _ = writeln!(out, "# HELP granite_drivers Driver machines by status.");
-        let _ = writeln!(out, "# TYPE granite_drivers gauge");
-        let _ = writeln!(
-            out,
-            "granite_drivers{{status=\"online\"}} {}",
-            gauges.drivers.online
-        );
-        let _ = writeln!(
-            out,
-            "granite_drivers{{status=\"busy\"}} {}",
-            gauges.drivers.busy
-        );
-        let _ = writeln!(
-            out,
-            "granite_drivers{{status=\"offline\"}} {}",
-            gauges.drivers.offline
-        );
-        let _ = writeln!(
-            out,
-            "# HELP granite_http_requests_total HTTP requests by route and status."
-        );
-        let _ = writeln!(out, "# TYPE granite_http_requests_total counter");
-        for ((route, status), count) in &counters.http {
-            let route = route.replace('\\', "\\\\").replace('"', "\\\"");
-            let _ = writeln!(
-                out,
-                "granite_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}"
-            );
-        }
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }
@@ -163,19 +186,19 @@ impl Gauges {
         now: NaiveDateTime,
         offline_after: chrono::Duration,
     ) -> QueryResult<Self> {
-        let count = |conn: &mut DbConnection, status: &str| -> QueryResult<i64> {
+        let count = |conn: &mut DbConnection, status: RunStatus| -> QueryResult<i64> {
             runs::table
                 .filter(runs::status.eq(status))
                 .count()
                 .get_result(conn)
         };
         let oldest: Option<NaiveDateTime> = runs::table
-            .filter(runs::status.eq("queued"))
+            .filter(runs::status.eq(RunStatus::Queued))
             .select(diesel::dsl::min(runs::created_at))
             .first(conn)?;
         Ok(Self {
-            queued: count(conn, "queued")?,
-            running: count(conn, "running")?,
+            queued: count(conn, RunStatus::Queued)?,
+            running: count(conn, RunStatus::Running)?,
             oldest_queued_seconds: oldest.map(|t| (now - t).as_seconds_f64().max(0.0)),
             drivers: machines::count_by_status(conn, None, now, offline_after)?,
         })
@@ -187,24 +210,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_buckets_are_cumulative() {
+    fn counts_and_gauges_reach_the_text() {
         let metrics = Metrics::default();
         metrics.observe_wait(0.02);
         metrics.observe_wait(2.0);
         metrics.count_request("/api/me", 200);
         metrics.count_request("/api/me", 200);
+        metrics.count_finished(RunStatus::Cancelled);
         let text = metrics.render(&Gauges {
             queued: 3,
             running: 1,
             oldest_queued_seconds: Some(4.0),
-            drivers: StatusCounts::default(),
+            drivers: StatusCounts {
+                online: 2,
+                busy: 1,
+                offline: 0,
+            },
         });
-        assert!(text.contains("granite_run_wait_seconds_bucket{le=\"0.01\"} 0"));
-        assert!(text.contains("granite_run_wait_seconds_bucket{le=\"0.05\"} 1"));
-        assert!(text.contains("granite_run_wait_seconds_bucket{le=\"5\"} 2"));
-        assert!(text.contains("granite_run_wait_seconds_bucket{le=\"+Inf\"} 2"));
-        assert!(text.contains("granite_run_wait_seconds_count 2"));
-        assert!(text.contains("granite_http_requests_total{route=\"/api/me\",status=\"200\"} 2"));
-        assert!(text.contains("granite_queue_depth 3"));
+        for line in [
+            "granite_run_wait_seconds_bucket{le=\"0.01\"} 0",
+            "granite_run_wait_seconds_bucket{le=\"0.05\"} 1",
+            "granite_run_wait_seconds_bucket{le=\"5.0\"} 2",
+            "granite_run_wait_seconds_bucket{le=\"+Inf\"} 2",
+            "granite_run_wait_seconds_count 2",
+            "granite_http_requests_total{route=\"/api/me\",status=\"200\"} 2",
+            "granite_runs_finished_total{status=\"cancelled\"} 1",
+            "granite_runs_finished_total{status=\"failed\"} 0",
+            "granite_queue_depth 3",
+            "granite_runs{status=\"running\"} 1",
+            "granite_drivers{status=\"online\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
     }
 }

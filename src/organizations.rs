@@ -14,6 +14,17 @@ pub struct Organization {
     pub created_at: chrono::NaiveDateTime,
 }
 
+impl Organization {
+    /// As the public and driver APIs name it.
+    pub fn to_wire(&self) -> crate::wire::OrganizationRef {
+        crate::wire::OrganizationRef {
+            id: self.id,
+            slug: self.slug.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
 /// The slug that names an organization in public API paths (`/api/{org}/…`): 1–50 chars of `a-z0-9-`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OrganizationSlug(String);

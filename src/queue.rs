@@ -6,6 +6,7 @@ use diesel::prelude::*;
 use crate::db::DbConnection;
 use crate::db::schema::runs;
 use crate::machines;
+use crate::status::RunStatus;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueueStatus {
@@ -32,18 +33,18 @@ impl QueueStatus {
         now: NaiveDateTime,
         offline_after: chrono::Duration,
     ) -> QueryResult<Self> {
-        let count_in = |conn: &mut DbConnection, status: &str| -> QueryResult<i64> {
+        let count_in = |conn: &mut DbConnection, status: RunStatus| -> QueryResult<i64> {
             runs::table
                 .filter(runs::organization_id.eq(organization_id))
                 .filter(runs::status.eq(status))
                 .count()
                 .get_result(conn)
         };
-        let jobs_queued = count_in(conn, "queued")?;
-        let jobs_running = count_in(conn, "running")?;
+        let jobs_queued = count_in(conn, RunStatus::Queued)?;
+        let jobs_running = count_in(conn, RunStatus::Running)?;
         let oldest_queued: Option<NaiveDateTime> = runs::table
             .filter(runs::organization_id.eq(organization_id))
-            .filter(runs::status.eq("queued"))
+            .filter(runs::status.eq(RunStatus::Queued))
             .select(diesel::dsl::min(runs::created_at))
             .first(conn)?;
         let oldest_queued_seconds = oldest_queued.map(|t| (now - t).as_seconds_f64().max(0.0));
@@ -115,7 +116,7 @@ pub fn depth_last_hour(
         .filter(
             runs::created_at
                 .gt(since)
-                .or(runs::status.eq("queued"))
+                .or(runs::status.eq(RunStatus::Queued))
                 .or(runs::started_at.gt(since)),
         )
         .select((runs::created_at, runs::started_at, runs::finished_at))
@@ -156,7 +157,7 @@ pub fn unrunnable(
 ) -> QueryResult<Vec<Unrunnable>> {
     let waiting: Vec<(String, i64)> = runs::table
         .filter(runs::organization_id.eq(organization_id))
-        .filter(runs::status.eq("queued"))
+        .filter(runs::status.eq(RunStatus::Queued))
         .group_by(runs::requires)
         .select((runs::requires, diesel::dsl::count_star()))
         .load(conn)?;

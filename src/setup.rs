@@ -4,7 +4,7 @@
 use diesel::prelude::*;
 
 use crate::audit;
-use crate::db::{DbConnection, server_settings};
+use crate::db::{DbConnection, server_settings, write_transaction};
 use crate::organizations::{self, OrganizationSlug};
 use crate::secret::{random_base62, sha256_hex};
 use crate::users::{self, Email, Role, User};
@@ -50,13 +50,16 @@ pub fn on_start(
         Some(admin) => {
             let slug = OrganizationSlug::parse(organizations::DEFAULT_SLUG)
                 .expect("the default slug is valid");
-            match create_first_admin(
-                conn,
-                &slug,
-                DEFAULT_ORGANIZATION_NAME,
-                &admin.email,
-                &admin.password_hash,
-            ) {
+            let created = write_transaction(conn, |conn| {
+                insert_first_admin(
+                    conn,
+                    &slug,
+                    DEFAULT_ORGANIZATION_NAME,
+                    &admin.email,
+                    &admin.password_hash,
+                )
+            });
+            match created {
                 Ok(user) => Ok(FirstStart::AdminCreated { email: user.email }),
                 // Another replica created it a moment ago.
                 Err(SetupError::AlreadySetUp) => Ok(FirstStart::AlreadySetUp),
@@ -85,7 +88,7 @@ pub fn finish_setup(
     email: &Email,
     password_hash: &str,
 ) -> Result<User, SetupError> {
-    conn.transaction(|conn| {
+    write_transaction(conn, |conn| {
         if users::count(conn)? > 0 {
             return Err(SetupError::AlreadySetUp);
         }
@@ -93,46 +96,46 @@ pub fn finish_setup(
             return Err(SetupError::InvalidCode);
         }
         let slug = OrganizationSlug::from_name(organization_name);
-        let user = create_first_admin(conn, &slug, organization_name, email, password_hash)?;
+        let user = insert_first_admin(conn, &slug, organization_name, email, password_hash)?;
         server_settings::delete(conn, SETUP_CODE_SETTING)?;
         Ok(user)
     })
 }
 
-fn create_first_admin(
+/// The first organization and its admin, unless a user exists. Runs inside the caller's write
+/// transaction, so the check and the insert cannot be split by another replica's start.
+fn insert_first_admin(
     conn: &mut DbConnection,
     slug: &OrganizationSlug,
     organization_name: &str,
     email: &Email,
     password_hash: &str,
 ) -> Result<User, SetupError> {
-    conn.transaction(|conn| {
-        if users::count(conn)? > 0 {
+    if users::count(conn)? > 0 {
+        return Err(SetupError::AlreadySetUp);
+    }
+    let organization = match organizations::create(conn, slug, organization_name) {
+        Err(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _,
+        )) => {
             return Err(SetupError::AlreadySetUp);
         }
-        let organization = match organizations::create(conn, slug, organization_name) {
-            Err(diesel::result::Error::DatabaseError(
-                diesel::result::DatabaseErrorKind::UniqueViolation,
-                _,
-            )) => {
-                return Err(SetupError::AlreadySetUp);
-            }
-            other => other?,
-        };
-        let user = users::create(conn, organization.id, email, password_hash, Role::Admin)?;
-        audit::record(
-            conn,
-            audit::Event {
-                organization_id: Some(organization.id),
-                actor_user_id: Some(user.id),
-                actor: &user.email,
-                action: "first_admin_created",
-                target_type: "user",
-                target_id: Some(user.id.to_string()),
-                source_ip: None,
-                details: serde_json::json!({ "organization": organization.slug }),
-            },
-        )?;
-        Ok(user)
-    })
+        other => other?,
+    };
+    let user = users::create(conn, organization.id, email, password_hash, Role::Admin)?;
+    audit::record(
+        conn,
+        audit::Event {
+            organization_id: Some(organization.id),
+            actor_user_id: Some(user.id),
+            actor: &user.email,
+            action: "first_admin_created",
+            target_type: "user",
+            target_id: Some(user.id.to_string()),
+            source_ip: None,
+            details: serde_json::json!({ "organization": organization.slug }),
+        },
+    )?;
+    Ok(user)
 }

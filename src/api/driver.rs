@@ -1,26 +1,29 @@
-//! The driver API: enrollment with a one-time token, then heartbeats (and, later, jobs) with the
+//! The driver API: enrollment with a one-time token, then heartbeats, claims and completions with the
 //! machine's own credential in `Authorization: Bearer gd_…`.
 
 use std::future::{Ready, ready};
 use std::time::{Duration, Instant};
 
-use futures_util::future::select;
-
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
-use serde::Deserialize;
 
-use super::body::read_json;
+use super::body::Json;
 use super::error::ApiError;
 use crate::config::Settings;
 use crate::db::Pool;
 use crate::enrollment::{self, EnrollError};
 use crate::machines::{self, CredentialRejection, Machine, MachineProfile};
 use crate::metrics::Metrics;
-use crate::runs::dispatch::{self, Dispatcher, Signal};
+use crate::runs::dispatch::{Dispatcher, Signal};
 use crate::runs::{self, Outcome};
 use crate::secret::{Secret, SecretKind};
+use crate::status::{ReportedStatus, RunStatus};
+use crate::wire::driver::{
+    ClaimRequest, CompleteRequest, EnrollRequest, EnrollResponse, HeartbeatRequest,
+    HeartbeatResponse,
+};
+use crate::wire::{ErrorBody, RunObject};
 
 /// A machine credential that passed its checksum; the database has not been asked yet.
 pub struct Credential(Secret);
@@ -49,7 +52,7 @@ impl Credential {
     pub async fn touch(
         &self,
         pool: &Pool,
-        reported_status: Option<&'static str>,
+        reported_status: Option<ReportedStatus>,
     ) -> Result<Machine, ApiError> {
         let hash = self.0.hash();
         let now = chrono::Utc::now().naive_utc();
@@ -65,27 +68,25 @@ impl Credential {
     }
 }
 
-#[derive(Deserialize)]
-pub struct EnrollRequest {
-    token: String,
-    name: String,
-    #[serde(default)]
-    os_version: String,
-    #[serde(default)]
-    ip_address: Option<String>,
-    #[serde(default)]
-    capabilities: Vec<String>,
-    #[serde(default)]
-    driver_version: String,
-}
-
+#[utoipa::path(
+    post,
+    path = "/api/v1/driver/enroll",
+    operation_id = "enrollMachine",
+    tag = "driver",
+    request_body = EnrollRequest,
+    responses(
+        (status = 201, description = "Enrolled: the credential is shown this once.", body = EnrollResponse),
+        (status = 400, description = "A bad body; nothing was written.", body = ErrorBody),
+        (status = 401, description = "malformed_token or invalid_token.", body = ErrorBody),
+        (status = 410, description = "token_used, token_expired or token_revoked.", body = ErrorBody),
+    )
+)]
 pub async fn enroll(
     req: HttpRequest,
     pool: web::Data<Pool>,
     settings: web::Data<Settings>,
-    body: web::Json<EnrollRequest>,
+    Json(body): Json<EnrollRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
     let token = Secret::parse(SecretKind::EnrollmentToken, body.token.trim())
         .map_err(|_| ApiError::MalformedToken)?;
     let profile = MachineProfile::parse(
@@ -109,42 +110,34 @@ pub async fn enroll(
         })
         .await?;
     tracing::info!(machine_id = enrolled.machine.id, organization = %enrolled.organization.slug, "machine enrolled");
-    Ok(HttpResponse::Created().json(serde_json::json!({
-        "machine_id": enrolled.machine.id,
-        "credential": enrolled.credential.expose(),
-        "organization": {
-            "id": enrolled.organization.id,
-            "slug": enrolled.organization.slug,
-            "name": enrolled.organization.name,
-        },
-        "heartbeat_interval_seconds": settings.heartbeat_secs,
-    })))
+    Ok(HttpResponse::Created().json(EnrollResponse {
+        machine_id: enrolled.machine.id,
+        credential: enrolled.credential.expose().to_owned(),
+        organization: enrolled.organization.to_wire(),
+        heartbeat_interval_seconds: settings.heartbeat_secs,
+    }))
 }
 
-#[derive(Deserialize)]
-pub struct HeartbeatRequest {
-    status: String,
-    #[serde(default)]
-    #[allow(dead_code)]
-    current_run_id: Option<String>,
-}
-
+#[utoipa::path(
+    post,
+    path = "/api/v1/driver/heartbeat",
+    operation_id = "heartbeat",
+    tag = "driver",
+    security(("machine_credential" = [])),
+    request_body = HeartbeatRequest,
+    responses(
+        (status = 200, description = "Contact recorded; the runs to stop, if any.", body = HeartbeatResponse),
+        (status = 400, description = "A bad body.", body = ErrorBody),
+        (status = 401, description = "No valid credential, or machine_removed.", body = ErrorBody),
+    )
+)]
 pub async fn heartbeat(
     credential: Credential,
     pool: web::Data<Pool>,
     settings: web::Data<Settings>,
-    body: web::Json<HeartbeatRequest>,
+    Json(body): Json<HeartbeatRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let status = match body.status.as_str() {
-        "idle" => "idle",
-        "busy" => "busy",
-        _ => {
-            return Err(ApiError::InvalidRequest(
-                "status must be \"idle\" or \"busy\".".into(),
-            ));
-        }
-    };
-    let machine = credential.touch(&pool, Some(status)).await?;
+    let machine = credential.touch(&pool, Some(body.status)).await?;
     let cancel = match machine.current_run_id {
         Some(_) => {
             pool.run(move |conn| machines::cancelled_runs(conn, &machine).map_err(ApiError::from))
@@ -152,136 +145,125 @@ pub async fn heartbeat(
         }
         None => Vec::new(),
     };
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "heartbeat_interval_seconds": settings.heartbeat_secs,
-        "cancel": cancel,
-    })))
-}
-
-#[derive(Deserialize, Default)]
-struct ClaimRequest {
-    #[serde(default)]
-    wait_seconds: Option<u64>,
+    Ok(HttpResponse::Ok().json(HeartbeatResponse {
+        heartbeat_interval_seconds: settings.heartbeat_secs,
+        cancel,
+    }))
 }
 
 /// Longest a claim may wait for a run.
 const MAX_CLAIM_WAIT: u64 = 30;
-/// A waiting claim also looks every so often, in case a wake-up from another replica was missed.
-const RECHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// `POST /api/v1/driver/jobs/claim`: the next run this machine can run, waiting up to `wait_seconds`
-/// for one. A waiting driver sleeps on a signal: no thread, no connection, no polling loop.
+/// for one.
+#[utoipa::path(
+    post,
+    path = "/api/v1/driver/jobs/claim",
+    operation_id = "claimJob",
+    tag = "driver",
+    security(("machine_credential" = [])),
+    request_body = ClaimRequest,
+    responses(
+        (status = 200, description = "A run for this machine, now running on it.", body = RunObject),
+        (status = 204, description = "No run this machine can take, within wait_seconds."),
+        (status = 400, description = "A bad body.", body = ErrorBody),
+        (status = 401, description = "No valid credential, or machine_removed.", body = ErrorBody),
+    )
+)]
 pub async fn claim(
-    req: HttpRequest,
     credential: Credential,
-    payload: web::Payload,
+    Json(body): Json<ClaimRequest>,
     pool: web::Data<Pool>,
     dispatcher: web::Data<Dispatcher>,
     metrics: web::Data<Metrics>,
 ) -> Result<HttpResponse, ApiError> {
-    let body: ClaimRequest = read_json(&req, payload).await?;
     let wait = body.wait_seconds.unwrap_or(0);
     if wait > MAX_CLAIM_WAIT {
-        return Err(ApiError::InvalidRequest(format!(
-            "wait_seconds must be 0 to {MAX_CLAIM_WAIT}."
-        )));
+        return Err(ApiError::invalid_field(
+            "wait_seconds",
+            format!("wait_seconds must be 0 to {MAX_CLAIM_WAIT}."),
+        ));
     }
     let machine = credential.touch(&pool, None).await?;
     let deadline = Instant::now() + Duration::from_secs(wait);
-    let signal = dispatcher.signal(machine.organization_id, Signal::Queued);
-    loop {
-        let notified = signal.notified();
-        let mut notified = std::pin::pin!(notified);
-        notified.as_mut().enable();
-        let for_claim = machine.clone();
-        let claimed = pool
-            .run(move |conn| {
-                runs::claim::claim(conn, &for_claim, chrono::Utc::now().naive_utc())
-                    .map_err(ApiError::from)
-            })
-            .await?;
-        if let Some(run) = claimed {
-            if let Some(started) = run.started_at {
-                metrics.observe_wait((started - run.created_at).as_seconds_f64().max(0.0));
+    let organization_id = machine.organization_id;
+    let claimed = dispatcher
+        .wait_until(organization_id, Signal::Queued, deadline, || {
+            let (pool, machine) = (pool.clone(), machine.clone());
+            async move {
+                pool.run(move |conn| {
+                    runs::claim::claim(conn, &machine, chrono::Utc::now().naive_utc())
+                        .map_err(ApiError::from)
+                })
+                .await
             }
-            return Ok(HttpResponse::Ok().json(run.to_json()));
-        }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Ok(HttpResponse::NoContent().finish());
-        }
-        let sleep = std::pin::pin!(tokio::time::sleep(remaining.min(RECHECK_EVERY)));
-        let _ = select(notified, sleep).await;
+        })
+        .await?;
+    let Some(run) = claimed else {
+        return Ok(HttpResponse::NoContent().finish());
+    };
+    if let Some(started) = run.started_at {
+        metrics.observe_wait((started - run.created_at).as_seconds_f64().max(0.0));
     }
-}
-
-#[derive(Deserialize)]
-struct CompleteRequest {
-    status: String,
-    #[serde(default)]
-    result: Option<serde_json::Value>,
-    #[serde(default)]
-    error: Option<RunErrorBody>,
-}
-
-#[derive(Deserialize)]
-struct RunErrorBody {
-    #[serde(rename = "type", default)]
-    kind: String,
-    #[serde(default)]
-    message: String,
+    Ok(HttpResponse::Ok().json(run.to_wire()))
 }
 
 /// `POST /api/v1/driver/jobs/{runId}/complete`: the run's outcome; the machine is free again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/driver/jobs/{run_id}/complete",
+    operation_id = "completeJob",
+    tag = "driver",
+    security(("machine_credential" = [])),
+    params(("run_id" = String, Path, description = "The run's id, run_…")),
+    request_body = CompleteRequest,
+    responses(
+        (status = 200, description = "Recorded (a run cancelled while it ran stays cancelled).", body = RunObject),
+        (status = 400, description = "A bad body; nothing was written.", body = ErrorBody),
+        (status = 401, description = "No valid credential, or machine_removed.", body = ErrorBody),
+        (status = 404, description = "This machine holds no such run.", body = ErrorBody),
+        (status = 409, description = "The run has already finished.", body = ErrorBody),
+    )
+)]
 pub async fn complete(
-    req: HttpRequest,
     credential: Credential,
     run_id: web::Path<String>,
-    payload: web::Payload,
+    Json(body): Json<CompleteRequest>,
     pool: web::Data<Pool>,
     dispatcher: web::Data<Dispatcher>,
-    metrics: web::Data<Metrics>,
 ) -> Result<HttpResponse, ApiError> {
-    let body: CompleteRequest = read_json(&req, payload).await?;
-    let succeeded = match body.status.as_str() {
-        "completed" => true,
-        "failed" => false,
-        _ => {
-            return Err(ApiError::InvalidRequest(
-                "status must be \"completed\" or \"failed\".".into(),
-            ));
-        }
-    };
-    let error = body.error.map(|e| {
-        let kind = if e.kind.trim().is_empty() {
-            "failed".to_owned()
-        } else {
-            e.kind.chars().take(100).collect()
-        };
-        (kind, e.message.chars().take(4000).collect::<String>())
-    });
-    let outcome = Outcome {
-        succeeded,
-        result: body.result,
-        error,
-    };
+    let outcome = Outcome::from_wire(body);
     let machine = credential.touch(&pool, None).await?;
     let organization_id = machine.organization_id;
-    let run = pool
-        .run(move |conn| {
-            let run =
-                runs::complete(conn, machine.id, &run_id, &outcome).map_err(ApiError::from)?;
-            dispatch::publish(conn, organization_id, Signal::Finished)?;
+    let run = dispatcher
+        .run(&pool, move |conn, changes| {
+            let run = runs::complete(conn, machine.id, &run_id, &outcome)?;
+            // A run cancelled while it ran was announced when it was cancelled.
+            if run.status != RunStatus::Cancelled {
+                changes.finished(organization_id, run.status);
+            }
             Ok::<_, ApiError>(run)
         })
         .await?;
-    metrics.count_finished(&run.status);
-    dispatcher.announce(organization_id, Signal::Finished);
-    Ok(HttpResponse::Ok().json(run.to_json()))
+    Ok(HttpResponse::Ok().json(run.to_wire()))
 }
 
 /// `POST /api/v1/driver/jobs/{runId}/release`: the driver is stopping and gives the run back to the
 /// queue (an addition to the contract's driver API, used by `granite driver` on a second Ctrl-C).
+#[utoipa::path(
+    post,
+    path = "/api/v1/driver/jobs/{run_id}/release",
+    operation_id = "releaseJob",
+    tag = "driver",
+    security(("machine_credential" = [])),
+    params(("run_id" = String, Path, description = "The run's id, run_…")),
+    responses(
+        (status = 200, description = "The run is queued again; this attempt does not count.", body = RunObject),
+        (status = 401, description = "No valid credential, or machine_removed.", body = ErrorBody),
+        (status = 404, description = "This machine holds no such run.", body = ErrorBody),
+        (status = 409, description = "The run has already finished.", body = ErrorBody),
+    )
+)]
 pub async fn release(
     credential: Credential,
     run_id: web::Path<String>,
@@ -290,13 +272,12 @@ pub async fn release(
 ) -> Result<HttpResponse, ApiError> {
     let machine = credential.touch(&pool, None).await?;
     let organization_id = machine.organization_id;
-    let run = pool
-        .run(move |conn| {
-            let run = runs::release(conn, machine.id, &run_id).map_err(ApiError::from)?;
-            dispatch::publish(conn, organization_id, Signal::Queued)?;
+    let run = dispatcher
+        .run(&pool, move |conn, changes| {
+            let run = runs::release(conn, machine.id, &run_id)?;
+            changes.queued(organization_id);
             Ok::<_, ApiError>(run)
         })
         .await?;
-    dispatcher.announce(organization_id, Signal::Queued);
-    Ok(HttpResponse::Ok().json(run.to_json()))
+    Ok(HttpResponse::Ok().json(run.to_wire()))
 }

@@ -1,11 +1,11 @@
 //! Errors of the public and driver APIs, as the contract spells them:
 //! `{"error": "<code>", "message": "<human sentence>", "code": <HTTP status>}`.
 
-use actix_web::error::JsonPayloadError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
 use crate::db::DbError;
+use crate::wire::ErrorBody;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -49,6 +49,9 @@ pub enum ApiError {
     RunFinished,
     #[error("{0}")]
     InvalidRequest(String),
+    /// A request whose field `field` (of the body or the query) is missing or wrong.
+    #[error("{message}")]
+    InvalidField { field: String, message: String },
     #[error("The request body is larger than 1 MiB.")]
     PayloadTooLarge,
     #[error("Send the body as JSON (Content-Type: application/json).")]
@@ -92,7 +95,7 @@ impl ApiError {
             Self::InvalidCredential => "invalid_credential",
             Self::MachineRemoved => "machine_removed",
             Self::RunFinished => "run_finished",
-            Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidRequest(_) | Self::InvalidField { .. } => "invalid_request",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Unavailable(_) => "unavailable",
@@ -117,7 +120,7 @@ impl ResponseError for ApiError {
             Self::TokenUsed | Self::TokenExpired | Self::TokenRevoked => StatusCode::GONE,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::RunFinished => StatusCode::CONFLICT,
-            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidRequest(_) | Self::InvalidField { .. } => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -129,37 +132,65 @@ impl ResponseError for ApiError {
         if let Self::Unavailable(error) = self {
             tracing::error!(%error, "API request failed");
         }
-        HttpResponse::build(status).json(serde_json::json!({
-            "error": self.code(),
-            "message": self.to_string(),
-            "code": status.as_u16(),
-        }))
+        HttpResponse::build(status).json(ErrorBody {
+            error: self.code().to_owned(),
+            message: self.to_string(),
+            code: status.as_u16(),
+            field: match self {
+                Self::InvalidField { field, .. } => Some(field.clone()),
+                _ => None,
+            },
+        })
     }
 }
 
-/// Bodies that do not parse: too large, not JSON, or not the shape the endpoint expects. The parser's
-/// own message is only passed on where it cannot echo the body back (it could hold a secret).
-pub fn from_json_error(error: JsonPayloadError) -> ApiError {
-    match error {
-        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
-            ApiError::PayloadTooLarge
+impl ApiError {
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        Self::InvalidField {
+            field: field.to_owned(),
+            message: message.into(),
         }
-        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
-        JsonPayloadError::Deserialize(e) => {
-            let message = e.to_string();
-            if message.starts_with("missing field") || message.starts_with("unknown field") {
-                let field = message.split(" at line").next().unwrap_or(&message);
-                ApiError::InvalidRequest(format!("The body is not valid: {field}."))
-            } else {
-                ApiError::InvalidRequest(format!(
-                    "The body is not the JSON this endpoint expects (line {}, column {}).",
-                    e.line(),
-                    e.column()
-                ))
-            }
-        }
-        _ => ApiError::InvalidRequest("The body could not be read.".into()),
     }
+
+    /// A body or query that did not deserialize into its wire type, naming the field where it went
+    /// wrong. The parser's own words are only passed on where they cannot echo the request back (a
+    /// value could be a secret): what was expected, never what was found.
+    pub fn from_deserialize(error: serde_path_to_error::Error<impl std::fmt::Display>) -> Self {
+        let path = error.path().to_string();
+        let inner = error.inner().to_string();
+        let inner = inner.split(" at line ").next().unwrap_or(&inner);
+        let at = |name: &str| match path.as_str() {
+            "." | "" => name.to_owned(),
+            parent => format!("{parent}.{name}"),
+        };
+        if let Some(name) = between(inner, "missing field `", "`") {
+            let field = at(name);
+            return Self::InvalidField {
+                message: format!("{field} is required."),
+                field,
+            };
+        }
+        let expected = inner.split_once(", expected ").map(|(_, e)| e);
+        match (path.as_str(), expected) {
+            ("." | "", _) => Self::InvalidRequest(match expected {
+                Some(expected) => format!("The body must be {expected}."),
+                None => "The body is not valid JSON.".into(),
+            }),
+            (field, Some(expected)) => Self::InvalidField {
+                message: format!("{field}: expected {expected}."),
+                field: field.to_owned(),
+            },
+            (field, None) => Self::InvalidField {
+                message: format!("{field} is not valid."),
+                field: field.to_owned(),
+            },
+        }
+    }
+}
+
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let rest = text.strip_prefix(start)?;
+    rest.split_once(end).map(|(inside, _)| inside)
 }
 
 /// Unknown routes under `/api/` answer in JSON too.

@@ -7,7 +7,20 @@ use super::error::ApiError;
 use crate::config::Settings;
 use crate::db::Pool;
 use crate::queue::QueueStatus;
+use crate::wire::ErrorBody;
+use crate::wire::public::QueueStatusResponse;
 
+#[utoipa::path(
+    get,
+    path = "/api/queue",
+    operation_id = "getQueue",
+    tag = "public",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Queue status now.", body = QueueStatusResponse),
+        (status = 401, description = "No valid API key.", body = ErrorBody),
+    )
+)]
 pub async fn show(
     ApiCaller(caller): ApiCaller,
     pool: web::Data<Pool>,
@@ -26,12 +39,12 @@ pub async fn show(
             .map_err(ApiError::from)
         })
         .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "jobs_queued": status.jobs_queued,
-        "jobs_running": status.jobs_running,
-        "avg_wait_seconds": status.avg_wait_seconds,
-        "oldest_queued_seconds": status.oldest_queued_seconds,
-        "active_drivers": status.active_drivers,
-        "busy_drivers": status.busy_drivers,
-    })))
+    Ok(HttpResponse::Ok().json(QueueStatusResponse {
+        jobs_queued: status.jobs_queued,
+        jobs_running: status.jobs_running,
+        avg_wait_seconds: status.avg_wait_seconds,
+        oldest_queued_seconds: status.oldest_queued_seconds,
+        active_drivers: status.active_drivers,
+        busy_drivers: status.busy_drivers,
+    }))
 }

@@ -3,95 +3,97 @@
 use std::time::{Duration, Instant};
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use futures_util::future::select;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value};
 
 use super::auth::ApiCaller;
-use super::body::read_json;
+use super::body::{Json, parse_query};
 use super::error::ApiError;
 use crate::db::Pool;
 use crate::machines::parse_capabilities;
-use crate::runs::dispatch::{self, Dispatcher, Signal};
-use crate::runs::{self, NewRun, Run};
+use crate::runs::dispatch::{Dispatcher, Signal};
+use crate::runs::{self, NewRun};
+use crate::status::RunStatus;
+use crate::wire::public::{QueuedResponse, StartRunQuery};
+use crate::wire::{ErrorBody, RunObject};
 
 const MAX_WAIT_SECONDS: u64 = 300;
-/// Waiters also look every so often, in case a wake-up from another replica was missed.
-const RECHECK_EVERY: Duration = Duration::from_secs(1);
+const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1_000_000..=1_000_000;
 
-#[derive(Deserialize, Default)]
-struct RunOptions {
-    requires: Option<String>,
-    priority: Option<String>,
-    wait: Option<String>,
-    timeout: Option<String>,
-}
-
+/// The options of a start, checked.
 struct Options {
     requires: Vec<String>,
     priority: i32,
     wait: Option<Duration>,
 }
 
-fn parse_options(query: &str) -> Result<Options, ApiError> {
-    let raw: RunOptions = serde_urlencoded::from_str(query)
-        .map_err(|_| ApiError::InvalidRequest("The query string could not be read.".into()))?;
-    let requires: Vec<String> = raw
-        .requires
-        .as_deref()
-        .map(|list| {
-            list.split(',')
-                .map(str::to_owned)
-                .filter(|s| !s.trim().is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
-    let requires = parse_capabilities(&requires)
-        .map_err(|e| ApiError::InvalidRequest(format!("requires: {e}.")))?;
-    let priority = match raw.priority.as_deref() {
-        None | Some("") => 0,
-        Some(text) => text
-            .parse::<i32>()
-            .ok()
-            .filter(|p| (-1_000_000..=1_000_000).contains(p))
-            .ok_or_else(|| {
-                ApiError::InvalidRequest(
-                    "priority must be a whole number between -1000000 and 1000000.".into(),
-                )
-            })?,
-    };
-    let wait = match raw.wait.as_deref() {
-        None | Some("") | Some("false") => None,
-        Some("true") => Some(match raw.timeout.as_deref() {
-            None | Some("") => Duration::from_secs(MAX_WAIT_SECONDS),
-            Some(text) => Duration::from_secs(
-                text.parse::<u64>()
-                    .ok()
-                    .filter(|t| (1..=MAX_WAIT_SECONDS).contains(t))
-                    .ok_or_else(|| {
-                        ApiError::InvalidRequest("timeout must be 1 to 300 seconds.".into())
-                    })?,
-            ),
-        }),
-        Some(_) => {
-            return Err(ApiError::InvalidRequest(
-                "wait must be true or false.".into(),
+impl Options {
+    fn parse(query: &str) -> Result<Self, ApiError> {
+        let raw: StartRunQuery = parse_query(query)?;
+        let requires: Vec<String> = raw
+            .requires
+            .as_deref()
+            .map(|list| {
+                list.split(',')
+                    .map(str::to_owned)
+                    .filter(|s| !s.trim().is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let requires = parse_capabilities(&requires)
+            .map_err(|e| ApiError::invalid_field("requires", format!("requires: {e}.")))?;
+        let priority = raw.priority.unwrap_or(0);
+        if !PRIORITY_RANGE.contains(&priority) {
+            return Err(ApiError::invalid_field(
+                "priority",
+                "priority must be a whole number between -1000000 and 1000000.",
             ));
         }
-    };
-    Ok(Options {
-        requires,
-        priority,
-        wait,
-    })
+        let timeout = raw.timeout.unwrap_or(MAX_WAIT_SECONDS);
+        if !(1..=MAX_WAIT_SECONDS).contains(&timeout) {
+            return Err(ApiError::invalid_field(
+                "timeout",
+                "timeout must be 1 to 300 seconds.",
+            ));
+        }
+        Ok(Self {
+            requires,
+            priority,
+            wait: raw
+                .wait
+                .unwrap_or(false)
+                .then(|| Duration::from_secs(timeout)),
+        })
+    }
 }
 
 /// `POST /api/{org}/{endpoint}`: queue a run of `endpoint` with the body as its parameters.
+#[utoipa::path(
+    post,
+    path = "/api/{org}/{endpoint}",
+    operation_id = "startRun",
+    tag = "public",
+    security(("api_key" = [])),
+    params(
+        ("org" = String, Path, description = "The organization's slug (see GET /api/me)."),
+        ("endpoint" = String, Path, description = "The automation: 1–100 characters of a-z, 0-9 and -."),
+        StartRunQuery,
+    ),
+    request_body(content = Object, description = "The run's parameters: any JSON object (may be empty)."),
+    responses(
+        (status = 202, description = "Queued (or, with wait=true, still not finished at the timeout: the run object).", body = QueuedResponse),
+        (status = 200, description = "With wait=true: the run finished.", body = RunObject),
+        (status = 400, description = "A bad endpoint, query or body; nothing was queued.", body = ErrorBody),
+        (status = 401, description = "No valid API key.", body = ErrorBody),
+        (status = 404, description = "Not the key's organization.", body = ErrorBody),
+        (status = 413, description = "The body is over 1 MiB.", body = ErrorBody),
+        (status = 415, description = "The body is not JSON.", body = ErrorBody),
+    )
+)]
 pub async fn start(
     req: HttpRequest,
     ApiCaller(caller): ApiCaller,
     path: web::Path<(String, String)>,
-    payload: web::Payload,
+    Json(parameters): Json<Map<String, Value>>,
     pool: web::Data<Pool>,
     dispatcher: web::Data<Dispatcher>,
 ) -> Result<HttpResponse, ApiError> {
@@ -100,72 +102,68 @@ pub async fn start(
         return Err(ApiError::NotFound);
     }
     let endpoint = runs::parse_endpoint(&endpoint).map_err(ApiError::InvalidRequest)?;
-    let options = parse_options(req.query_string())?;
-    let parameters: Value = read_json(&req, payload).await?;
-    if !parameters.is_object() {
-        return Err(ApiError::InvalidRequest(
-            "The body must be a JSON object of parameters.".into(),
-        ));
-    }
+    let options = Options::parse(req.query_string())?;
     let new = NewRun {
         endpoint,
-        parameters,
+        parameters: Value::Object(parameters),
         requires: options.requires,
         priority: options.priority,
     };
     let (organization_id, key_id) = (caller.organization.id, caller.key.id);
-    let local = dispatcher.clone();
-    let run = pool
-        .run(move |conn| {
+    let run = dispatcher
+        .run(&pool, move |conn, changes| {
             let run = runs::enqueue(conn, organization_id, key_id, &new)?;
-            // Committed: wake this server's waiting drivers first, then tell the other replicas.
-            local.announce(organization_id, Signal::Queued);
-            dispatch::publish(conn, organization_id, Signal::Queued)?;
+            changes.queued(organization_id);
             Ok::<_, ApiError>(run)
         })
         .await?;
-    match options.wait {
-        None => Ok(HttpResponse::Accepted().json(json!({
-            "runId": run.public_id,
-            "status": "queued",
-            "message": format!("Run of {} queued.", run.endpoint),
-        }))),
-        Some(timeout) => wait_for_finish(&pool, &dispatcher, run, timeout).await,
-    }
-}
-
-/// Waits for the run to finish, holding neither a worker thread nor a database connection while it sleeps.
-async fn wait_for_finish(
-    pool: &Pool,
-    dispatcher: &Dispatcher,
-    run: Run,
-    timeout: Duration,
-) -> Result<HttpResponse, ApiError> {
-    let deadline = Instant::now() + timeout;
-    let signal = dispatcher.signal(run.organization_id, Signal::Finished);
-    let (organization_id, public_id) = (run.organization_id, run.public_id.clone());
-    loop {
-        let notified = signal.notified();
-        let mut notified = std::pin::pin!(notified);
-        notified.as_mut().enable();
-        let id = public_id.clone();
-        let current = pool
-            .run(move |conn| runs::find(conn, organization_id, &id).map_err(ApiError::from))
-            .await?
-            .ok_or(ApiError::NotFound)?;
-        if current.is_finished() {
-            return Ok(HttpResponse::Ok().json(current.to_json()));
+    let Some(timeout) = options.wait else {
+        return Ok(HttpResponse::Accepted().json(QueuedResponse {
+            message: format!("Run of {} queued.", run.endpoint),
+            run_id: run.public_id,
+            status: RunStatus::Queued,
+        }));
+    };
+    let find = || {
+        let id = run.public_id.clone();
+        let pool = pool.clone();
+        async move {
+            pool.run(move |conn| runs::find(conn, organization_id, &id).map_err(ApiError::from))
+                .await?
+                .ok_or(ApiError::NotFound)
         }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Ok(HttpResponse::Accepted().json(current.to_json()));
-        }
-        let sleep = std::pin::pin!(tokio::time::sleep(remaining.min(RECHECK_EVERY)));
-        let _ = select(notified, sleep).await;
-    }
+    };
+    let finished = dispatcher
+        .wait_until(
+            organization_id,
+            Signal::Finished,
+            Instant::now() + timeout,
+            || {
+                let current = find();
+                async move { Ok::<_, ApiError>(Some(current.await?).filter(|r| r.is_finished())) }
+            },
+        )
+        .await?;
+    Ok(match finished {
+        Some(run) => HttpResponse::Ok().json(run.to_wire()),
+        None => HttpResponse::Accepted().json(find().await?.to_wire()),
+    })
 }
 
 /// `GET /api/agent-runs/{runId}`.
+#[utoipa::path(
+    get,
+    path = "/api/agent-runs/{run_id}",
+    operation_id = "getRun",
+    tag = "public",
+    security(("api_key" = [])),
+    params(("run_id" = String, Path, description = "The run's id, run_…")),
+    responses(
+        (status = 200, description = "The run.", body = RunObject),
+        (status = 401, description = "No valid API key.", body = ErrorBody),
+        (status = 404, description = "No such run in the key's organization.", body = ErrorBody),
+    )
+)]
 pub async fn show(
     ApiCaller(caller): ApiCaller,
     run_id: web::Path<String>,
@@ -176,10 +174,24 @@ pub async fn show(
         .run(move |conn| runs::find(conn, organization_id, &run_id).map_err(ApiError::from))
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(HttpResponse::Ok().json(run.to_json()))
+    Ok(HttpResponse::Ok().json(run.to_wire()))
 }
 
 /// `POST /api/agent-runs/{runId}/cancel`.
+#[utoipa::path(
+    post,
+    path = "/api/agent-runs/{run_id}/cancel",
+    operation_id = "cancelRun",
+    tag = "public",
+    security(("api_key" = [])),
+    params(("run_id" = String, Path, description = "The run's id, run_…")),
+    responses(
+        (status = 200, description = "Cancelled; a running run's machine is told in its next heartbeat.", body = RunObject),
+        (status = 401, description = "No valid API key.", body = ErrorBody),
+        (status = 404, description = "No such run in the key's organization.", body = ErrorBody),
+        (status = 409, description = "The run has already finished.", body = ErrorBody),
+    )
+)]
 pub async fn cancel(
     ApiCaller(caller): ApiCaller,
     run_id: web::Path<String>,
@@ -187,41 +199,48 @@ pub async fn cancel(
     dispatcher: web::Data<Dispatcher>,
 ) -> Result<HttpResponse, ApiError> {
     let organization_id = caller.organization.id;
-    let run = pool
-        .run(move |conn| {
-            let run = runs::cancel(conn, organization_id, &run_id).map_err(ApiError::from)?;
-            dispatch::publish(conn, organization_id, Signal::Finished)?;
+    let run = dispatcher
+        .run(&pool, move |conn, changes| {
+            let run = runs::cancel(conn, organization_id, &run_id)?;
+            changes.finished(organization_id, run.status);
             Ok::<_, ApiError>(run)
         })
         .await?;
-    dispatcher.announce(organization_id, Signal::Finished);
-    Ok(HttpResponse::Ok().json(run.to_json()))
+    Ok(HttpResponse::Ok().json(run.to_wire()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn field(error: ApiError) -> String {
+        match error {
+            ApiError::InvalidField { field, .. } => field,
+            other => panic!("{other:?} names no field"),
+        }
+    }
+
     #[test]
     fn options_are_parsed_and_bounded() {
-        let o = parse_options("requires=windows,chrome&priority=5&wait=true&timeout=20").unwrap();
+        let o = Options::parse("requires=windows,chrome&priority=5&wait=true&timeout=20").unwrap();
         assert_eq!(o.requires, ["windows", "chrome"]);
         assert_eq!(o.priority, 5);
         assert_eq!(o.wait, Some(Duration::from_secs(20)));
-        let defaults = parse_options("").unwrap();
+        let defaults = Options::parse("").unwrap();
         assert!(defaults.requires.is_empty() && defaults.priority == 0 && defaults.wait.is_none());
         assert_eq!(
-            parse_options("wait=true").unwrap().wait,
+            Options::parse("wait=true").unwrap().wait,
             Some(Duration::from_secs(300))
         );
-        for bad in [
-            "priority=high",
-            "timeout=301&wait=true",
-            "wait=maybe",
-            "requires=a%20b",
-            "timeout=0&wait=true",
+        for (bad, named) in [
+            ("priority=high", "priority"),
+            ("priority=1000001", "priority"),
+            ("timeout=301&wait=true", "timeout"),
+            ("wait=maybe", "wait"),
+            ("requires=a%20b", "requires"),
+            ("timeout=0&wait=true", "timeout"),
         ] {
-            assert!(parse_options(bad).is_err(), "{bad}");
+            assert_eq!(field(Options::parse(bad).err().expect(bad)), named, "{bad}");
         }
     }
 }

@@ -7,8 +7,8 @@ use chrono::{Duration, NaiveDateTime};
 use diesel::prelude::*;
 
 use crate::audit::{self, Actor};
-use crate::db::DbConnection;
 use crate::db::schema::{api_keys, organizations, users};
+use crate::db::{DbConnection, write_transaction};
 use crate::organizations::Organization;
 use crate::secret::{Secret, SecretKind};
 
@@ -177,7 +177,7 @@ pub fn create(
     name: &KeyName,
     actor: &Actor,
 ) -> QueryResult<(ApiKey, Secret)> {
-    conn.transaction(|conn| {
+    write_transaction(conn, |conn| {
         let (key, secret) = insert(
             conn,
             organization_id,
@@ -268,7 +268,7 @@ pub fn revoke(
     key_id: i64,
     actor: &Actor,
 ) -> Result<ApiKey, KeyError> {
-    conn.transaction(|conn| {
+    write_transaction(conn, |conn| {
         let key = find(conn, organization_id, key_id)?.ok_or(KeyError::NotFound)?;
         if key.revoked_at.is_some() {
             return Ok(key);
@@ -309,7 +309,7 @@ pub fn roll(
     grace: GracePeriod,
     actor: &Actor,
 ) -> Result<(ApiKey, Secret), KeyError> {
-    conn.transaction(|conn| {
+    write_transaction(conn, |conn| {
         let now = chrono::Utc::now().naive_utc();
         let old = find(conn, organization_id, key_id)?.ok_or(KeyError::NotFound)?;
         if old.check(now).is_err() {
@@ -322,7 +322,10 @@ pub fn roll(
         let (new, secret) = insert(conn, organization_id, &name, actor, now)?;
         let expires_at = now + grace.duration();
         diesel::update(api_keys::table.find(old.id))
-            .set((api_keys::expires_at.eq(expires_at), api_keys::replaced_by_key_id.eq(new.id)))
+            .set((
+                api_keys::expires_at.eq(expires_at),
+                api_keys::replaced_by_key_id.eq(new.id),
+            ))
             .execute(conn)?;
         audit::record(conn, actor.event(organization_id, "api_key_rolled", "api_key", old.id, serde_json::json!({
             "name": old.name, "old_hint": old.hint, "new_key_id": new.id, "new_hint": new.hint,

@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use chrono::{DurationRound, NaiveDateTime, TimeDelta};
 use diesel::prelude::*;
 
-use crate::db::DbConnection;
 use crate::db::schema::{api_key_usage, api_keys};
+use crate::db::{DbConnection, write_transaction};
 
 /// How often a replica writes what it has tallied.
 pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -81,7 +81,7 @@ impl UsageRecorder {
         if taken.last_use.is_empty() && taken.counts.is_empty() {
             return Ok(());
         }
-        let written = conn.transaction(|conn| {
+        let written = write_transaction(conn, |conn| {
             for (key_id, last) in &taken.last_use {
                 write_last_use(conn, *key_id, last)?;
             }

@@ -2,15 +2,25 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::runs::Outcome;
+use crate::status::ReportedStatus;
+use crate::wire::driver::{
+    ClaimRequest, EnrollRequest, EnrollResponse, HeartbeatRequest, HeartbeatResponse,
+};
+use crate::wire::{ErrorBody, RunObject};
 
 /// How a call went wrong: the server could not be reached, or it answered with a contract error.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     #[error("cannot reach the server: {0}")]
     Unreachable(String),
+    /// The server answered with something that is not the contract's shape.
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
     #[error("{message} ({code})")]
     Refused {
         status: u16,
@@ -23,7 +33,7 @@ impl CallError {
     pub fn code(&self) -> Option<&str> {
         match self {
             Self::Refused { code, .. } => Some(code),
-            Self::Unreachable(_) => None,
+            Self::Unreachable(_) | Self::Unexpected(_) => None,
         }
     }
 
@@ -33,24 +43,22 @@ impl CallError {
     }
 }
 
-pub struct Enrollment {
-    pub machine_id: i64,
-    pub credential: String,
-    pub organization_slug: String,
-    pub heartbeat_interval_seconds: u64,
-}
-
-pub struct Heartbeat {
-    pub interval: Duration,
-    pub cancel: Vec<String>,
-}
-
 /// A run handed to this machine.
 #[derive(Clone, Debug)]
 pub struct Job {
     pub run_id: String,
     pub endpoint: String,
     pub parameters: Value,
+}
+
+impl From<RunObject> for Job {
+    fn from(run: RunObject) -> Self {
+        Self {
+            run_id: run.run_id,
+            endpoint: run.endpoint,
+            parameters: run.parameters,
+        }
+    }
 }
 
 pub struct DriverClient {
@@ -74,7 +82,12 @@ impl DriverClient {
         }
     }
 
-    fn post(&self, path: &str, body: &Value) -> Result<(u16, Value), CallError> {
+    /// Posts `body` and reads the answer as `R`; `None` for 204 No Content.
+    fn post<R: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<Option<R>, CallError> {
         let mut request = self.agent.post(format!("{}{path}", self.server));
         if let Some(credential) = &self.credential {
             request = request.header("Authorization", format!("Bearer {credential}"));
@@ -84,22 +97,26 @@ impl DriverClient {
             .map_err(|e| CallError::Unreachable(e.to_string()))?;
         let status = response.status().as_u16();
         let text = response.body_mut().read_to_string().unwrap_or_default();
-        let value: Value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::Null)
-        };
         if status >= 400 {
+            let error: Option<ErrorBody> = serde_json::from_str(&text).ok();
             return Err(CallError::Refused {
                 status,
-                code: value["error"].as_str().unwrap_or("http_error").to_owned(),
-                message: value["message"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| format!("HTTP {status}")),
+                code: error
+                    .as_ref()
+                    .map_or_else(|| "http_error".to_owned(), |e| e.error.clone()),
+                message: error.map_or_else(|| format!("HTTP {status}"), |e| e.message),
             });
         }
-        Ok((status, value))
+        if status == 204 {
+            return Ok(None);
+        }
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| CallError::Unexpected(format!("{path} answered {status} with {e}")))
+    }
+
+    fn expect<R>(answer: Option<R>, path: &str) -> Result<R, CallError> {
+        answer.ok_or_else(|| CallError::Unexpected(format!("{path} answered with no body")))
     }
 
     pub fn enroll(
@@ -108,76 +125,54 @@ impl DriverClient {
         name: &str,
         os_version: &str,
         capabilities: &[String],
-    ) -> Result<Enrollment, CallError> {
-        let body = json!({
-            "token": token, "name": name, "os_version": os_version, "capabilities": capabilities,
-            "driver_version": env!("CARGO_PKG_VERSION"),
-        });
-        let (_, value) = self.post("/api/v1/driver/enroll", &body)?;
-        Ok(Enrollment {
-            machine_id: value["machine_id"].as_i64().unwrap_or_default(),
-            credential: value["credential"].as_str().unwrap_or_default().to_owned(),
-            organization_slug: value["organization"]["slug"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            heartbeat_interval_seconds: value["heartbeat_interval_seconds"].as_u64().unwrap_or(10),
-        })
+    ) -> Result<EnrollResponse, CallError> {
+        let body = EnrollRequest {
+            token: token.to_owned(),
+            name: name.to_owned(),
+            os_version: os_version.to_owned(),
+            ip_address: None,
+            capabilities: capabilities.to_vec(),
+            driver_version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        let path = "/api/v1/driver/enroll";
+        Self::expect(self.post(path, &body)?, path)
     }
 
-    pub fn heartbeat(&self, current_run_id: Option<&str>) -> Result<Heartbeat, CallError> {
-        let body = json!({ "status": if current_run_id.is_some() { "busy" } else { "idle" }, "current_run_id": current_run_id });
-        let (_, value) = self.post("/api/v1/driver/heartbeat", &body)?;
-        Ok(Heartbeat {
-            interval: Duration::from_secs(
-                value["heartbeat_interval_seconds"]
-                    .as_u64()
-                    .unwrap_or(10)
-                    .max(1),
-            ),
-            cancel: value["cancel"]
-                .as_array()
-                .map(|ids| {
-                    ids.iter()
-                        .filter_map(|id| id.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        })
+    pub fn heartbeat(&self, current_run_id: Option<&str>) -> Result<HeartbeatResponse, CallError> {
+        let body = HeartbeatRequest {
+            status: if current_run_id.is_some() {
+                ReportedStatus::Busy
+            } else {
+                ReportedStatus::Idle
+            },
+            current_run_id: current_run_id.map(str::to_owned),
+        };
+        let path = "/api/v1/driver/heartbeat";
+        Self::expect(self.post(path, &body)?, path)
     }
 
     /// The next job, waiting up to `wait_seconds` for one.
     pub fn claim(&self, wait_seconds: u64) -> Result<Option<Job>, CallError> {
-        let (status, value) = self.post(
-            "/api/v1/driver/jobs/claim",
-            &json!({ "wait_seconds": wait_seconds }),
-        )?;
-        if status == 204 {
-            return Ok(None);
-        }
-        Ok(Some(Job {
-            run_id: value["runId"].as_str().unwrap_or_default().to_owned(),
-            endpoint: value["endpoint"].as_str().unwrap_or_default().to_owned(),
-            parameters: value["parameters"].clone(),
-        }))
+        let body = ClaimRequest {
+            wait_seconds: Some(wait_seconds),
+        };
+        let run: Option<RunObject> = self.post("/api/v1/driver/jobs/claim", &body)?;
+        Ok(run.map(Job::from))
     }
 
     pub fn complete(&self, run_id: &str, outcome: &Outcome) -> Result<(), CallError> {
-        let error = outcome
-            .error
-            .as_ref()
-            .map(|(kind, message)| json!({ "type": kind, "message": message }));
-        let body = json!({
-            "status": if outcome.succeeded { "completed" } else { "failed" },
-            "result": outcome.result,
-            "error": error,
-        });
-        self.post(&format!("/api/v1/driver/jobs/{run_id}/complete"), &body)
-            .map(|_| ())
+        self.post::<RunObject>(
+            &format!("/api/v1/driver/jobs/{run_id}/complete"),
+            &outcome.to_wire(),
+        )
+        .map(|_| ())
     }
 
     pub fn release(&self, run_id: &str) -> Result<(), CallError> {
-        self.post(&format!("/api/v1/driver/jobs/{run_id}/release"), &json!({}))
-            .map(|_| ())
+        self.post::<RunObject>(
+            &format!("/api/v1/driver/jobs/{run_id}/release"),
+            &serde_json::Map::new(),
+        )
+        .map(|_| ())
     }
 }

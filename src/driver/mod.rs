@@ -251,7 +251,11 @@ fn heartbeat_loop(client: &DriverClient, state: &DriverState) {
                     );
                     state.interrupt.store(true, Ordering::SeqCst);
                 }
-                sleep_unless(state, beat.interval, DriverState::done);
+                sleep_unless(
+                    state,
+                    Duration::from_secs(beat.heartbeat_interval_seconds.max(1)),
+                    DriverState::done,
+                );
             }
             Err(e) if e.code() == Some("machine_removed") => {
                 state.removed.store(true, Ordering::SeqCst);

@@ -11,16 +11,17 @@ use super::{Run, leases};
 use crate::db::schema::{machines, runs};
 use crate::db::{DbConnection, write_transaction};
 use crate::machines::Machine;
+use crate::status::RunStatus;
 
 /// Picks the oldest highest-priority queued run of the organization whose `requires` are all among the
-/// capabilities (a JSON array), marks it running on the machine, and the machine busy with it.
+/// capabilities (a JSON array), marks it running ($5 is the queued status, $6 the running one) on the machine, and the machine busy with it.
 const CLAIM_POSTGRES: &str = "WITH picked AS ( \
        SELECT id FROM runs \
-       WHERE organization_id = $1 AND status = 'queued' AND requires::jsonb <@ $2::jsonb \
+       WHERE organization_id = $1 AND status = $5 AND requires::jsonb <@ $2::jsonb \
        ORDER BY priority DESC, created_at, id \
        LIMIT 1 FOR UPDATE SKIP LOCKED), \
      claimed AS ( \
-       UPDATE runs SET status = 'running', machine_id = $3, started_at = $4, attempts = runs.attempts + 1 \
+       UPDATE runs SET status = $6, machine_id = $3, started_at = $4, attempts = runs.attempts + 1 \
        FROM picked WHERE runs.id = picked.id RETURNING runs.*), \
      busy AS ( \
        UPDATE machines SET current_run_id = claimed.id, last_seen_at = $4 FROM claimed WHERE machines.id = $3) \
@@ -28,7 +29,7 @@ const CLAIM_POSTGRES: &str = "WITH picked AS ( \
 
 /// The same pick, for SQLite.
 const PICK_SQLITE: &str = "SELECT id FROM runs \
-     WHERE organization_id = ? AND status = 'queued' \
+     WHERE organization_id = ? AND status = ? \
        AND NOT EXISTS (SELECT 1 FROM json_each(runs.requires) AS needed \
                        WHERE needed.value NOT IN (SELECT value FROM json_each(?))) \
      ORDER BY priority DESC, created_at, id \
@@ -56,6 +57,8 @@ pub fn claim(
             .bind::<Text, _>(&machine.capabilities)
             .bind::<BigInt, _>(machine.id)
             .bind::<Timestamp, _>(now)
+            .bind::<Text, _>(RunStatus::Queued)
+            .bind::<Text, _>(RunStatus::Running)
             .get_result::<Run>(pg)
             .optional(),
         DbConnection::Sqlite(_) => write_transaction(conn, |conn| claim_sqlite(conn, machine, now)),
@@ -72,21 +75,26 @@ fn claim_sqlite(
     };
     let picked = diesel::sql_query(PICK_SQLITE)
         .bind::<BigInt, _>(machine.organization_id)
+        .bind::<Text, _>(RunStatus::Queued)
         .bind::<Text, _>(&machine.capabilities)
         .get_result::<Picked>(sqlite)
         .optional()?;
     let Some(Picked { id }) = picked else {
         return Ok(None);
     };
-    let run = diesel::update(runs::table.find(id).filter(runs::status.eq("queued")))
-        .set((
-            runs::status.eq("running"),
-            runs::machine_id.eq(machine.id),
-            runs::started_at.eq(now),
-            runs::attempts.eq(runs::attempts + 1),
-        ))
-        .returning(runs::all_columns)
-        .get_result::<Run>(conn)?;
+    let run = diesel::update(
+        runs::table
+            .find(id)
+            .filter(runs::status.eq(RunStatus::Queued)),
+    )
+    .set((
+        runs::status.eq(RunStatus::Running),
+        runs::machine_id.eq(machine.id),
+        runs::started_at.eq(now),
+        runs::attempts.eq(runs::attempts + 1),
+    ))
+    .returning(runs::all_columns)
+    .get_result::<Run>(conn)?;
     diesel::update(machines::table.find(machine.id))
         .set((
             machines::current_run_id.eq(run.id),

@@ -1,21 +1,26 @@
-//! Waking whoever waits: drivers long-polling for a run of their organization, and callers waiting for a
-//! run to finish (`wait=true`). Waiters sleep on a `Notify`, holding no thread and no connection.
+//! Dispatch: every change to runs is announced through [`Dispatcher::run`], and every long-poll (a
+//! driver's claim, a caller's `wait=true`) waits through [`Dispatcher::wait_until`]. Waiters sleep on a
+//! `Notify`, holding no thread and no connection.
 //! Within one server the wake-up is immediate; across PostgreSQL replicas it travels by
 //! `NOTIFY granite_runs`, which a listener on every replica turns into the same local wake-up.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
+use futures_util::future::select;
 use tokio::sync::Notify;
 
-use crate::db::DbConnection;
+use crate::db::{DbConnection, DbError, Pool};
+use crate::metrics::Metrics;
+use crate::status::RunStatus;
 
 const CHANNEL: &str = "granite_runs";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Signal {
     /// A run became claimable in the organization.
     Queued,
@@ -30,40 +35,148 @@ impl Signal {
             Self::Finished => 'f',
         }
     }
+
+    fn from_tag(tag: &str) -> Option<Self> {
+        match tag {
+            "q" => Some(Self::Queued),
+            "f" => Some(Self::Finished),
+            _ => None,
+        }
+    }
 }
 
-#[derive(Default)]
+/// What a piece of work changed about runs, noted while it runs and announced once it has committed.
+#[derive(Debug, Default)]
+pub struct Changes {
+    signals: Vec<(i64, Signal)>,
+    finished: Vec<RunStatus>,
+}
+
+impl Changes {
+    /// A run of the organization became claimable.
+    pub fn queued(&mut self, organization_id: i64) {
+        self.signal(organization_id, Signal::Queued);
+    }
+
+    /// A run of the organization ended with `status`.
+    pub fn finished(&mut self, organization_id: i64, status: RunStatus) {
+        self.signal(organization_id, Signal::Finished);
+        self.finished.push(status);
+    }
+
+    fn signal(&mut self, organization_id: i64, signal: Signal) {
+        if !self.signals.contains(&(organization_id, signal)) {
+            self.signals.push((organization_id, signal));
+        }
+    }
+}
+
+/// Long-polls recheck the database this often even without a wake-up, in case one from another replica
+/// was missed (a dropped listener connection).
+const RECHECK_EVERY: Duration = Duration::from_secs(2);
+
 pub struct Dispatcher {
-    signals: Mutex<HashMap<(i64, char), Arc<Notify>>>,
+    signals: Mutex<HashMap<(i64, Signal), Arc<Notify>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Dispatcher {
-    /// The signal to wait on. Register interest (`Notified::enable`) before checking the database, so a
-    /// wake-up between the check and the wait is not lost.
-    pub fn signal(&self, organization_id: i64, signal: Signal) -> Arc<Notify> {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            signals: Mutex::default(),
+            metrics,
+        }
+    }
+
+    /// The one way to change runs: `work` runs on a pooled connection and notes what it changed; once it
+    /// has returned (its transactions committed), the other replicas are told through PostgreSQL and
+    /// this server's waiters are woken, in that order, and finished runs are counted.
+    pub async fn run<T, E, F>(&self, pool: &Pool, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection, &mut Changes) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let (value, changes) = pool
+            .run(move |conn| -> Result<(T, Changes), E> {
+                let mut changes = Changes::default();
+                let value = work(conn, &mut changes)?;
+                // The change is stored: failing to tell other replicas must not fail the request (their
+                // waiters recheck on their own), so it is only logged.
+                if let Err(error) = publish(conn, &changes) {
+                    tracing::warn!(%error, "could not tell other replicas about changed runs");
+                }
+                Ok((value, changes))
+            })
+            .await?;
+        for (organization_id, signal) in &changes.signals {
+            self.wake(*organization_id, *signal);
+        }
+        for status in &changes.finished {
+            self.metrics.count_finished(*status);
+        }
+        Ok(value)
+    }
+
+    /// Waits until `check` finds what it looks for (`Some`), or until `deadline` (`None`). `check` runs
+    /// at once, again whenever `signal` fires for the organization, and every few seconds regardless.
+    /// Between checks the waiter holds no thread and no connection.
+    pub async fn wait_until<T, E, F, Fut>(
+        &self,
+        organization_id: i64,
+        signal: Signal,
+        deadline: Instant,
+        mut check: F,
+    ) -> Result<Option<T>, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        let notify = self.notify(organization_id, signal);
+        loop {
+            // Interest is registered before the check, so a wake-up between the check and the wait
+            // is not lost.
+            let notified = notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(found) = check().await? {
+                return Ok(Some(found));
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Ok(None);
+            }
+            let sleep = std::pin::pin!(tokio::time::sleep(remaining.min(RECHECK_EVERY)));
+            let _ = select(notified, sleep).await;
+        }
+    }
+
+    fn notify(&self, organization_id: i64, signal: Signal) -> Arc<Notify> {
         let mut signals = self.signals.lock().unwrap_or_else(|e| e.into_inner());
         signals
-            .entry((organization_id, signal.tag()))
+            .entry((organization_id, signal))
             .or_default()
             .clone()
     }
 
-    /// Wakes the waiters of this server.
-    pub fn announce(&self, organization_id: i64, signal: Signal) {
+    /// Wakes this server's waiters.
+    fn wake(&self, organization_id: i64, signal: Signal) {
         let signals = self.signals.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(notify) = signals.get(&(organization_id, signal.tag())) {
+        if let Some(notify) = signals.get(&(organization_id, signal)) {
             notify.notify_waiters();
         }
     }
 }
 
-/// Tells the other replicas (PostgreSQL only; delivered when the surrounding transaction commits).
-pub fn publish(conn: &mut DbConnection, organization_id: i64, signal: Signal) -> QueryResult<()> {
+/// Tells the other replicas (PostgreSQL only).
+fn publish(conn: &mut DbConnection, changes: &Changes) -> QueryResult<()> {
     if let DbConnection::Postgres(pg) = conn {
-        diesel::sql_query("SELECT pg_notify($1, $2)")
-            .bind::<diesel::sql_types::Text, _>(CHANNEL)
-            .bind::<diesel::sql_types::Text, _>(format!("{}:{organization_id}", signal.tag()))
-            .execute(pg)?;
+        for (organization_id, signal) in &changes.signals {
+            diesel::sql_query("SELECT pg_notify($1, $2)")
+                .bind::<diesel::sql_types::Text, _>(CHANNEL)
+                .bind::<diesel::sql_types::Text, _>(format!("{}:{organization_id}", signal.tag()))
+                .execute(pg)?;
+        }
     }
     Ok(())
 }
@@ -100,12 +213,9 @@ fn listen(url: &str, dispatcher: &Weak<Dispatcher>) -> Result<(), Box<dyn std::e
             let Ok(organization_id) = organization.parse::<i64>() else {
                 continue;
             };
-            let signal = if tag == "q" {
-                Signal::Queued
-            } else {
-                Signal::Finished
-            };
-            dispatcher.announce(organization_id, signal);
+            if let Some(signal) = Signal::from_tag(tag) {
+                dispatcher.wake(organization_id, signal);
+            }
         }
         drop(dispatcher);
         std::thread::sleep(Duration::from_millis(5));

@@ -5,24 +5,47 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::MAX_ATTEMPTS;
+use super::dispatch::Changes;
 use crate::db::DbConnection;
 use crate::db::schema::{machines, runs};
+use crate::status::RunStatus;
 
 pub const LOST_LEASE_ERROR: &str = "lease_lost";
 
+/// What taking back a machine's runs did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Released {
+    /// Runs back in the queue.
+    pub requeued: usize,
+    /// Runs that had had their attempts and failed with [`LOST_LEASE_ERROR`].
+    pub failed: usize,
+}
+
+impl Released {
+    /// Tells waiters what changed once the work has committed.
+    pub fn announce(self, organization_id: i64, changes: &mut Changes) {
+        if self.requeued > 0 {
+            changes.queued(organization_id);
+        }
+        for _ in 0..self.failed {
+            changes.finished(organization_id, RunStatus::Failed);
+        }
+    }
+}
+
 /// Takes back what a machine holds: its running runs are queued again (or failed once they have had
-/// their attempts) and the machine holds nothing. Returns how many runs went back to the queue.
+/// their attempts) and the machine holds nothing.
 pub fn release_machine(
     conn: &mut DbConnection,
     machine_id: i64,
     now: NaiveDateTime,
-) -> QueryResult<usize> {
+) -> QueryResult<Released> {
     let held = runs::table
         .filter(runs::machine_id.eq(machine_id))
-        .filter(runs::status.eq("running"));
-    diesel::update(held.filter(runs::attempts.ge(MAX_ATTEMPTS)))
+        .filter(runs::status.eq(RunStatus::Running));
+    let failed = diesel::update(held.filter(runs::attempts.ge(MAX_ATTEMPTS)))
         .set((
-            runs::status.eq("failed"),
+            runs::status.eq(RunStatus::Failed),
             runs::error_type.eq(LOST_LEASE_ERROR),
             runs::error_message.eq(format!(
                 "The run was handed to a machine {MAX_ATTEMPTS} times and each time the machine went offline or was \
@@ -33,7 +56,7 @@ pub fn release_machine(
         .execute(conn)?;
     let requeued = diesel::update(held)
         .set((
-            runs::status.eq("queued"),
+            runs::status.eq(RunStatus::Queued),
             runs::machine_id.eq(None::<i64>),
             runs::started_at.eq(None::<NaiveDateTime>),
         ))
@@ -41,20 +64,21 @@ pub fn release_machine(
     diesel::update(machines::table.find(machine_id))
         .set(machines::current_run_id.eq(None::<i64>))
         .execute(conn)?;
-    Ok(requeued)
+    Ok(Released { requeued, failed })
 }
 
-/// Releases the runs of every machine that went Offline or was removed while running one. Returns the
-/// organizations whose queue changed. Safe to run on every replica at once.
+/// Releases the runs of every machine that went Offline or was removed while running one, noting in
+/// `changes` what waiters must hear. Safe to run on every replica at once.
 pub fn release_lost(
     conn: &mut DbConnection,
     now: NaiveDateTime,
     offline_after: chrono::Duration,
-) -> QueryResult<Vec<i64>> {
+    changes: &mut Changes,
+) -> QueryResult<()> {
     let cutoff = now - offline_after;
     let lost: Vec<(i64, i64)> = runs::table
         .inner_join(machines::table.on(runs::machine_id.eq(machines::id.nullable())))
-        .filter(runs::status.eq("running"))
+        .filter(runs::status.eq(RunStatus::Running))
         .filter(
             machines::removed_at
                 .is_not_null()
@@ -74,17 +98,23 @@ pub fn release_lost(
         )
         .select(machines::id)
         .load(conn)?;
-    let mut organizations = Vec::new();
     for (machine_id, organization_id) in lost {
-        crate::db::write_transaction(conn, |conn| release_machine(conn, machine_id, now))?;
-        if !organizations.contains(&organization_id) {
-            organizations.push(organization_id);
+        let released =
+            crate::db::write_transaction(conn, |conn| release_machine(conn, machine_id, now))?;
+        if released.requeued > 0 {
+            tracing::info!(
+                machine_id,
+                requeued = released.requeued,
+                failed = released.failed,
+                "runs of a machine that went offline are back in the queue"
+            );
         }
+        released.announce(organization_id, changes);
     }
     for machine_id in stale {
         diesel::update(machines::table.find(machine_id))
             .set(machines::current_run_id.eq(None::<i64>))
             .execute(conn)?;
     }
-    Ok(organizations)
+    Ok(())
 }

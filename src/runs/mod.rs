@@ -7,10 +7,13 @@ pub mod leases;
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::db::schema::{machines, runs};
 use crate::db::{DbConnection, write_transaction};
+use crate::status::RunStatus;
+use crate::wire::driver::{CompleteRequest, Completion};
+use crate::wire::{RunErrorBody, RunObject};
 
 /// A run is handed out at most this many times; after that, losing its machine fails it.
 pub const MAX_ATTEMPTS: i32 = 3;
@@ -26,7 +29,7 @@ pub struct Run {
     pub parameters: String,
     pub requires: String,
     pub priority: i32,
-    pub status: String,
+    pub status: RunStatus,
     pub result: Option<String>,
     pub error_type: Option<String>,
     pub error_message: Option<String>,
@@ -38,19 +41,9 @@ pub struct Run {
     pub cancel_requested_at: Option<NaiveDateTime>,
 }
 
-fn rfc3339(at: Option<NaiveDateTime>) -> Value {
-    at.map(|t| {
-        Value::String(
-            t.and_utc()
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        )
-    })
-    .unwrap_or(Value::Null)
-}
-
 impl Run {
     pub fn is_finished(&self) -> bool {
-        matches!(self.status.as_str(), "completed" | "failed" | "cancelled")
+        self.status.is_finished()
     }
 
     pub fn requires_list(&self) -> Vec<String> {
@@ -58,32 +51,38 @@ impl Run {
     }
 
     /// The contract's run object.
-    pub fn to_json(&self) -> Value {
-        let duration = match (self.started_at, self.finished_at) {
-            (Some(started), Some(finished)) => {
-                json!((finished - started).num_milliseconds().max(0))
-            }
-            _ => Value::Null,
-        };
+    pub fn to_wire(&self) -> RunObject {
         let error = match (&self.error_type, &self.error_message) {
-            (None, None) => Value::Null,
-            (kind, message) => json!({ "type": kind, "message": message }),
+            (None, None) => None,
+            (kind, message) => Some(RunErrorBody {
+                kind: kind.clone().unwrap_or_default(),
+                message: message.clone().unwrap_or_default(),
+            }),
         };
-        json!({
-            "runId": self.public_id,
-            "endpoint": self.endpoint,
-            "status": self.status,
-            "parameters": serde_json::from_str::<Value>(&self.parameters).unwrap_or(Value::Null),
-            "requires": self.requires_list(),
-            "priority": self.priority,
-            "result": self.result.as_deref().and_then(|r| serde_json::from_str::<Value>(r).ok()).unwrap_or(Value::Null),
-            "error": error,
-            "machineId": self.machine_id,
-            "createdAt": rfc3339(Some(self.created_at)),
-            "startedAt": rfc3339(self.started_at),
-            "finishedAt": rfc3339(self.finished_at),
-            "duration": duration,
-        })
+        RunObject {
+            run_id: self.public_id.clone(),
+            endpoint: self.endpoint.clone(),
+            status: self.status,
+            parameters: serde_json::from_str(&self.parameters).unwrap_or(Value::Null),
+            requires: self.requires_list(),
+            priority: self.priority,
+            result: self
+                .result
+                .as_deref()
+                .and_then(|r| serde_json::from_str(r).ok())
+                .unwrap_or(Value::Null),
+            error,
+            machine_id: self.machine_id,
+            created_at: self.created_at.and_utc(),
+            started_at: self.started_at.map(|t| t.and_utc()),
+            finished_at: self.finished_at.map(|t| t.and_utc()),
+            duration: match (self.started_at, self.finished_at) {
+                (Some(started), Some(finished)) => {
+                    Some((finished - started).num_milliseconds().max(0))
+                }
+                _ => None,
+            },
+        }
     }
 }
 
@@ -124,7 +123,7 @@ pub fn enqueue(
             runs::parameters.eq(new.parameters.to_string()),
             runs::requires.eq(serde_json::to_string(&new.requires).expect("strings serialize")),
             runs::priority.eq(new.priority),
-            runs::status.eq("queued"),
+            runs::status.eq(RunStatus::Queued),
             runs::created_at.eq(chrono::Utc::now().naive_utc()),
         ))
         .returning(runs::all_columns)
@@ -165,14 +164,14 @@ pub fn cancel(
     write_transaction(conn, |conn| {
         let run = find(conn, organization_id, public_id)?.ok_or(RunError::NotFound)?;
         let now = chrono::Utc::now().naive_utc();
-        let cancel_requested = match run.status.as_str() {
-            "queued" => None,
-            "running" => Some(now),
+        let cancel_requested = match run.status {
+            RunStatus::Queued => None,
+            RunStatus::Running => Some(now),
             _ => return Err(RunError::AlreadyFinished),
         };
         Ok(diesel::update(runs::table.find(run.id))
             .set((
-                runs::status.eq("cancelled"),
+                runs::status.eq(RunStatus::Cancelled),
                 runs::finished_at.eq(now),
                 runs::cancel_requested_at.eq(cancel_requested),
             ))
@@ -204,18 +203,57 @@ fn let_go(conn: &mut DbConnection, machine_id: i64, public_id: &str) -> Result<H
     )
     .set(machines::current_run_id.eq(None::<i64>))
     .execute(conn)?;
-    match run.status.as_str() {
-        "running" => Ok(Held::Running(run)),
-        "cancelled" => Ok(Held::Cancelled(run)),
+    match run.status {
+        RunStatus::Running => Ok(Held::Running(run)),
+        RunStatus::Cancelled => Ok(Held::Cancelled(run)),
         _ => Err(RunError::AlreadyFinished),
     }
 }
+
+/// The error type of a failure the machine gave no detail for: the status itself.
+pub const UNSPECIFIED_FAILURE: &str = RunStatus::Failed.as_str();
 
 /// How a machine says a run ended.
 pub struct Outcome {
     pub succeeded: bool,
     pub result: Option<Value>,
     pub error: Option<(String, String)>,
+}
+
+impl Outcome {
+    /// A driver's report, bounded: an error type of at most 100 characters (the status itself when
+    /// empty) and a message of at most 4,000.
+    pub fn from_wire(report: CompleteRequest) -> Self {
+        let error = report.error.map(|e| {
+            let kind = if e.kind.trim().is_empty() {
+                UNSPECIFIED_FAILURE.to_owned()
+            } else {
+                e.kind.chars().take(100).collect()
+            };
+            (kind, e.message.chars().take(4000).collect())
+        });
+        Self {
+            succeeded: report.status == Completion::Completed,
+            result: report.result,
+            error,
+        }
+    }
+
+    /// The report a driver sends for this outcome.
+    pub fn to_wire(&self) -> CompleteRequest {
+        CompleteRequest {
+            status: if self.succeeded {
+                Completion::Completed
+            } else {
+                Completion::Failed
+            },
+            result: self.result.clone(),
+            error: self.error.as_ref().map(|(kind, message)| RunErrorBody {
+                kind: kind.clone(),
+                message: message.clone(),
+            }),
+        }
+    }
 }
 
 /// Records the end of a run the machine holds and frees the machine. A run cancelled while it ran is
@@ -234,18 +272,14 @@ pub fn complete(
         let (error_type, error_message) = match &outcome.error {
             Some((kind, message)) => (Some(kind.clone()), Some(message.clone())),
             None if !outcome.succeeded => (
-                Some("failed".to_owned()),
+                Some(UNSPECIFIED_FAILURE.to_owned()),
                 Some("The automation reported a failure.".to_owned()),
             ),
             None => (None, None),
         };
         Ok(diesel::update(runs::table.find(run.id))
             .set((
-                runs::status.eq(if outcome.succeeded {
-                    "completed"
-                } else {
-                    "failed"
-                }),
+                runs::status.eq(RunStatus::from_outcome(outcome.succeeded)),
                 runs::result.eq(outcome.result.as_ref().map(Value::to_string)),
                 runs::error_type.eq(error_type),
                 runs::error_message.eq(error_message),
@@ -266,7 +300,7 @@ pub fn release(conn: &mut DbConnection, machine_id: i64, public_id: &str) -> Res
         };
         Ok(diesel::update(runs::table.find(run.id))
             .set((
-                runs::status.eq("queued"),
+                runs::status.eq(RunStatus::Queued),
                 runs::machine_id.eq(None::<i64>),
                 runs::started_at.eq(None::<NaiveDateTime>),
                 runs::attempts.eq(runs::attempts - 1),
@@ -283,7 +317,7 @@ pub struct RunSummary {
     pub id: i64,
     pub public_id: String,
     pub endpoint: String,
-    pub status: String,
+    pub status: RunStatus,
     pub created_at: NaiveDateTime,
     pub started_at: Option<NaiveDateTime>,
     pub finished_at: Option<NaiveDateTime>,
@@ -316,13 +350,11 @@ pub fn summaries(conn: &mut DbConnection, ids: &[i64]) -> QueryResult<Vec<RunSum
         .load(conn)
 }
 
-pub const STATUSES: [&str; 5] = ["queued", "running", "completed", "failed", "cancelled"];
-
 /// One page of an organization's runs, newest first, optionally of one status; and how many match.
 pub fn list(
     conn: &mut DbConnection,
     organization_id: i64,
-    status: Option<&str>,
+    status: Option<RunStatus>,
     offset: i64,
     limit: i64,
 ) -> QueryResult<(Vec<RunSummary>, i64)> {
@@ -331,7 +363,7 @@ pub fn list(
             .filter(runs::organization_id.eq(organization_id))
             .into_boxed();
         if let Some(status) = status {
-            query = query.filter(runs::status.eq(status.to_owned()));
+            query = query.filter(runs::status.eq(status));
         }
         query
     };

@@ -31,6 +31,15 @@ impl Role {
             Self::Viewer => "viewer",
         }
     }
+
+    /// Whether the role may change keys, tokens and machines (the dashboard's `Admin` extractor and
+    /// every template's controls ask this).
+    pub fn can_manage(self) -> bool {
+        match self {
+            Self::Admin => true,
+            Self::Viewer => false,
+        }
+    }
 }
 
 /// An email address as users type it, trimmed and lower-cased so sign-in ignores case.

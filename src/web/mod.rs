@@ -1,34 +1,30 @@
-//! The dashboard: pages for signed-in admins, sign-in, first-start setup, and the middleware that
-//! guards them (sessions, CSRF, security headers).
+//! The dashboard: pages for signed-in users, sign-in and first-start setup, under the session and CSRF
+//! middleware that only the dashboard needs (the APIs authenticate every call with a key instead).
+//!
+//! - [`access`]: who may do what, as extractor types (`Viewer`, `Admin`).
+//! - [`middleware`]: the session cookie, CSRF, and the sign-in gate.
+//! - [`pages`]: one module per page or section; handlers load a view and render its template.
+//! - [`view`]: what templates share (layout, charts, times).
 
-pub mod api_keys;
-pub mod api_management;
-pub mod assets;
-pub mod auth;
-pub mod charts;
-pub mod csrf;
-pub mod enrollment_tokens;
+pub mod access;
 pub mod error;
-pub mod jobs;
-pub mod layout;
-pub mod login;
-pub mod machines;
-pub mod ops;
-pub mod queue_status;
-pub mod request_log;
-pub mod session;
-pub mod session_key;
-pub mod setup;
-pub mod time;
+pub mod middleware;
+pub mod pages;
+pub mod view;
 
-use actix_web::middleware::{DefaultHeaders, from_fn};
+use actix_session::SessionMiddleware;
+use actix_session::storage::CookieSessionStore;
+use actix_web::dev::HttpServiceFactory;
+use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, web};
 
-/// Every route of the server. The public and driver APIs join here as they arrive.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(ops::check))
-        .route("/metrics", web::get().to(ops::metrics))
-        .route("/static/{name}", web::get().to(assets::serve))
+use pages::{
+    api_keys, api_management, enrollment_tokens, jobs, login, machines, queue_status, setup,
+};
+
+/// Every dashboard route, inside the session and CSRF middleware.
+pub fn scope(sessions: SessionMiddleware<CookieSessionStore>) -> impl HttpServiceFactory {
+    web::scope("")
         .route("/login", web::get().to(login::show))
         .route("/login", web::post().to(login::submit))
         .route("/logout", web::post().to(login::sign_out))
@@ -36,7 +32,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/setup", web::post().to(setup::submit))
         .service(
             web::scope("")
-                .wrap(from_fn(auth::require_sign_in))
+                .wrap(from_fn(middleware::sign_in::require_sign_in))
                 .route("/", web::get().to(api_management::home))
                 .route("/api-management", web::get().to(api_management::page))
                 .route("/api-management/api-keys", web::get().to(api_keys::show))
@@ -83,29 +79,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 )
                 .route("/api-management/queue", web::get().to(queue_status::show))
                 .route("/api-management/jobs", web::get().to(jobs::page)),
-        );
-}
-
-/// Content-Security-Policy: scripts and styles only from our own files (no inline script, no eval),
-/// no framing, forms only to us.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
-     frame-ancestors 'none'; form-action 'self'";
-
-/// Headers every response carries unless the handler set its own (static files set their caching).
-pub fn security_headers() -> DefaultHeaders {
-    DefaultHeaders::new()
-        .add(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
-        .add(("X-Frame-Options", "DENY"))
-        .add(("X-Content-Type-Options", "nosniff"))
-        .add(("Referrer-Policy", "same-origin"))
-        .add(("Cross-Origin-Opener-Policy", "same-origin"))
-        .add((
-            "Permissions-Policy",
-            "camera=(), microphone=(), geolocation=()",
-        ))
-        // Pages can show a secret once; no copy of them may stay in a cache.
-        .add(("Cache-Control", "no-store"))
+        )
+        // Innermost first: CSRF reads the session.
+        .wrap(from_fn(middleware::csrf::protect))
+        .wrap(sessions)
 }
 
 /// Whether htmx sent the request (it then wants a fragment, not a page).
@@ -118,11 +95,11 @@ pub fn page_instead_of_fragment(
     req: &HttpRequest,
     section: &str,
 ) -> Option<actix_web::HttpResponse> {
-    (!is_htmx(req)).then(|| login::see_other(&format!("/api-management#{section}")))
+    (!is_htmx(req)).then(|| pages::login::see_other(&format!("/api-management#{section}")))
 }
 
 /// The signed-in user as the audit log records them.
-pub fn actor(req: &HttpRequest, user: &auth::CurrentUser) -> crate::audit::Actor {
+pub fn actor(req: &HttpRequest, user: &access::CurrentUser) -> crate::audit::Actor {
     crate::audit::Actor {
         user_id: user.id,
         email: user.email.clone(),

@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
-use granite::app::{Application, SESSION_COOKIE};
+use granite::app::Application;
 use granite::config::Settings;
 use granite::db::{DatabaseUrl, Pool};
 use granite::organizations::{self, OrganizationSlug};
 use granite::users::password::Password;
 use granite::users::{self, Email, Role};
+use granite::web::middleware::session::SESSION_COOKIE;
 use serde_json::Value;
 
 pub const ADMIN_EMAIL: &str = "admin@example.com";

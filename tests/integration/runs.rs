@@ -775,21 +775,34 @@ fn queue_numbers_and_metrics_follow_the_work(backend: Backend) {
         &json!({ "status": "completed" }),
     );
 
+    // A queued run cancelled counts as finished too.
+    let gpu_run = run_id(&s.app.start_run(&s.key, "default/cancel-me", &json!({})));
+    let cancelled = s.app.post_json_with(
+        &format!("/api/agent-runs/{gpu_run}/cancel"),
+        &json!({}),
+        &[("X-Granite-API-Key", &s.key)],
+    );
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+
     let metrics = s.app.client().get("/metrics");
     assert_eq!(metrics.status, 200);
     assert!(
         metrics
             .header("content-type")
             .unwrap()
-            .starts_with("text/plain")
+            .starts_with("application/openmetrics-text"),
+        "Prometheus reads OpenMetrics text"
     );
+    assert!(metrics.body.ends_with("# EOF\n"));
     for line in [
         "granite_queue_depth 3",
         "granite_runs{status=\"running\"} 0",
         "granite_run_wait_seconds_count 1",
         "granite_runs_finished_total{status=\"completed\"} 1",
+        "granite_runs_finished_total{status=\"cancelled\"} 1",
+        "granite_runs_finished_total{status=\"failed\"} 0",
         "granite_drivers{status=\"online\"} 1",
-        "granite_http_requests_total{route=\"/api/{org}/{endpoint}\",status=\"202\"} 4",
+        "granite_http_requests_total{route=\"/api/{org}/{endpoint}\",status=\"202\"} 5",
     ] {
         assert!(
             metrics.body.contains(line),

@@ -8,16 +8,16 @@ use askama::Template;
 use chrono::NaiveDateTime;
 use serde::Deserialize;
 
-use super::auth::CurrentUser;
-use super::charts::{BarChart, Point};
-use super::error::WebError;
-use super::layout::{Layout, NewSecret, render, render_with_status};
-use super::session::DashboardSession;
-use super::time::{Moment, duration_words};
-use super::{actor, page_instead_of_fragment};
 use crate::api_keys::{self, GracePeriod, KeyError, KeyName, ListedKey, usage};
 use crate::db::{DbConnection, Pool};
 use crate::secret::Secret;
+use crate::web::access::{Admin, CurrentUser, Viewer};
+use crate::web::error::WebError;
+use crate::web::middleware::session::DashboardSession;
+use crate::web::view::charts::{BarChart, Point};
+use crate::web::view::layout::{Layout, NewSecret, render, render_with_status};
+use crate::web::view::time::{Moment, duration_words};
+use crate::web::{actor, page_instead_of_fragment};
 
 /// A key row as the list shows it.
 pub struct KeyRow {
@@ -84,7 +84,7 @@ impl ApiKeysSection {
             .collect();
         Ok(Self {
             rows,
-            can_manage: user.require_admin().is_ok(),
+            can_manage: user.can_manage(),
             new_secret: None,
             form_name: String::new(),
             form_error: None,
@@ -121,7 +121,7 @@ fn fragment(status: StatusCode, section: &ApiKeysSection) -> Result<HttpResponse
 /// `GET /api-management/api-keys`: the section for htmx, the page otherwise.
 pub async fn show(
     req: HttpRequest,
-    user: CurrentUser,
+    Viewer(user): Viewer,
     pool: web::Data<Pool>,
 ) -> Result<HttpResponse, WebError> {
     if let Some(page) = page_instead_of_fragment(&req, "api-keys") {
@@ -138,11 +138,10 @@ pub struct CreateForm {
 
 pub async fn create(
     req: HttpRequest,
-    user: CurrentUser,
+    Admin(user): Admin,
     pool: web::Data<Pool>,
     form: web::Form<CreateForm>,
 ) -> Result<HttpResponse, WebError> {
-    user.require_admin()?;
     let name = match KeyName::parse(&form.name) {
         Ok(name) => name,
         Err(message) => {
@@ -179,11 +178,10 @@ fn shown_once(secret: Secret, note: String) -> NewSecret {
 /// Revokes a key and removes its row; when it was the last one, the whole section (its empty state).
 pub async fn revoke(
     req: HttpRequest,
-    user: CurrentUser,
+    Admin(user): Admin,
     pool: web::Data<Pool>,
     key_id: web::Path<i64>,
 ) -> Result<HttpResponse, WebError> {
-    user.require_admin()?;
     let (organization_id, actor, key_id) = (
         user.organization.id,
         actor(&req, &user),
@@ -220,12 +218,11 @@ pub struct RollForm {
 
 pub async fn roll(
     req: HttpRequest,
-    user: CurrentUser,
+    Admin(user): Admin,
     pool: web::Data<Pool>,
     key_id: web::Path<i64>,
     form: web::Form<RollForm>,
 ) -> Result<HttpResponse, WebError> {
-    user.require_admin()?;
     let grace = GracePeriod::parse(&form.grace).map_err(WebError::BadRequest)?;
     let (organization_id, actor, key_id) = (
         user.organization.id,
@@ -291,7 +288,7 @@ struct AnalyticsPage {
 
 /// `GET /api-management/api-keys/{id}/analytics`: requests per hour (24 h) and per day (7 days).
 pub async fn analytics(
-    user: CurrentUser,
+    Viewer(user): Viewer,
     session: actix_session::Session,
     pool: web::Data<Pool>,
     key_id: web::Path<i64>,

@@ -9,19 +9,20 @@ use askama::Template;
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
-use super::auth::CurrentUser;
-use super::error::WebError;
-use super::jobs::JobRow;
-use super::layout::{Layout, render, render_with_status};
-use super::session::DashboardSession;
-use super::time::Moment;
-use super::{actor, is_htmx, page_instead_of_fragment};
 use crate::config::Settings;
 use crate::db::{DbConnection, Pool};
 use crate::enrollment;
-use crate::machines::{self, Machine, MachineFilter, MachineStatus, StatusCounts};
-use crate::runs::dispatch::{self, Dispatcher, Signal};
+use crate::machines::{self, Machine, MachineFilter, StatusCounts};
+use crate::runs::dispatch::Dispatcher;
 use crate::runs::{self, RunSummary};
+use crate::status::MachineStatus;
+use crate::web::access::{Admin, CurrentUser, Viewer};
+use crate::web::error::WebError;
+use crate::web::middleware::session::DashboardSession;
+use crate::web::pages::jobs::JobRow;
+use crate::web::view::layout::{Layout, render, render_with_status};
+use crate::web::view::time::Moment;
+use crate::web::{actor, is_htmx, page_instead_of_fragment};
 
 pub const PAGE_SIZE: i64 = 50;
 /// How often an open page refreshes the list (the contract asks for at most 5 s).
@@ -176,7 +177,7 @@ impl MachineList {
             previous_query: (page > 1).then(|| query.at_page(page - 1)),
             next_query: (page < pages).then(|| query.at_page(page + 1)),
             filtered: filter != MachineFilter::default(),
-            can_manage: user.require_admin().is_ok(),
+            can_manage: user.can_manage(),
             refresh_seconds: REFRESH_SECONDS,
         })
     }
@@ -210,7 +211,7 @@ struct ListFragment<'a> {
 /// `GET /api-management/machines/list`: the self-refreshing list for htmx; the page otherwise.
 pub async fn list(
     req: HttpRequest,
-    user: CurrentUser,
+    Viewer(user): Viewer,
     pool: web::Data<Pool>,
     settings: web::Data<Settings>,
     query: web::Query<ListQuery>,
@@ -243,28 +244,29 @@ pub struct AfterRemoval {
 /// Removes a machine: its row goes, its credential is refused, its running job is queued again.
 pub async fn remove(
     req: HttpRequest,
-    user: CurrentUser,
+    Admin(user): Admin,
     pool: web::Data<Pool>,
     machine_id: web::Path<i64>,
     after: web::Query<AfterRemoval>,
     dispatcher: web::Data<Dispatcher>,
 ) -> Result<HttpResponse, WebError> {
-    user.require_admin()?;
     let (organization_id, actor, machine_id) = (
         user.organization.id,
         actor(&req, &user),
         machine_id.into_inner(),
     );
-    let removed = pool
-        .run(move |conn| {
-            let removed = machines::remove(conn, organization_id, machine_id, &actor)?;
-            dispatch::publish(conn, organization_id, Signal::Queued)?;
-            Ok::<_, WebError>(removed)
+    let removed = dispatcher
+        .run(&pool, move |conn, changes| {
+            Ok::<_, WebError>(machines::remove(
+                conn,
+                organization_id,
+                machine_id,
+                &actor,
+                changes,
+            )?)
         })
         .await?
         .ok_or(WebError::NotFound)?;
-    // Its running job, if any, is claimable again.
-    dispatcher.announce(organization_id, Signal::Queued);
     tracing::info!(machine_id = removed.id, "machine removed");
     if is_htmx(&req) && after.then == "list" {
         Ok(HttpResponse::Ok()
@@ -275,7 +277,9 @@ pub async fn remove(
             .content_type("text/html; charset=utf-8")
             .finish())
     } else {
-        Ok(super::login::see_other("/api-management#machines"))
+        Ok(crate::web::pages::login::see_other(
+            "/api-management#machines",
+        ))
     }
 }
 
@@ -297,7 +301,7 @@ struct DetailPage {
 
 /// `GET /api-management/machines/{id}`: everything about one machine, and the jobs it ran.
 pub async fn detail(
-    user: CurrentUser,
+    Viewer(user): Viewer,
     session: actix_session::Session,
     pool: web::Data<Pool>,
     settings: web::Data<Settings>,
@@ -343,7 +347,7 @@ pub async fn detail(
         .into_iter()
         .map(|run| JobRow::new(run, now))
         .collect();
-    let can_manage = user.require_admin().is_ok();
+    let can_manage = user.can_manage();
     let page = DetailPage {
         layout: Layout::new(
             format!("{} · Machine", machine.name),

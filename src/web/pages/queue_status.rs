@@ -7,14 +7,14 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use chrono::NaiveDateTime;
 
-use super::auth::CurrentUser;
-use super::charts::{BarChart, Point};
-use super::error::WebError;
-use super::layout::render_with_status;
-use super::page_instead_of_fragment;
 use crate::config::Settings;
 use crate::db::{DbConnection, Pool};
 use crate::queue::{self, QueueStatus, Unrunnable};
+use crate::web::access::Viewer;
+use crate::web::error::WebError;
+use crate::web::page_instead_of_fragment;
+use crate::web::view::charts::{BarChart, Point};
+use crate::web::view::layout::render_with_status;
 
 pub struct QueueSection {
     pub status: QueueStatus,
@@ -56,7 +56,7 @@ impl QueueSection {
             unrunnable_total: unrunnable.iter().map(|u| u.count).sum(),
             unrunnable,
             status,
-            refresh_seconds: super::machines::REFRESH_SECONDS,
+            refresh_seconds: crate::web::pages::machines::REFRESH_SECONDS,
         })
     }
 }
@@ -69,7 +69,7 @@ struct SectionFragment<'a> {
 
 pub async fn show(
     req: HttpRequest,
-    user: CurrentUser,
+    Viewer(user): Viewer,
     pool: web::Data<Pool>,
     settings: web::Data<Settings>,
 ) -> Result<HttpResponse, WebError> {

@@ -4,17 +4,17 @@ use actix_session::Session;
 use actix_web::{HttpResponse, web};
 use askama::Template;
 
-use super::api_keys::ApiKeysSection;
-use super::auth::CurrentUser;
-use super::enrollment_tokens::EnrollmentTokensSection;
-use super::error::WebError;
-use super::layout::{Layout, render};
-use super::login::see_other;
-use super::machines::MachinesSection;
-use super::queue_status::QueueSection;
-use super::session::DashboardSession;
 use crate::config::Settings;
 use crate::db::Pool;
+use crate::web::access::{CurrentUser, Viewer};
+use crate::web::error::WebError;
+use crate::web::middleware::session::DashboardSession;
+use crate::web::pages::api_keys::ApiKeysSection;
+use crate::web::pages::enrollment_tokens::EnrollmentTokensSection;
+use crate::web::pages::login::see_other;
+use crate::web::pages::machines::MachinesSection;
+use crate::web::pages::queue_status::QueueSection;
+use crate::web::view::layout::{Layout, render};
 
 #[derive(Template)]
 #[template(path = "api_management.html")]
@@ -32,7 +32,7 @@ pub async fn home() -> HttpResponse {
 }
 
 pub async fn page(
-    user: CurrentUser,
+    Viewer(user): Viewer,
     session: Session,
     pool: web::Data<Pool>,
     settings: web::Data<Settings>,

@@ -4,8 +4,8 @@ use actix_web::HttpResponse;
 use actix_web::http::header::ContentType;
 use askama::Template;
 
-use super::assets::{AssetUrls, URLS};
-use super::error::WebError;
+use crate::ops::assets::{AssetUrls, URLS};
+use crate::web::error::WebError;
 
 pub struct Layout {
     pub title: String,
@@ -24,7 +24,7 @@ impl Layout {
 
     /// The value of `hx-headers` on `<body>`: every htmx request carries the CSRF token.
     pub fn hx_headers(&self) -> String {
-        serde_json::json!({ super::csrf::HEADER: self.csrf_token }).to_string()
+        serde_json::json!({ crate::web::middleware::csrf::HEADER: self.csrf_token }).to_string()
     }
 }
 

@@ -5,13 +5,14 @@ use askama::Template;
 use chrono::NaiveDateTime;
 use serde::Deserialize;
 
-use super::auth::CurrentUser;
-use super::error::WebError;
-use super::layout::{Layout, render};
-use super::session::DashboardSession;
-use super::time::Moment;
 use crate::db::Pool;
-use crate::runs::{self, RunSummary, STATUSES};
+use crate::runs::{self, RunSummary};
+use crate::status::RunStatus;
+use crate::web::access::{CurrentUser, Viewer};
+use crate::web::error::WebError;
+use crate::web::middleware::session::DashboardSession;
+use crate::web::view::layout::{Layout, render};
+use crate::web::view::time::Moment;
 
 const PAGE_SIZE: i64 = 50;
 
@@ -19,7 +20,7 @@ const PAGE_SIZE: i64 = 50;
 pub struct JobRow {
     pub public_id: String,
     pub endpoint: String,
-    pub status: String,
+    pub status: RunStatus,
     pub queued: Moment,
     pub waited: String,
     pub ran: String,
@@ -55,7 +56,7 @@ struct JobsPage {
     layout: Layout,
     user: CurrentUser,
     rows: Vec<JobRow>,
-    statuses: [&'static str; 5],
+    statuses: [RunStatus; 5],
     selected: String,
     matching: i64,
     page: i64,
@@ -71,13 +72,13 @@ pub struct JobsQuery {
 }
 
 pub async fn page(
-    user: CurrentUser,
+    Viewer(user): Viewer,
     session: actix_session::Session,
     pool: web::Data<Pool>,
     query: web::Query<JobsQuery>,
 ) -> Result<HttpResponse, WebError> {
     let query = query.into_inner();
-    let status = STATUSES.iter().find(|s| **s == query.status).copied();
+    let status = RunStatus::parse(&query.status);
     let page = query.page.unwrap_or(1).max(1);
     let organization_id = user.organization.id;
     let (summaries, matching) = pool
@@ -101,8 +102,8 @@ pub async fn page(
         layout,
         user,
         rows,
-        statuses: STATUSES,
-        selected: status.unwrap_or_default().to_owned(),
+        statuses: RunStatus::ALL,
+        selected: status.map(RunStatus::as_str).unwrap_or_default().to_owned(),
         matching,
         page,
         pages: ((matching + PAGE_SIZE - 1) / PAGE_SIZE).max(1),

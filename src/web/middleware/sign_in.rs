@@ -1,56 +1,18 @@
-//! Who is signed in: the middleware that guards the dashboard and the `CurrentUser` handlers receive.
-
-use std::future::{Ready, ready};
+//! The gate of the signed-in part of the dashboard: lets signed-in users through with their
+//! [`CurrentUser`], sends everyone else to `/login`.
 
 use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Next;
-use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpResponse, web};
 
-use super::error::WebError;
-use super::session::DashboardSession;
 use crate::config::Settings;
 use crate::db::Pool;
-use crate::organizations::Organization;
-use crate::users::{self, Role};
-
-#[derive(Clone, Debug)]
-pub struct CurrentUser {
-    pub id: i64,
-    pub email: String,
-    pub role: Role,
-    pub organization: Organization,
-}
-
-impl CurrentUser {
-    /// Refuses viewers: every action that changes something calls this first.
-    pub fn require_admin(&self) -> Result<(), WebError> {
-        match self.role {
-            Role::Admin => Ok(()),
-            Role::Viewer => Err(WebError::AdminOnly),
-        }
-    }
-}
-
-impl FromRequest for CurrentUser {
-    type Error = WebError;
-    type Future = Ready<Result<Self, WebError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        // Only reachable behind `require_sign_in`, which puts the user there.
-        ready(
-            req.extensions()
-                .get::<CurrentUser>()
-                .cloned()
-                .ok_or_else(|| {
-                    WebError::Internal(anyhow::anyhow!(
-                        "CurrentUser requested on a route without require_sign_in"
-                    ))
-                }),
-        )
-    }
-}
+use crate::users;
+use crate::web::access::CurrentUser;
+use crate::web::error::WebError;
+use crate::web::middleware::session::DashboardSession;
 
 /// Lets signed-in users through with their `CurrentUser`; sends everyone else to `/login`.
 pub async fn require_sign_in(

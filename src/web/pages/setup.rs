@@ -6,14 +6,14 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use super::error::WebError;
-use super::layout::{Layout, render, render_with_status};
-use super::login::see_other;
-use super::session::DashboardSession;
 use crate::db::Pool;
 use crate::setup::{self, SetupError};
 use crate::users::Email;
 use crate::users::password::Password;
+use crate::web::error::WebError;
+use crate::web::middleware::session::DashboardSession;
+use crate::web::pages::login::see_other;
+use crate::web::view::layout::{Layout, render, render_with_status};
 
 #[derive(Template)]
 #[template(path = "setup.html")]

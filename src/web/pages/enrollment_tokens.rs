@@ -7,14 +7,14 @@ use askama::Template;
 use chrono::NaiveDateTime;
 use serde::Deserialize;
 
-use super::auth::CurrentUser;
-use super::error::WebError;
-use super::layout::{NewSecret, render_with_status};
-use super::time::Moment;
-use super::{actor, page_instead_of_fragment};
 use crate::config::Settings;
 use crate::db::{DbConnection, Pool};
 use crate::enrollment::{self, ListedToken, TokenError, TokenState};
+use crate::web::access::{Admin, CurrentUser, Viewer};
+use crate::web::error::WebError;
+use crate::web::view::layout::{NewSecret, render_with_status};
+use crate::web::view::time::Moment;
+use crate::web::{actor, page_instead_of_fragment};
 
 pub struct TokenRow {
     pub id: i64,
@@ -78,14 +78,14 @@ impl TokenList {
         user: &CurrentUser,
         now: NaiveDateTime,
     ) -> Result<Self, WebError> {
-        let can_manage = user.require_admin().is_ok();
+        let can_manage = user.can_manage();
         let rows = enrollment::list_recent(conn, user.organization.id, now)?
             .into_iter()
             .map(|t| TokenRow::new(t, now, can_manage))
             .collect();
         Ok(Self {
             rows,
-            refresh_seconds: super::machines::REFRESH_SECONDS,
+            refresh_seconds: crate::web::pages::machines::REFRESH_SECONDS,
         })
     }
 }
@@ -106,7 +106,7 @@ impl EnrollmentTokensSection {
         default_lifetime_hours: i64,
         now: NaiveDateTime,
     ) -> Result<Self, WebError> {
-        let can_manage = user.require_admin().is_ok();
+        let can_manage = user.can_manage();
         let list = TokenList::load(conn, user, now)?;
         let mut hours = vec![1, 6, 24, 72, 168];
         if !hours.contains(&default_lifetime_hours) {
@@ -152,7 +152,7 @@ struct ListFragment<'a> {
 /// `GET /api-management/enrollment-tokens/list`: the self-refreshing token list.
 pub async fn list(
     req: HttpRequest,
-    user: CurrentUser,
+    Viewer(user): Viewer,
     pool: web::Data<Pool>,
 ) -> Result<HttpResponse, WebError> {
     if let Some(page) = page_instead_of_fragment(&req, "enrollment-tokens") {
@@ -192,7 +192,7 @@ async fn section(
 
 pub async fn show(
     req: HttpRequest,
-    user: CurrentUser,
+    Viewer(user): Viewer,
     pool: web::Data<Pool>,
     settings: web::Data<Settings>,
 ) -> Result<HttpResponse, WebError> {
@@ -218,12 +218,11 @@ pub struct CreateForm {
 
 pub async fn create(
     req: HttpRequest,
-    user: CurrentUser,
+    Admin(user): Admin,
     pool: web::Data<Pool>,
     settings: web::Data<Settings>,
     form: web::Form<CreateForm>,
 ) -> Result<HttpResponse, WebError> {
-    user.require_admin()?;
     let form = form.into_inner();
     let lifetime = if form.lifetime_hours.trim().is_empty() {
         Ok(settings.enrollment_ttl_hours as i64)
@@ -293,11 +292,10 @@ fn enroll_command(server: &str, token: &str) -> String {
 /// Revokes an active token and answers with its row, now Revoked.
 pub async fn revoke(
     req: HttpRequest,
-    user: CurrentUser,
+    Admin(user): Admin,
     pool: web::Data<Pool>,
     token_id: web::Path<i64>,
 ) -> Result<HttpResponse, WebError> {
-    user.require_admin()?;
     let (organization_id, actor, token_id) = (
         user.organization.id,
         actor(&req, &user),

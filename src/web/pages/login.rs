@@ -6,14 +6,14 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use super::client_ip;
-use super::error::WebError;
-use super::layout::{Layout, render, render_with_status};
-use super::session::DashboardSession;
 use crate::audit;
 use crate::config::Settings;
 use crate::db::Pool;
 use crate::users::{self, Email, password};
+use crate::web::client_ip;
+use crate::web::error::WebError;
+use crate::web::middleware::session::DashboardSession;
+use crate::web::view::layout::{Layout, render, render_with_status};
 
 #[derive(Template)]
 #[template(path = "login.html")]

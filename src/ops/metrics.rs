@@ -1,27 +1,11 @@
-//! Operations: `GET /healthz` (the process is up and the database answers) and `GET /metrics`.
+//! `GET /metrics`: the Prometheus registry of [`crate::metrics`], with the gauges read at scrape time.
 
 use actix_web::{HttpResponse, web};
-use diesel::connection::SimpleConnection;
 
 use crate::db::{DbError, Pool};
 
-pub async fn check(pool: web::Data<Pool>) -> HttpResponse {
-    let reachable = pool
-        .run(|conn| conn.batch_execute("SELECT 1").map_err(DbError::from))
-        .await;
-    match reachable {
-        Ok(()) => HttpResponse::Ok().content_type("text/plain").body("ok"),
-        Err(error) => {
-            tracing::warn!(%error, "health check failed");
-            HttpResponse::ServiceUnavailable()
-                .content_type("text/plain")
-                .body("database unreachable")
-        }
-    }
-}
-
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics(
+pub async fn show(
     pool: web::Data<Pool>,
     metrics: web::Data<crate::metrics::Metrics>,
     settings: web::Data<crate::config::Settings>,
@@ -35,7 +19,7 @@ pub async fn metrics(
         .await;
     match gauges {
         Ok(gauges) => HttpResponse::Ok()
-            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .content_type(crate::metrics::CONTENT_TYPE)
             .body(metrics.render(&gauges)),
         Err(error) => {
             tracing::warn!(%error, "metrics unavailable");

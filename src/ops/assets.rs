@@ -5,6 +5,7 @@ use std::sync::LazyLock;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
+use sha2::{Digest, Sha256};
 
 struct Asset {
     name: &'static str,
@@ -38,6 +39,19 @@ const ASSETS: &[Asset] = &[
     },
 ];
 
+/// Each asset's fingerprint: the start of the SHA-256 of its bytes, computed once.
+static FINGERPRINTS: LazyLock<Vec<String>> = LazyLock::new(|| {
+    ASSETS
+        .iter()
+        .map(|asset| hex::encode(Sha256::digest(asset.bytes))[..12].to_owned())
+        .collect()
+});
+
+fn find(name: &str) -> Option<(&'static Asset, &'static str)> {
+    let index = ASSETS.iter().position(|a| a.name == name)?;
+    Some((&ASSETS[index], FINGERPRINTS[index].as_str()))
+}
+
 /// The fingerprinted URL of each asset, for templates.
 pub struct AssetUrls {
     pub htmx: String,
@@ -53,24 +67,25 @@ pub static URLS: LazyLock<AssetUrls> = LazyLock::new(|| AssetUrls {
     favicon: url("favicon.svg"),
 });
 
-fn fingerprint(bytes: &[u8]) -> String {
-    crate::secret::sha256_hex(&String::from_utf8_lossy(bytes))[..12].to_owned()
+/// Fingerprints every asset now, at start, rather than on the first request.
+pub fn fingerprint_all() {
+    LazyLock::force(&URLS);
 }
 
 fn url(name: &str) -> String {
-    let asset = ASSETS
-        .iter()
-        .find(|a| a.name == name)
-        .expect("asset is embedded");
-    format!("/static/{}?v={}", asset.name, fingerprint(asset.bytes))
+    let (asset, fingerprint) = find(name).expect("asset is embedded");
+    format!("/static/{}?v={fingerprint}", asset.name)
 }
 
 pub async fn serve(req: HttpRequest, name: web::Path<String>) -> HttpResponse {
-    let Some(asset) = ASSETS.iter().find(|a| a.name == name.as_str()) else {
+    let Some((asset, fingerprint)) = find(name.as_str()) else {
         return HttpResponse::NotFound().finish();
     };
     // Only the current fingerprint is immutable; any other URL must revalidate.
-    let current = req.query_string() == format!("v={}", fingerprint(asset.bytes));
+    let current = req
+        .query_string()
+        .strip_prefix("v=")
+        .is_some_and(|v| v == fingerprint);
     let cache = if current {
         "public, max-age=31536000, immutable"
     } else {

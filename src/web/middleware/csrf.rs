@@ -10,8 +10,8 @@ use actix_web::middleware::Next;
 use actix_web::web::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
-use super::error::WebError;
-use super::session::DashboardSession;
+use crate::web::error::WebError;
+use crate::web::middleware::session::DashboardSession;
 
 pub const HEADER: &str = "X-CSRF-Token";
 pub const FORM_FIELD: &str = "csrf_token";
@@ -21,7 +21,7 @@ pub async fn protect(
     mut req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    if is_safe(req.method()) || !is_dashboard_path(req.path()) {
+    if is_safe(req.method()) {
         return next.call(req).await;
     }
     if !same_origin(&req) {
@@ -60,11 +60,6 @@ pub async fn protect(
 
 fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-}
-
-/// The public and driver APIs authenticate every call with a key, never a cookie, so CSRF cannot reach them.
-fn is_dashboard_path(path: &str) -> bool {
-    !(path.starts_with("/api/") || path == "/healthz" || path == "/metrics")
 }
 
 fn same_origin(req: &ServiceRequest) -> bool {

@@ -2,10 +2,17 @@
 
 use std::time::Duration;
 
-use actix_session::{Session, SessionExt};
+use actix_session::config::{CookieContentSecurity, PersistentSession, TtlExtensionPolicy};
+use actix_session::storage::CookieSessionStore;
+use actix_session::{Session, SessionExt, SessionMiddleware};
+use actix_web::cookie::{Key, SameSite};
 use actix_web::dev::ServiceRequest;
 
+use crate::config::Settings;
+
 use crate::secret::random_base62;
+
+pub const SESSION_COOKIE: &str = "granite_session";
 
 const USER_ID: &str = "uid";
 const CSRF_TOKEN: &str = "csrf";
@@ -74,4 +81,23 @@ impl DashboardSession {
 
 fn now_secs() -> i64 {
     chrono::Utc::now().timestamp()
+}
+
+/// The session cookie: HttpOnly, SameSite=Strict, encrypted, Secure when configured.
+pub fn middleware(settings: &Settings, key: Key) -> SessionMiddleware<CookieSessionStore> {
+    let idle = settings.session_idle();
+    SessionMiddleware::builder(CookieSessionStore::default(), key)
+        .cookie_name(SESSION_COOKIE.to_owned())
+        .cookie_http_only(true)
+        .cookie_same_site(SameSite::Strict)
+        .cookie_secure(settings.cookies_secure())
+        .cookie_content_security(CookieContentSecurity::Private)
+        .session_lifecycle(
+            PersistentSession::default()
+                .session_ttl(actix_web::cookie::time::Duration::seconds(
+                    idle.as_secs() as i64
+                ))
+                .session_ttl_extension_policy(TtlExtensionPolicy::OnStateChanges),
+        )
+        .build()
 }

@@ -1,0 +1,11 @@
+//! The dashboard's pages and the sections htmx swaps in place. Each module loads what its template
+//! shows and renders it: a whole page for a navigation, just the section or fragment for htmx.
+
+pub mod api_keys;
+pub mod api_management;
+pub mod enrollment_tokens;
+pub mod jobs;
+pub mod login;
+pub mod machines;
+pub mod queue_status;
+pub mod setup;
