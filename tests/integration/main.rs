@@ -6,6 +6,7 @@ mod webdriver;
 mod api_keys;
 mod browser;
 mod cli;
+mod contract;
 mod csrf;
 mod driver;
 mod first_start;
