@@ -243,27 +243,25 @@ fn run_driver(args: DriverRun) -> ExitCode {
         let path = args
             .credentials
             .unwrap_or_else(driver::credentials::default_path);
+        let folder = driver::automation::AutomationFolder::open(&args.automations)
+            .map_err(|e| anyhow::anyhow!(e))?;
         let saved = driver::credentials::load(&path)?;
-        anyhow::ensure!(
-            args.automations.is_dir(),
-            "{} is not a folder of automations",
-            args.automations.display()
-        );
         let state = std::sync::Arc::new(driver::DriverState::default());
         let on_signal = state.clone();
         ctrlc::set_handler(move || on_signal.on_interrupt())?;
-        let executor = driver::automation::ProcessExecutor {
-            directory: args.automations.clone(),
-            time_limit: std::time::Duration::from_secs(args.time_limit.max(1)),
-        };
         eprintln!(
-            "granite driver: {} (machine {} of {}) takes jobs from {}, running automations from {}",
+            "granite driver: {} (machine {} of {}) takes jobs from {}, running automations from {}: {}",
             saved.name,
             saved.machine_id,
             saved.organization,
             saved.server,
-            args.automations.display()
+            folder.path().display(),
+            folder.found().join(", ")
         );
+        let executor = driver::automation::ProcessExecutor {
+            folder,
+            time_limit: std::time::Duration::from_secs(args.time_limit.max(1)),
+        };
         let client = std::sync::Arc::new(driver::client::DriverClient::new(
             &saved.server,
             Some(saved.credential),

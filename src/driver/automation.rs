@@ -3,7 +3,7 @@
 //! exit or the time limit is a failure carrying the tail of its stderr.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -17,8 +17,67 @@ use crate::runs::Outcome;
 const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 const STDERR_TAIL_BYTES: usize = 2000;
 
+/// The folder of automations, resolved once at start: an absolute path (a relative one is taken from
+/// where the driver was started), which holds at least one executable.
+#[derive(Clone, Debug)]
+pub struct AutomationFolder {
+    path: PathBuf,
+    found: Vec<String>,
+}
+
+impl AutomationFolder {
+    pub fn open(given: &Path) -> Result<Self, String> {
+        let path = std::path::absolute(given)
+            .and_then(|p| p.canonicalize())
+            .map_err(|e| {
+                format!(
+                    "the automations folder {} cannot be used: {e}",
+                    given.display()
+                )
+            })?;
+        let entries = std::fs::read_dir(&path)
+            .map_err(|e| format!("{} is not a folder of automations: {e}", given.display()))?;
+        let mut found: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|entry| is_executable(&entry.path()))
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .collect();
+        found.sort();
+        if found.is_empty() {
+            return Err(format!(
+                "{} holds no executable: put one file per automation there (e.g. {}/invoice-sync) \
+                 and make it executable (chmod +x)",
+                path.display(),
+                given.display()
+            ));
+        }
+        Ok(Self { path, found })
+    }
+
+    /// Where the automations are, absolute.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The automations found at start, by name.
+    pub fn found(&self) -> &[String] {
+        &self.found
+    }
+}
+
+#[cfg(unix)]
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(not(unix))]
+fn is_executable(path: &Path) -> bool {
+    path.is_file()
+}
+
 pub struct ProcessExecutor {
-    pub directory: PathBuf,
+    pub folder: AutomationFolder,
     pub time_limit: Duration,
 }
 
@@ -38,7 +97,8 @@ fn tail(bytes: &[u8]) -> String {
 impl Executor for ProcessExecutor {
     fn execute(&self, job: &Job, interrupt: &AtomicBool) -> Outcome {
         // Endpoints are slugs (a-z, 0-9, -), so this cannot leave the folder.
-        let program = self.directory.join(&job.endpoint);
+        let directory = self.folder.path();
+        let program = directory.join(&job.endpoint);
         if !program.is_file() {
             return failure(
                 "unknown_automation",
@@ -50,7 +110,7 @@ impl Executor for ProcessExecutor {
             );
         }
         let mut child = match Command::new(&program)
-            .current_dir(&self.directory)
+            .current_dir(directory)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -143,5 +203,38 @@ impl Executor for ProcessExecutor {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_folder_is_resolved_once_and_must_hold_an_executable() {
+        let root = std::env::temp_dir().join(format!(
+            "granite-automations-{}",
+            crate::secret::random_base62(12)
+        ));
+        std::fs::create_dir_all(root.join("empty")).unwrap();
+        let missing = AutomationFolder::open(&root.join("missing")).unwrap_err();
+        assert!(missing.contains("cannot be used"), "{missing}");
+        let empty = AutomationFolder::open(&root.join("empty")).unwrap_err();
+        assert!(empty.contains("holds no executable"), "{empty}");
+
+        let folder = root.join("automations");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("notes.txt"), "not an automation").unwrap();
+        let script = folder.join("invoice-sync");
+        std::fs::write(&script, "#!/bin/sh\ncat\n").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let opened = AutomationFolder::open(&folder).unwrap();
+        assert!(opened.path().is_absolute());
+        assert_eq!(opened.found(), ["invoice-sync"]);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

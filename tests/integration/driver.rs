@@ -53,10 +53,6 @@ impl Workspace {
     fn credentials(&self) -> PathBuf {
         self.dir.join("config").join("driver.json")
     }
-
-    fn automations(&self) -> PathBuf {
-        self.dir.join("automations")
-    }
 }
 
 impl Drop for Workspace {
@@ -114,12 +110,13 @@ fn enroll(server: &str, token: &str, credentials: &Path, extra: &[&str]) -> (boo
 struct DriverProcess(Child);
 
 impl DriverProcess {
+    /// Starts `granite driver run --automations ./automations` from the workspace, as the README shows.
     fn start(workspace: &Workspace) -> Self {
         let child = granite()
+            .current_dir(&workspace.dir)
             .args(["driver", "run", "--time-limit", "20", "--credentials"])
             .arg(workspace.credentials())
-            .arg("--automations")
-            .arg(workspace.automations())
+            .args(["--automations", "./automations"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -461,4 +458,26 @@ fn ctrl_c_finishes_the_job_then_stops(backend: Backend) {
         .get(&format!("/api/agent-runs/{id}"))
         .json();
     assert_eq!(run["status"], "queued", "given back: {run}");
+}
+
+/// A folder that is missing or holds no executable is refused at start, before any job is taken.
+#[test]
+fn a_driver_refuses_a_folder_without_automations() {
+    let workspace = Workspace::new();
+    std::fs::create_dir_all(workspace.dir.join("empty")).unwrap();
+    for (folder, says) in [
+        ("./missing", "cannot be used"),
+        ("./empty", "holds no executable"),
+    ] {
+        let output = granite()
+            .current_dir(&workspace.dir)
+            .args(["driver", "run", "--credentials"])
+            .arg(workspace.credentials())
+            .args(["--automations", folder])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{folder}: {stderr}");
+        assert!(stderr.contains(says), "{folder}: {stderr}");
+    }
 }
