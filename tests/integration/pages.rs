@@ -142,6 +142,23 @@ fn storage_is_created_and_migrated_at_start(backend: Backend) {
                     .get_result(conn)
                     .unwrap();
             assert_eq!(busy.value, "5000");
+            // Only the server's user can read the data: the file, its WAL files, the folder made.
+            let path = db.sqlite_path().unwrap();
+            let mode = |p: &std::path::Path| {
+                std::os::unix::fs::PermissionsExt::mode(
+                    &std::fs::metadata(p).unwrap().permissions(),
+                ) & 0o777
+            };
+            assert_eq!(
+                mode(path.parent().unwrap()),
+                0o700,
+                "the folder Granite made"
+            );
+            for suffix in ["", "-wal", "-shm"] {
+                let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+                assert!(file.exists(), "{} exists in WAL mode", file.display());
+                assert_eq!(mode(&file), 0o600, "{}", file.display());
+            }
         }
         DbConnection::Postgres(conn) => {
             let tables: Vec<Row> = diesel::sql_query(
