@@ -7,10 +7,10 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use crate::audit::{self, Actor};
-use crate::db::schema::{machines, runs};
+use crate::db::schema::machines;
 use crate::db::{DbConnection, write_transaction};
 use crate::runs::dispatch::Changes;
-use crate::status::{MachineStatus, ReportedStatus, RunStatus};
+use crate::status::{MachineStatus, ReportedStatus};
 
 #[derive(Clone, Debug, Queryable, Selectable)]
 #[diesel(table_name = machines)]
@@ -206,20 +206,6 @@ pub fn touch(
     } else {
         CredentialRejection::Unknown
     }))
-}
-
-/// The public id of the run this machine holds, if it was cancelled while running: the driver should stop it.
-pub fn cancelled_runs(conn: &mut DbConnection, machine: &Machine) -> QueryResult<Vec<String>> {
-    let Some(run_id) = machine.current_run_id else {
-        return Ok(Vec::new());
-    };
-    runs::table
-        .find(run_id)
-        .filter(runs::machine_id.eq(machine.id))
-        .filter(runs::status.eq(RunStatus::Cancelled))
-        .filter(runs::cancel_requested_at.is_not_null())
-        .select(runs::public_id)
-        .load(conn)
 }
 
 pub fn find(

@@ -16,7 +16,7 @@ use crate::enrollment::{self, EnrollError};
 use crate::machines::{self, CredentialRejection, Machine, MachineProfile};
 use crate::metrics::Metrics;
 use crate::runs::dispatch::{Dispatcher, Signal};
-use crate::runs::{self, Outcome};
+use crate::runs::{self, Outcome, leases};
 use crate::secret::{Secret, SecretKind};
 use crate::status::{ReportedStatus, RunStatus};
 use crate::wire::driver::{
@@ -126,7 +126,7 @@ pub async fn enroll(
     security(("machine_credential" = [])),
     request_body = HeartbeatRequest,
     responses(
-        (status = 200, description = "Contact recorded; the runs to stop, if any.", body = HeartbeatResponse),
+        (status = 200, description = "Contact recorded. A run the server gave this machine that current_run_id does not name goes back to the queue; `cancel` lists the reported run if it is no longer this machine's to run.", body = HeartbeatResponse),
         (status = 400, description = "A bad body.", body = ErrorBody),
         (status = 401, description = "No valid credential, or machine_removed.", body = ErrorBody),
     )
@@ -135,15 +135,21 @@ pub async fn heartbeat(
     credential: Credential,
     pool: web::Data<Pool>,
     settings: web::Data<Settings>,
+    dispatcher: web::Data<Dispatcher>,
     Json(body): Json<HeartbeatRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let machine = credential.touch(&pool, Some(body.status)).await?;
-    let cancel = match machine.current_run_id {
-        Some(_) => {
-            pool.run(move |conn| machines::cancelled_runs(conn, &machine).map_err(ApiError::from))
-                .await?
-        }
-        None => Vec::new(),
+    let reported = body.current_run_id;
+    let cancel = if machine.current_run_id.is_none() && reported.is_none() {
+        Vec::new()
+    } else {
+        dispatcher
+            .run(&pool, move |conn, changes| {
+                let now = chrono::Utc::now().naive_utc();
+                leases::reconcile(conn, &machine, reported.as_deref(), now, changes)
+                    .map_err(ApiError::from)
+            })
+            .await?
     };
     Ok(HttpResponse::Ok().json(HeartbeatResponse {
         heartbeat_interval_seconds: settings.heartbeat_secs,

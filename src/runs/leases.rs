@@ -1,5 +1,6 @@
-//! Leases: a running run belongs to its machine only while the machine is in contact. When the machine
-//! goes Offline or is removed, the run goes back to the queue, or fails after its last attempt.
+//! Leases: a running run belongs to its machine only while the machine is in contact and says it holds
+//! it. When the machine goes Offline or is removed, or its heartbeat reports another run or none, the
+//! run goes back to the queue, or fails after its last attempt.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -8,6 +9,7 @@ use super::MAX_ATTEMPTS;
 use super::dispatch::Changes;
 use crate::db::DbConnection;
 use crate::db::schema::{machines, runs};
+use crate::machines::Machine;
 use crate::status::RunStatus;
 
 pub const LOST_LEASE_ERROR: &str = "lease_lost";
@@ -117,4 +119,66 @@ pub fn release_lost(
             .execute(conn)?;
     }
     Ok(())
+}
+
+/// A run just handed out may be missing from a heartbeat that crossed the claim's answer on the wire;
+/// only a run held longer than this is taken back for not being reported.
+pub const HANDOVER_GRACE: chrono::Duration = chrono::Duration::seconds(3);
+
+/// The heartbeat is authoritative about what a driver holds. `reported` is the run the driver says it
+/// runs. A run the server gave this machine that the driver does not report goes back to the queue
+/// (the attempt counts); a run the driver reports that is no longer its to run (cancelled, given to
+/// another machine, unknown) is returned, for the reply's `cancel` list.
+pub fn reconcile(
+    conn: &mut DbConnection,
+    machine: &Machine,
+    reported: Option<&str>,
+    now: NaiveDateTime,
+    changes: &mut Changes,
+) -> QueryResult<Vec<String>> {
+    let held: Option<(String, RunStatus, Option<NaiveDateTime>)> = match machine.current_run_id {
+        Some(run_id) => runs::table
+            .find(run_id)
+            .select((runs::public_id, runs::status, runs::started_at))
+            .first(conn)
+            .optional()?,
+        None => None,
+    };
+    if let Some((public_id, status, started_at)) = &held
+        && reported != Some(public_id.as_str())
+    {
+        let handed_over_long_ago = started_at.is_none_or(|at| at <= now - HANDOVER_GRACE);
+        if *status != RunStatus::Running || handed_over_long_ago {
+            let released =
+                crate::db::write_transaction(conn, |conn| release_machine(conn, machine.id, now))?;
+            if released.requeued + released.failed > 0 {
+                tracing::info!(
+                    machine_id = machine.id,
+                    run = %public_id,
+                    "the machine no longer reports its run; it goes back to the queue"
+                );
+            }
+            released.announce(machine.organization_id, changes);
+        }
+    }
+    let Some(reported) = reported else {
+        return Ok(Vec::new());
+    };
+    let still_its_own = match &held {
+        Some((public_id, status, _)) if public_id == reported => *status == RunStatus::Running,
+        _ => {
+            runs::table
+                .filter(runs::public_id.eq(reported))
+                .filter(runs::machine_id.eq(machine.id))
+                .filter(runs::status.eq(RunStatus::Running))
+                .count()
+                .get_result::<i64>(conn)?
+                > 0
+        }
+    };
+    Ok(if still_its_own {
+        Vec::new()
+    } else {
+        vec![reported.to_owned()]
+    })
 }

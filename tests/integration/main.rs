@@ -10,6 +10,7 @@ mod contract;
 mod csrf;
 mod driver;
 mod first_start;
+mod lifecycle;
 mod machines;
 mod pages;
 mod runs;

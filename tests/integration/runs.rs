@@ -425,7 +425,14 @@ fn cancelling_a_running_run_tells_its_driver(backend: Backend) {
         &[("X-Granite-API-Key", &s.key)],
     );
     assert_eq!(cancelled.json()["status"], "cancelled");
-    let beat = s.app.heartbeat(&credential).json();
+    let beat = s
+        .app
+        .post_json(
+            "/api/v1/driver/heartbeat",
+            &json!({ "status": "busy", "current_run_id": id }),
+            Some(&credential),
+        )
+        .json();
     assert_eq!(
         beat["cancel"],
         json!([id]),

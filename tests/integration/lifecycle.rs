@@ -1,0 +1,114 @@
+//! The heartbeat is authoritative about what a driver holds: a run its machine no longer reports goes
+//! back to the queue at once, and a driver reporting a run that is no longer its own is told to stop.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, Backend, TestApp, TestDb};
+
+both_backends!(
+    a_run_its_machine_no_longer_reports_goes_back_at_once,
+    a_driver_is_told_to_stop_a_run_that_is_no_longer_its_own,
+);
+
+fn beat(app: &TestApp, credential: &str, running: Option<&str>) -> Value {
+    let body = match running {
+        Some(run) => json!({ "status": "busy", "current_run_id": run }),
+        None => json!({ "status": "idle" }),
+    };
+    let reply = app.post_json("/api/v1/driver/heartbeat", &body, Some(credential));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json()
+}
+
+fn run_of(app: &TestApp, key: &str, id: &str) -> Value {
+    app.api(Some(key))
+        .get(&format!("/api/agent-runs/{id}"))
+        .json()
+}
+
+/// Past the grace that covers a claim's answer still on its way to the driver.
+fn after_the_handover_grace() {
+    std::thread::sleep(Duration::from_millis(3_200));
+}
+
+fn a_run_its_machine_no_longer_reports_goes_back_at_once(backend: Backend) {
+    let db = TestDb::new(backend);
+    // Offline only after five minutes: what brings the run back here is the heartbeat alone.
+    let app = TestApp::spawn_with(&db, |s| {
+        s.admin_email = Some(ADMIN_EMAIL.into());
+        s.admin_password = Some(ADMIN_PASSWORD.into());
+        s.offline_after_secs = 300;
+    });
+    let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (_, key) = admin.create_api_key("caller");
+    let (_, token) = admin.create_enrollment_token("vm");
+    let (machine_id, credential) = app.enroll(&token, "vm-restarting");
+    let id = app
+        .start_run(&key, "default/handed-to-a-gone-long-poll", &json!({}))
+        .json()["runId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The long-poll's answer never reached the driver: it restarts and heartbeats holding nothing.
+    assert_eq!(app.claim(&credential, 0).json()["runId"], id.as_str());
+    assert_eq!(beat(&app, &credential, None)["cancel"], json!([]));
+    assert_eq!(
+        run_of(&app, &key, &id)["status"],
+        "running",
+        "a run handed out a moment ago is not taken back yet"
+    );
+    after_the_handover_grace();
+    assert_eq!(beat(&app, &credential, None)["cancel"], json!([]));
+    let run = run_of(&app, &key, &id);
+    assert_eq!(run["status"], "queued", "back in the queue at once: {run}");
+    assert_eq!(run["machineId"], Value::Null);
+    assert_eq!(
+        admin.machine_list("").machine_status(machine_id).as_deref(),
+        Some("online"),
+        "the machine is free again, not removed"
+    );
+    // The same machine takes it again and finishes it; this was its second attempt.
+    assert_eq!(app.claim(&credential, 0).json()["runId"], id.as_str());
+    assert_eq!(beat(&app, &credential, Some(&id))["cancel"], json!([]));
+    let done = app.complete(&credential, &id, &json!({ "status": "completed" }));
+    assert_eq!(done.json()["status"], "completed", "{}", done.body);
+}
+
+fn a_driver_is_told_to_stop_a_run_that_is_no_longer_its_own(backend: Backend) {
+    let db = TestDb::new(backend);
+    let app = TestApp::spawn(&db);
+    let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (_, key) = admin.create_api_key("caller");
+    let (_, first_token) = admin.create_enrollment_token("a");
+    let (_, second_token) = admin.create_enrollment_token("b");
+    let (_, first) = app.enroll(&first_token, "vm-a");
+    let (_, second) = app.enroll(&second_token, "vm-b");
+    let id = app.start_run(&key, "default/contested", &json!({})).json()["runId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(app.claim(&first, 0).json()["runId"], id.as_str());
+    after_the_handover_grace();
+    // vm-a reports nothing (it lost the run); the run goes to vm-b.
+    beat(&app, &first, None);
+    assert_eq!(app.claim(&second, 0).json()["runId"], id.as_str());
+    // vm-a comes back saying it runs the run: it is vm-b's now, so vm-a must stop.
+    assert_eq!(beat(&app, &first, Some(&id))["cancel"], json!([id]));
+    assert_eq!(beat(&app, &second, Some(&id))["cancel"], json!([]));
+    assert_eq!(run_of(&app, &key, &id)["status"], "running");
+    // A run nobody knows is stopped too.
+    let unknown = "run_000000000000000000000000";
+    assert_eq!(
+        beat(&app, &second, Some(unknown))["cancel"],
+        json!([unknown])
+    );
+    // vm-b took its run a moment ago, so a heartbeat naming another run does not take it back yet.
+    let run = run_of(&app, &key, &id);
+    assert_eq!(
+        run["status"], "running",
+        "within the grace it is kept: {run}"
+    );
+}
