@@ -133,7 +133,7 @@ mod tests {
     #[test]
     fn defaults_are_the_flags_defaults_and_secrets_stay_out_of_debug() {
         let mut settings = Settings::new(
-            DatabaseUrl::parse("sqlite://t.db").unwrap(),
+            DatabaseUrl::parse("postgres://granite:db-secret@db/granite").unwrap(),
             "127.0.0.1:0".parse().unwrap(),
         );
         assert_eq!(settings.heartbeat_secs, 10);
@@ -147,6 +147,7 @@ mod tests {
         settings.session_key = Some("c2Vzc2lvbiBrZXkgbWF0ZXJpYWw=".into());
         let shown = format!("{settings:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("db-secret"), "{shown}");
         assert!(!shown.contains("c2Vzc2lvbiBrZXkgbWF0ZXJpYWw"), "{shown}");
     }
 }

@@ -6,10 +6,11 @@ use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::dev::Payload;
+use actix_web::error::PayloadError;
 use actix_web::http::header;
-use actix_web::web::BytesMut;
+use actix_web::web::{Bytes, BytesMut};
 use actix_web::{FromRequest, HttpRequest};
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
@@ -25,27 +26,35 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let is_json = is_json(req);
-        let mut payload = payload.take();
-        Box::pin(async move {
-            let mut body = BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk
-                    .map_err(|_| ApiError::InvalidRequest("The body could not be read.".into()))?;
-                if body.len() + chunk.len() > MAX_BODY_BYTES {
-                    return Err(ApiError::PayloadTooLarge);
-                }
-                body.extend_from_slice(&chunk);
-            }
-            if body.iter().all(u8::is_ascii_whitespace) {
-                return parse_json(b"{}").map(Json);
-            }
-            if !is_json {
-                return Err(ApiError::UnsupportedMediaType);
-            }
-            parse_json(&body).map(Json)
-        })
+        let req = req.clone();
+        let payload = payload.take();
+        Box::pin(async move { read_json(&req, payload).await.map(Json) })
     }
+}
+
+/// Reads the body into `T`. Handlers that must authenticate first (a key is checked in the database)
+/// take the raw payload and call this afterwards, so an unauthenticated caller's body is never read.
+pub async fn read_json<T, S>(req: &HttpRequest, mut payload: S) -> Result<T, ApiError>
+where
+    T: DeserializeOwned,
+    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
+{
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|_| ApiError::InvalidRequest("The body could not be read.".into()))?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(ApiError::PayloadTooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return parse_json(b"{}");
+    }
+    if !is_json(req) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    parse_json(&body)
 }
 
 fn is_json(req: &HttpRequest) -> bool {

@@ -170,7 +170,8 @@ impl ApiError {
                 field,
             };
         }
-        let expected = inner.split_once(", expected ").map(|(_, e)| e);
+        // The last ", expected": whatever stands before it may quote the caller's value.
+        let expected = inner.rsplit_once(", expected ").map(|(_, e)| e);
         match (path.as_str(), expected) {
             ("." | "", _) => Self::InvalidRequest(match expected {
                 Some(expected) => format!("The body must be {expected}."),

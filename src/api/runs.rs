@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Map, Value};
 
 use super::auth::ApiCaller;
-use super::body::{Json, parse_query};
+use super::body::{parse_query, read_json};
 use super::error::ApiError;
 use crate::db::Pool;
 use crate::machines::parse_capabilities;
@@ -48,20 +48,24 @@ impl Options {
                 "priority must be a whole number between -1000000 and 1000000.",
             ));
         }
-        let timeout = raw.timeout.unwrap_or(MAX_WAIT_SECONDS);
-        if !(1..=MAX_WAIT_SECONDS).contains(&timeout) {
-            return Err(ApiError::invalid_field(
-                "timeout",
-                "timeout must be 1 to 300 seconds.",
-            ));
-        }
+        let wait = match raw.wait {
+            Some(true) => {
+                let timeout = raw.timeout.unwrap_or(MAX_WAIT_SECONDS);
+                if !(1..=MAX_WAIT_SECONDS).contains(&timeout) {
+                    return Err(ApiError::invalid_field(
+                        "timeout",
+                        "timeout must be 1 to 300 seconds.",
+                    ));
+                }
+                Some(Duration::from_secs(timeout))
+            }
+            // Without wait=true the timeout means nothing, whatever it says.
+            _ => None,
+        };
         Ok(Self {
             requires,
             priority,
-            wait: raw
-                .wait
-                .unwrap_or(false)
-                .then(|| Duration::from_secs(timeout)),
+            wait,
         })
     }
 }
@@ -93,7 +97,7 @@ pub async fn start(
     req: HttpRequest,
     ApiCaller(caller): ApiCaller,
     path: web::Path<(String, String)>,
-    Json(parameters): Json<Map<String, Value>>,
+    payload: web::Payload,
     pool: web::Data<Pool>,
     dispatcher: web::Data<Dispatcher>,
 ) -> Result<HttpResponse, ApiError> {
@@ -103,6 +107,8 @@ pub async fn start(
     }
     let endpoint = runs::parse_endpoint(&endpoint).map_err(ApiError::InvalidRequest)?;
     let options = Options::parse(req.query_string())?;
+    // Read only once the key and the organization are known good.
+    let parameters: Map<String, Value> = read_json(&req, payload).await?;
     let new = NewRun {
         endpoint,
         parameters: Value::Object(parameters),
@@ -232,6 +238,12 @@ mod tests {
             Options::parse("wait=true").unwrap().wait,
             Some(Duration::from_secs(300))
         );
+        assert_eq!(
+            Options::parse("priority=&wait=&timeout=").unwrap().priority,
+            0,
+            "empty values are the defaults"
+        );
+        assert!(Options::parse("timeout=600").unwrap().wait.is_none());
         for (bad, named) in [
             ("priority=high", "priority"),
             ("priority=1000001", "priority"),

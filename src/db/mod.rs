@@ -34,8 +34,8 @@ pub enum DbError {
     Cancelled,
 }
 
-/// Where the data lives, parsed from `GRANITE_DATABASE_URL`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where the data lives, parsed from `GRANITE_DATABASE_URL`. `Debug` shows it without its password.
+#[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     Sqlite(PathBuf),
     Postgres(String),
@@ -61,6 +61,12 @@ impl DatabaseUrl {
             Self::Sqlite(path) => format!("sqlite://{}", path.display()),
             Self::Postgres(url) => redact_password(url),
         }
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({})", self.redacted())
     }
 }
 
@@ -284,5 +290,6 @@ mod tests {
     fn redacts_passwords() {
         let url = DatabaseUrl::parse("postgres://app:hunter2@db:5432/granite").unwrap();
         assert_eq!(url.redacted(), "postgres://app@db:5432/granite");
+        assert!(!format!("{url:?}").contains("hunter2"));
     }
 }

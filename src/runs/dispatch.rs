@@ -76,6 +76,11 @@ impl Changes {
 const RECHECK_EVERY: Duration = Duration::from_secs(2);
 
 pub struct Dispatcher {
+    shared: Arc<Shared>,
+}
+
+/// What announcing needs, shared with the blocking work so it happens even if the request is gone.
+struct Shared {
     signals: Mutex<HashMap<(i64, Signal), Arc<Notify>>>,
     metrics: Arc<Metrics>,
 }
@@ -83,39 +88,36 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Self {
-            signals: Mutex::default(),
-            metrics,
+            shared: Arc::new(Shared {
+                signals: Mutex::default(),
+                metrics,
+            }),
         }
     }
 
-    /// The one way to change runs: `work` runs on a pooled connection and notes what it changed; once it
-    /// has returned (its transactions committed), the other replicas are told through PostgreSQL and
-    /// this server's waiters are woken, in that order, and finished runs are counted.
+    /// The one way to change runs: `work` runs on a pooled connection and notes in [`Changes`] what it
+    /// changed, each after the transaction that made it has committed. Then the other replicas are told
+    /// through PostgreSQL, this server's waiters are woken, in that order, and finished runs counted;
+    /// also when `work` fails after some of its changes committed, and even if the caller has gone.
     pub async fn run<T, E, F>(&self, pool: &Pool, work: F) -> Result<T, E>
     where
         F: FnOnce(&mut DbConnection, &mut Changes) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        let (value, changes) = pool
-            .run(move |conn| -> Result<(T, Changes), E> {
-                let mut changes = Changes::default();
-                let value = work(conn, &mut changes)?;
-                // The change is stored: failing to tell other replicas must not fail the request (their
-                // waiters recheck on their own), so it is only logged.
-                if let Err(error) = publish(conn, &changes) {
-                    tracing::warn!(%error, "could not tell other replicas about changed runs");
-                }
-                Ok((value, changes))
-            })
-            .await?;
-        for (organization_id, signal) in &changes.signals {
-            self.wake(*organization_id, *signal);
-        }
-        for status in &changes.finished {
-            self.metrics.count_finished(*status);
-        }
-        Ok(value)
+        let shared = self.shared.clone();
+        pool.run(move |conn| {
+            let mut changes = Changes::default();
+            let outcome = work(conn, &mut changes);
+            // What is noted is stored: failing to tell other replicas must not fail the request
+            // (their waiters recheck on their own), so it is only logged.
+            if let Err(error) = publish(conn, &changes) {
+                tracing::warn!(%error, "could not tell other replicas about changed runs");
+            }
+            shared.announce(&changes);
+            outcome
+        })
+        .await
     }
 
     /// Waits until `check` finds what it looks for (`Some`), or until `deadline` (`None`). `check` runs
@@ -152,7 +154,11 @@ impl Dispatcher {
     }
 
     fn notify(&self, organization_id: i64, signal: Signal) -> Arc<Notify> {
-        let mut signals = self.signals.lock().unwrap_or_else(|e| e.into_inner());
+        let mut signals = self
+            .shared
+            .signals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         signals
             .entry((organization_id, signal))
             .or_default()
@@ -160,6 +166,21 @@ impl Dispatcher {
     }
 
     /// Wakes this server's waiters.
+    fn wake(&self, organization_id: i64, signal: Signal) {
+        self.shared.wake(organization_id, signal);
+    }
+}
+
+impl Shared {
+    fn announce(&self, changes: &Changes) {
+        for (organization_id, signal) in &changes.signals {
+            self.wake(*organization_id, *signal);
+        }
+        for status in &changes.finished {
+            self.metrics.count_finished(*status);
+        }
+    }
+
     fn wake(&self, organization_id: i64, signal: Signal) {
         let signals = self.signals.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(notify) = signals.get(&(organization_id, signal)) {

@@ -101,8 +101,16 @@ pub fn release_lost(
         .select(machines::id)
         .load(conn)?;
     for (machine_id, organization_id) in lost {
-        let released =
-            crate::db::write_transaction(conn, |conn| release_machine(conn, machine_id, now))?;
+        // One machine's failure must not keep the others' runs (or the news of them) waiting.
+        let released = match crate::db::write_transaction(conn, |conn| {
+            release_machine(conn, machine_id, now)
+        }) {
+            Ok(released) => released,
+            Err(error) => {
+                tracing::warn!(%error, machine_id, "could not take back the runs of a lost machine");
+                continue;
+            }
+        };
         if released.requeued > 0 {
             tracing::info!(
                 machine_id,
@@ -117,6 +125,22 @@ pub fn release_lost(
         diesel::update(machines::table.find(machine_id))
             .set(machines::current_run_id.eq(None::<i64>))
             .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// A claim means the driver holds nothing: whatever the machine still held goes back to the queue
+/// (or fails, after its last attempt) before it is handed another run.
+pub fn release_before_claim(
+    conn: &mut DbConnection,
+    machine: &Machine,
+    now: NaiveDateTime,
+    changes: &mut Changes,
+) -> QueryResult<()> {
+    if machine.current_run_id.is_some() {
+        let released =
+            crate::db::write_transaction(conn, |conn| release_machine(conn, machine.id, now))?;
+        released.announce(machine.organization_id, changes);
     }
     Ok(())
 }

@@ -162,21 +162,31 @@ pub fn cancel(
     public_id: &str,
 ) -> Result<Run, RunError> {
     write_transaction(conn, |conn| {
-        let run = find(conn, organization_id, public_id)?.ok_or(RunError::NotFound)?;
-        let now = chrono::Utc::now().naive_utc();
-        let cancel_requested = match run.status {
-            RunStatus::Queued => None,
-            RunStatus::Running => Some(now),
-            _ => return Err(RunError::AlreadyFinished),
-        };
-        Ok(diesel::update(runs::table.find(run.id))
-            .set((
-                runs::status.eq(RunStatus::Cancelled),
-                runs::finished_at.eq(now),
-                runs::cancel_requested_at.eq(cancel_requested),
-            ))
-            .returning(runs::all_columns)
-            .get_result::<Run>(conn)?)
+        // The update names the status it read, so a claim or a completion at the same instant (on
+        // another PostgreSQL connection) is not overwritten; then the run is read again.
+        for _ in 0..3 {
+            let run = find(conn, organization_id, public_id)?.ok_or(RunError::NotFound)?;
+            let now = chrono::Utc::now().naive_utc();
+            let cancel_requested = match run.status {
+                RunStatus::Queued => None,
+                RunStatus::Running => Some(now),
+                _ => return Err(RunError::AlreadyFinished),
+            };
+            let cancelled = diesel::update(runs::table.find(run.id))
+                .filter(runs::status.eq(run.status))
+                .set((
+                    runs::status.eq(RunStatus::Cancelled),
+                    runs::finished_at.eq(now),
+                    runs::cancel_requested_at.eq(cancel_requested),
+                ))
+                .returning(runs::all_columns)
+                .get_result::<Run>(conn)
+                .optional()?;
+            if let Some(run) = cancelled {
+                return Ok(run);
+            }
+        }
+        Err(RunError::AlreadyFinished)
     })
 }
 
@@ -277,7 +287,7 @@ pub fn complete(
             ),
             None => (None, None),
         };
-        Ok(diesel::update(runs::table.find(run.id))
+        let finished = diesel::update(still_running(run.id))
             .set((
                 runs::status.eq(RunStatus::from_outcome(outcome.succeeded)),
                 runs::result.eq(outcome.result.as_ref().map(Value::to_string)),
@@ -286,8 +296,36 @@ pub fn complete(
                 runs::finished_at.eq(chrono::Utc::now().naive_utc()),
             ))
             .returning(runs::all_columns)
-            .get_result::<Run>(conn)?)
+            .get_result::<Run>(conn)
+            .optional()?;
+        finished.map_or_else(|| changed_meanwhile(conn, run.id), Ok)
     })
+}
+
+/// The run, if it is still running: updates through this do nothing to a run a cancel (on another
+/// connection) ended a moment ago.
+fn still_running(
+    run_id: i64,
+) -> diesel::dsl::Filter<
+    diesel::dsl::Find<runs::table, i64>,
+    diesel::dsl::Eq<runs::status, RunStatus>,
+> {
+    runs::table
+        .find(run_id)
+        .filter(runs::status.eq(RunStatus::Running))
+}
+
+/// After an update found the run no longer running: a cancel got there first, and the run is returned
+/// as it is (the machine's report acknowledges it); anything else has finished it already.
+fn changed_meanwhile(conn: &mut DbConnection, run_id: i64) -> Result<Run, RunError> {
+    let run = runs::table
+        .find(run_id)
+        .select(Run::as_select())
+        .first(conn)?;
+    match run.status {
+        RunStatus::Cancelled => Ok(run),
+        _ => Err(RunError::AlreadyFinished),
+    }
 }
 
 /// A machine gives back a run it holds but will not finish (its driver is stopping): the run is queued
@@ -298,7 +336,7 @@ pub fn release(conn: &mut DbConnection, machine_id: i64, public_id: &str) -> Res
             Held::Running(run) => run,
             Held::Cancelled(run) => return Ok(run),
         };
-        Ok(diesel::update(runs::table.find(run.id))
+        let released = diesel::update(still_running(run.id))
             .set((
                 runs::status.eq(RunStatus::Queued),
                 runs::machine_id.eq(None::<i64>),
@@ -306,7 +344,9 @@ pub fn release(conn: &mut DbConnection, machine_id: i64, public_id: &str) -> Res
                 runs::attempts.eq(runs::attempts - 1),
             ))
             .returning(runs::all_columns)
-            .get_result::<Run>(conn)?)
+            .get_result::<Run>(conn)
+            .optional()?;
+        released.map_or_else(|| changed_meanwhile(conn, run.id), Ok)
     })
 }
 

@@ -22,18 +22,54 @@ pub struct KeyRef {
     pub hint: String,
 }
 
-/// The query of `POST /api/{org}/{endpoint}`.
+/// The query of `POST /api/{org}/{endpoint}`. An empty value (`priority=`) is the default.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StartRunQuery {
     /// Capabilities a machine must have, comma-separated (`windows,chrome`).
     pub requires: Option<String>,
     /// Higher runs first; -1000000 to 1000000, default 0.
+    #[serde(default, deserialize_with = "empty_as_default")]
     pub priority: Option<i32>,
     /// `true`: answer when the run has finished (200) or at the timeout (202).
+    #[serde(default, deserialize_with = "empty_as_default")]
     pub wait: Option<bool>,
     /// Seconds to wait with `wait=true`: 1 to 300, default 300.
+    #[serde(default, deserialize_with = "empty_as_default")]
     pub timeout: Option<u64>,
+}
+
+/// A query value: empty means absent; otherwise it must parse, and the error says what was expected
+/// (never the value, which is the caller's).
+fn empty_as_default<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr + Expected,
+{
+    let text = String::deserialize(deserializer)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom(format!("invalid value, expected {}", T::EXPECTED)))
+}
+
+/// How a query value's type is described in errors.
+trait Expected {
+    const EXPECTED: &'static str;
+}
+
+impl Expected for i32 {
+    const EXPECTED: &'static str = "a whole number";
+}
+
+impl Expected for u64 {
+    const EXPECTED: &'static str = "a whole number of seconds";
+}
+
+impl Expected for bool {
+    const EXPECTED: &'static str = "true or false";
 }
 
 /// `POST /api/{org}/{endpoint}` without `wait=true`: the run is stored and queued.

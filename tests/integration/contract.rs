@@ -81,8 +81,8 @@ fn the_openapi_document_is_served_and_lists_every_route(backend: Backend) {
         }
     }
 
-    // Every documented route is served: without credentials each answers its own refusal, never the
-    // catch-all 404 of an unknown route.
+    // Every documented route is served by its own handler: without credentials each answers its own
+    // refusal, never the catch-all 404 of an unknown route.
     for (method, path, _) in CONTRACT_ROUTES {
         let concrete = path
             .replace("{org}", "default")
@@ -92,15 +92,26 @@ fn the_openapi_document_is_served_and_lists_every_route(backend: Backend) {
             "get" => app.api(None).get(&concrete),
             _ => app.post_json(&concrete, &json!({}), None),
         };
-        assert_ne!(
-            reply.status, 404,
-            "{method} {concrete} is served: {}",
-            reply.body
-        );
+        let expected = match path {
+            "/api/openapi.json" => (200, String::new()),
+            "/api/v1/driver/enroll" => (400, "invalid_request".to_owned()),
+            driver if driver.starts_with("/api/v1/driver/") => {
+                (401, "missing_credential".to_owned())
+            }
+            _ => (401, "missing_api_key".to_owned()),
+        };
+        let answered = if reply.status == 200 {
+            (200, String::new())
+        } else {
+            reply.api_error()
+        };
+        assert_eq!(answered, expected, "{method} {concrete}: {}", reply.body);
     }
     assert_eq!(
-        app.api(None).get("/api/no-such-route/at-all/here").status,
-        404
+        app.api(None)
+            .get("/api/no-such-route/at-all/here")
+            .api_error(),
+        (404, "not_found".to_owned())
     );
 }
 
@@ -681,6 +692,35 @@ fn bad_shapes_are_refused_and_change_nothing(backend: Backend) {
         let error: ErrorBody = serde_json::from_str(&reply.body).unwrap();
         assert_eq!(error.error, "unsupported_media_type");
     }
+    // A key the database refuses is refused before its body is read, however bad the body.
+    let unknown_key = granite::secret::Secret::generate(granite::secret::SecretKind::ApiKey);
+    let unknown = ("X-Granite-API-Key", unknown_key.expose());
+    for body in ["[1, 2]", "{\"a\": ", megabyte.as_str()] {
+        let reply = post_raw(
+            &app,
+            "/api/default/shapes",
+            "application/json",
+            body.as_bytes(),
+            unknown,
+        );
+        assert_eq!(
+            reply.status,
+            401,
+            "{}",
+            &reply.body[..reply.body.len().min(200)]
+        );
+        let error: ErrorBody = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(error.error, "invalid_api_key");
+    }
+    // Another organization's URL is not found, whatever the body.
+    let reply = post_raw(
+        &app,
+        "/api/rival-corp/shapes",
+        "application/json",
+        b"[1]",
+        api_key,
+    );
+    assert_eq!(reply.status, 404, "{}", reply.body);
     assert_eq!(snapshot(&app), before, "no bad request changed anything");
 
     // The same routes with good bodies do change things (so the snapshot can see a change).
