@@ -78,6 +78,10 @@ struct DriverRun {
     /// parameters as JSON on standard input; what it prints (JSON) is the result.
     #[arg(long)]
     automations: std::path::PathBuf,
+    /// A capability jobs can require (repeat for several), announced at every start together with the
+    /// OS; it replaces the set the machine enrolled with. Without any, the enrolled set stays.
+    #[arg(long = "capability")]
+    capabilities: Vec<String>,
     /// Seconds an automation may run before it is stopped and the job fails.
     #[arg(long, default_value_t = 300)]
     time_limit: u64,
@@ -247,6 +251,9 @@ fn run_driver(args: DriverRun) -> ExitCode {
             .map_err(|e| anyhow::anyhow!(e))?;
         let saved = driver::credentials::load(&path)?;
         let state = std::sync::Arc::new(driver::DriverState::default());
+        *state.announcement.lock().unwrap_or_else(|e| e.into_inner()) = Some(
+            driver::client::Announcement::of_this_process(&args.capabilities),
+        );
         let on_signal = state.clone();
         ctrlc::set_handler(move || on_signal.on_interrupt())?;
         eprintln!(

@@ -30,6 +30,11 @@ pub struct Machine {
     pub current_run_id: Option<i64>,
     pub removed_at: Option<NaiveDateTime>,
     pub removed_by_user_id: Option<i64>,
+    /// When the driver last started, as it announced.
+    pub driver_started_at: Option<NaiveDateTime>,
+    /// An admin paused (drained) the machine: it finishes its run and takes no new one.
+    pub paused_at: Option<NaiveDateTime>,
+    pub paused_by_user_id: Option<i64>,
 }
 
 impl Machine {
@@ -159,6 +164,136 @@ pub fn insert(
         ))
         .returning(machines::all_columns)
         .get_result::<Machine>(conn)
+}
+
+/// What a driver says about itself when it starts (in its first heartbeat): each part replaces what
+/// the server knew. Checked and bounded like an enrollment's profile.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DriverAnnouncement {
+    pub capabilities: Option<Vec<String>>,
+    pub os_version: Option<String>,
+    pub driver_version: Option<String>,
+    pub started_at: Option<NaiveDateTime>,
+}
+
+impl DriverAnnouncement {
+    /// Checks each part; an error names the field.
+    pub fn parse(
+        capabilities: Option<&[String]>,
+        os_version: Option<&str>,
+        driver_version: Option<&str>,
+        started_at: Option<NaiveDateTime>,
+        now: NaiveDateTime,
+    ) -> Result<Self, (&'static str, String)> {
+        let capabilities = capabilities
+            .map(parse_capabilities)
+            .transpose()
+            .map_err(|e| ("capabilities", format!("capabilities: {e}.")))?;
+        let os_version = os_version
+            .map(|v| bounded("os_version", v, 0, 100))
+            .transpose()
+            .map_err(|e| ("os_version", format!("{e}.")))?;
+        let driver_version = driver_version
+            .map(|v| bounded("driver_version", v, 0, 50))
+            .transpose()
+            .map_err(|e| ("driver_version", format!("{e}.")))?;
+        // A clock a little ahead is tolerated; a start in the future is not believed.
+        let started_at = started_at.map(|at| at.min(now));
+        Ok(Self {
+            capabilities,
+            os_version,
+            driver_version,
+            started_at,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// The columns an announcement sets; `None` leaves a column as it is.
+#[derive(AsChangeset)]
+#[diesel(table_name = machines)]
+struct Announced<'a> {
+    capabilities: Option<String>,
+    os_version: Option<&'a str>,
+    driver_version: Option<&'a str>,
+    driver_started_at: Option<NaiveDateTime>,
+}
+
+/// Records what a driver announced, in one statement.
+pub fn announce(
+    conn: &mut DbConnection,
+    machine_id: i64,
+    announced: &DriverAnnouncement,
+) -> QueryResult<()> {
+    if announced.is_empty() {
+        return Ok(());
+    }
+    diesel::update(machines::table.find(machine_id))
+        .set(Announced {
+            capabilities: announced
+                .capabilities
+                .as_ref()
+                .map(|c| serde_json::to_string(c).expect("strings serialize")),
+            os_version: announced.os_version.as_deref(),
+            driver_version: announced.driver_version.as_deref(),
+            driver_started_at: announced.started_at,
+        })
+        .execute(conn)
+        .map(|_| ())
+}
+
+/// Pauses (drains) a machine or resumes it: a paused machine finishes its run and is handed no new
+/// one. Resuming wakes its waiting claim. Audited; `None` when the organization has no such machine.
+pub fn set_paused(
+    conn: &mut DbConnection,
+    organization_id: i64,
+    machine_id: i64,
+    paused: bool,
+    actor: &Actor,
+    changes: &mut Changes,
+) -> QueryResult<Option<Machine>> {
+    write_transaction(conn, |conn| {
+        let Some(machine) = find(conn, organization_id, machine_id)? else {
+            return Ok(None);
+        };
+        if machine.paused_at.is_some() == paused {
+            return Ok(Some(machine));
+        }
+        let now = chrono::Utc::now().naive_utc();
+        let (paused_at, paused_by) = if paused {
+            (Some(now), Some(actor.user_id))
+        } else {
+            (None, None)
+        };
+        let updated = diesel::update(machines::table.find(machine.id))
+            .set((
+                machines::paused_at.eq(paused_at),
+                machines::paused_by_user_id.eq(paused_by),
+            ))
+            .returning(machines::all_columns)
+            .get_result::<Machine>(conn)?;
+        audit::record(
+            conn,
+            actor.event(
+                organization_id,
+                if paused {
+                    "machine_paused"
+                } else {
+                    "machine_resumed"
+                },
+                "machine",
+                machine.id,
+                serde_json::json!({ "name": machine.name }),
+            ),
+        )?;
+        if !paused {
+            changes.queued(organization_id);
+        }
+        Ok(Some(updated))
+    })
 }
 
 /// Why a machine credential was refused.

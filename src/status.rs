@@ -129,6 +129,7 @@ impl RunStatus {
     Clone,
     Copy,
     Debug,
+    Default,
     PartialEq,
     Eq,
     Serialize,
@@ -140,6 +141,7 @@ impl RunStatus {
 #[diesel(sql_type = Text)]
 #[serde(rename_all = "lowercase")]
 pub enum ReportedStatus {
+    #[default]
     Idle,
     Busy,
 }

@@ -13,7 +13,7 @@ use super::error::ApiError;
 use crate::config::Settings;
 use crate::db::Pool;
 use crate::enrollment::{self, EnrollError};
-use crate::machines::{self, CredentialRejection, Machine, MachineProfile};
+use crate::machines::{self, CredentialRejection, DriverAnnouncement, Machine, MachineProfile};
 use crate::metrics::Metrics;
 use crate::runs::dispatch::{Dispatcher, Signal};
 use crate::runs::{self, Outcome, leases};
@@ -138,14 +138,24 @@ pub async fn heartbeat(
     dispatcher: web::Data<Dispatcher>,
     Json(body): Json<HeartbeatRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    let now = chrono::Utc::now().naive_utc();
+    let announced = DriverAnnouncement::parse(
+        body.capabilities.as_deref(),
+        body.os_version.as_deref(),
+        body.driver_version.as_deref(),
+        body.started_at.map(|at| at.naive_utc()),
+        now,
+    )
+    .map_err(|(field, message)| ApiError::invalid_field(field, message))?;
     let machine = credential.touch(&pool, Some(body.status)).await?;
+    let paused = machine.paused_at.is_some();
     let reported = body.current_run_id;
-    let cancel = if machine.current_run_id.is_none() && reported.is_none() {
+    let cancel = if announced.is_empty() && machine.current_run_id.is_none() && reported.is_none() {
         Vec::new()
     } else {
         dispatcher
             .run(&pool, move |conn, changes| {
-                let now = chrono::Utc::now().naive_utc();
+                machines::announce(conn, machine.id, &announced)?;
                 leases::reconcile(conn, &machine, reported.as_deref(), now, changes)
                     .map_err(ApiError::from)
             })
@@ -154,6 +164,7 @@ pub async fn heartbeat(
     Ok(HttpResponse::Ok().json(HeartbeatResponse {
         heartbeat_interval_seconds: settings.heartbeat_secs,
         cancel,
+        paused,
     }))
 }
 
@@ -171,7 +182,7 @@ const MAX_CLAIM_WAIT: u64 = 30;
     request_body = ClaimRequest,
     responses(
         (status = 200, description = "A run for this machine, now running on it.", body = RunObject),
-        (status = 204, description = "No run this machine can take, within wait_seconds."),
+        (status = 204, description = "No run this machine can take within wait_seconds (always, while an admin has paused the machine)."),
         (status = 400, description = "A bad body.", body = ErrorBody),
         (status = 401, description = "No valid credential, or machine_removed.", body = ErrorBody),
     )
@@ -191,6 +202,15 @@ pub async fn claim(
         ));
     }
     let machine = credential.touch(&pool, None).await?;
+    if machine.current_run_id.is_some() {
+        let holder = machine.clone();
+        dispatcher
+            .run(&pool, move |conn, changes| {
+                let now = chrono::Utc::now().naive_utc();
+                leases::release_before_claim(conn, &holder, now, changes).map_err(ApiError::from)
+            })
+            .await?;
+    }
     let deadline = Instant::now() + Duration::from_secs(wait);
     let organization_id = machine.organization_id;
     let claimed = dispatcher

@@ -84,6 +84,9 @@ diesel::table! {
         current_run_id -> Nullable<BigInt>,
         removed_at -> Nullable<Timestamp>,
         removed_by_user_id -> Nullable<BigInt>,
+        driver_started_at -> Nullable<Timestamp>,
+        paused_at -> Nullable<Timestamp>,
+        paused_by_user_id -> Nullable<BigInt>,
     }
 }
 

@@ -43,6 +43,28 @@ impl CallError {
     }
 }
 
+/// What a driver tells the server about itself when it starts.
+#[derive(Clone, Debug, Default)]
+pub struct Announcement {
+    /// Replaces the machine's capabilities; `None` keeps those it enrolled with.
+    pub capabilities: Option<Vec<String>>,
+    pub os_version: Option<String>,
+    pub driver_version: Option<String>,
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Announcement {
+    /// This process, now: its OS, its version, and the capabilities given (plus the OS family).
+    pub fn of_this_process(capabilities: &[String]) -> Self {
+        Self {
+            capabilities: (!capabilities.is_empty()).then(|| super::capabilities(capabilities)),
+            os_version: Some(super::os_version()),
+            driver_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+            started_at: Some(chrono::Utc::now()),
+        }
+    }
+}
+
 /// A run handed to this machine.
 #[derive(Clone, Debug)]
 pub struct Job {
@@ -138,7 +160,14 @@ impl DriverClient {
         Self::expect(self.post(path, &body)?, path)
     }
 
-    pub fn heartbeat(&self, current_run_id: Option<&str>) -> Result<HeartbeatResponse, CallError> {
+    /// A heartbeat reporting the run being run, and, when given, what the driver announces about
+    /// itself (its first heartbeat after starting).
+    pub fn heartbeat(
+        &self,
+        current_run_id: Option<&str>,
+        announcement: Option<&Announcement>,
+    ) -> Result<HeartbeatResponse, CallError> {
+        let announcement = announcement.cloned().unwrap_or_default();
         let body = HeartbeatRequest {
             status: if current_run_id.is_some() {
                 ReportedStatus::Busy
@@ -146,6 +175,10 @@ impl DriverClient {
                 ReportedStatus::Idle
             },
             current_run_id: current_run_id.map(str::to_owned),
+            capabilities: announcement.capabilities,
+            os_version: announcement.os_version,
+            driver_version: announcement.driver_version,
+            started_at: announcement.started_at,
         };
         let path = "/api/v1/driver/heartbeat";
         Self::expect(self.post(path, &body)?, path)

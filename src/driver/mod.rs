@@ -33,7 +33,11 @@ pub struct DriverState {
     pub removed: AtomicBool,
     /// The current job must stop (cancelled by its caller, or aborting).
     pub interrupt: AtomicBool,
+    /// An admin paused the machine (the server answers claims with 204 meanwhile).
+    pub paused: AtomicBool,
     pub current_run: Mutex<Option<String>>,
+    /// What the next heartbeat announces, until one is answered.
+    pub announcement: Mutex<Option<client::Announcement>>,
 }
 
 impl DriverState {
@@ -238,9 +242,27 @@ fn heartbeat_loop(client: &DriverClient, state: &DriverState) {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        match client.heartbeat(current.as_deref()) {
+        let announcement = state
+            .announcement
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match client.heartbeat(current.as_deref(), announcement.as_ref()) {
             Ok(beat) => {
                 backoff.reset();
+                if announcement.is_some() {
+                    *state.announcement.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                }
+                let paused = beat.paused;
+                if paused != state.paused.swap(paused, Ordering::SeqCst) {
+                    if paused {
+                        tracing::info!(
+                            "an admin paused this machine: no new jobs until it is resumed"
+                        );
+                    } else {
+                        tracing::info!("an admin resumed this machine");
+                    }
+                }
                 if current
                     .as_ref()
                     .is_some_and(|run| beat.cancel.contains(run))

@@ -7,7 +7,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text, Timestamp};
 
-use super::{Run, leases};
+use super::Run;
 use crate::db::schema::{machines, runs};
 use crate::db::{DbConnection, write_transaction};
 use crate::machines::Machine;
@@ -18,6 +18,7 @@ use crate::status::RunStatus;
 const CLAIM_POSTGRES: &str = "WITH picked AS ( \
        SELECT id FROM runs \
        WHERE organization_id = $1 AND status = $5 AND requires::jsonb <@ $2::jsonb \
+         AND NOT EXISTS (SELECT 1 FROM machines WHERE id = $3 AND paused_at IS NOT NULL) \
        ORDER BY priority DESC, created_at, id \
        LIMIT 1 FOR UPDATE SKIP LOCKED), \
      claimed AS ( \
@@ -41,16 +42,14 @@ struct Picked {
     id: i64,
 }
 
-/// Takes the next run this machine can run and makes the machine Busy with it. A claim also means the
-/// driver holds nothing else: whatever it still held goes back to the queue.
+/// Takes the next run this machine can run and makes the machine Busy with it; nothing while an admin
+/// has paused the machine (checked in the same statement or transaction, so a pause is never missed).
+/// The machine must hold nothing (see [`super::leases::release_before_claim`]).
 pub fn claim(
     conn: &mut DbConnection,
     machine: &Machine,
     now: NaiveDateTime,
 ) -> QueryResult<Option<Run>> {
-    if machine.current_run_id.is_some() {
-        write_transaction(conn, |conn| leases::release_machine(conn, machine.id, now))?;
-    }
     match conn {
         DbConnection::Postgres(pg) => diesel::sql_query(CLAIM_POSTGRES)
             .bind::<BigInt, _>(machine.organization_id)
@@ -70,6 +69,13 @@ fn claim_sqlite(
     machine: &Machine,
     now: NaiveDateTime,
 ) -> QueryResult<Option<Run>> {
+    let paused: Option<NaiveDateTime> = machines::table
+        .find(machine.id)
+        .select(machines::paused_at)
+        .first(conn)?;
+    if paused.is_some() {
+        return Ok(None);
+    }
     let DbConnection::Sqlite(sqlite) = conn else {
         unreachable!("called for SQLite only")
     };

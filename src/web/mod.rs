@@ -77,6 +77,14 @@ pub fn scope(sessions: SessionMiddleware<CookieSessionStore>) -> impl HttpServic
                     "/api-management/machines/{id}/remove",
                     web::post().to(machines::remove),
                 )
+                .route(
+                    "/api-management/machines/{id}/pause",
+                    web::post().to(machines::pause),
+                )
+                .route(
+                    "/api-management/machines/{id}/resume",
+                    web::post().to(machines::resume),
+                )
                 .route("/api-management/queue", web::get().to(queue_status::show))
                 .route("/api-management/jobs", web::get().to(jobs::page)),
         )

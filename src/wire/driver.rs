@@ -3,6 +3,7 @@
 //! The types that carry a secret (the token, the credential) implement no `Debug`, so no log line can
 //! print them by accident.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -38,22 +39,38 @@ pub struct EnrollResponse {
     pub heartbeat_interval_seconds: u64,
 }
 
-/// `POST /api/v1/driver/heartbeat`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// `POST /api/v1/driver/heartbeat`. The driver's first heartbeat after it starts also announces what
+/// it is (capabilities, OS, version, start time); each announced field replaces what the server knew.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct HeartbeatRequest {
     pub status: ReportedStatus,
-    /// The run the driver is running, if any.
-    #[serde(default)]
+    /// The run the driver is running, if any. The server takes back a run it gave this machine that
+    /// is not named here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_run_id: Option<String>,
+    /// Replaces the machine's capabilities (up to 32 names of letters, digits and `._:+-`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver_version: Option<String>,
+    /// When the driver process started (RFC 3339), for the machine's uptime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct HeartbeatResponse {
     /// When to send the next heartbeat.
     pub heartbeat_interval_seconds: u64,
-    /// Runs the driver must stop: their callers cancelled them.
+    /// Runs the driver must stop: cancelled by their callers, or no longer this machine's.
     #[serde(default)]
     pub cancel: Vec<String>,
+    /// An admin paused the machine: finish the current run; claims answer 204 until it is resumed.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// `POST /api/v1/driver/jobs/claim`. An empty body is `{}`: take a run if one is ready, without waiting.

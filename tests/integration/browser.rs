@@ -233,6 +233,26 @@ fn admin_enrolls_watches_and_removes_a_machine(backend: Backend) {
     browser.execute("document.getElementById('enrollment-tokens').scrollIntoView(); return null;");
     browser.screenshot(&format!("machine-online-{backend:?}").to_lowercase());
 
+    // Pause it from its row (after confirming): it shows Paused, in words; resume it again.
+    browser.click_button("Pause machine build-agent-7");
+    assert!(browser.accept_dialog().contains("build-agent-7"));
+    browser.wait_until("the machine to show Paused", || {
+        (browser.attribute_of(&tile, "data-paused").as_deref() == Some("true")).then_some(())
+    });
+    assert!(browser.text_of(&tile).unwrap().contains("Paused"));
+    browser.execute("document.getElementById('machines').scrollIntoView(); return null;");
+    browser.screenshot(&format!("machine-paused-{backend:?}").to_lowercase());
+    assert_eq!(
+        browser.attribute_of(&tile, "data-status").as_deref(),
+        Some("online"),
+        "Online is still shown beside Paused"
+    );
+    browser.click_button("Resume machine build-agent-7");
+    browser.wait_until("the machine to be resumed", || {
+        (browser.attribute_of(&tile, "data-paused").as_deref() == Some("false")).then_some(())
+    });
+    assert!(!browser.text_of(&tile).unwrap().contains("Paused"));
+
     // Heartbeats stop: the machine turns Offline by itself.
     beating.store(false, Ordering::Relaxed);
     heart.join().unwrap();

@@ -117,6 +117,7 @@ impl DriverProcess {
             .args(["driver", "run", "--time-limit", "20", "--credentials"])
             .arg(workspace.credentials())
             .args(["--automations", "./automations"])
+            .args(["--capability", "shell", "--capability", "sap"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -231,6 +232,16 @@ fn a_driver_enrolls_and_runs_real_automations(backend: Backend) {
             .json()["result"]["square"],
         49
     );
+
+    // It announced the capabilities it was started with: runs requiring sap are its now.
+    let sap = app
+        .start_run(
+            &key,
+            "default/square?wait=true&timeout=30&requires=sap",
+            &json!({ "n": 7 }),
+        )
+        .json();
+    assert_eq!(sap["status"], "completed", "{sap}");
 
     let failed = app
         .start_run(&key, "default/broken?wait=true&timeout=30", &json!({}))

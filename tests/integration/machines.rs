@@ -346,7 +346,7 @@ fn heartbeats_keep_a_machine_online(backend: Backend) {
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(
         reply.json(),
-        json!({ "heartbeat_interval_seconds": 10, "cancel": [] })
+        json!({ "heartbeat_interval_seconds": 10, "cancel": [], "paused": false })
     );
     let (after, reported): (Option<chrono::NaiveDateTime>, String) = machines::table
         .find(machine_id)

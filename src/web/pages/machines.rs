@@ -32,6 +32,10 @@ pub struct MachineRow {
     pub id: i64,
     pub name: String,
     pub status: MachineStatus,
+    /// An admin paused (drained) it: shown as text beside the status.
+    pub paused: bool,
+    /// When its driver last started, for the uptime.
+    pub driver_started: Option<Moment>,
     pub last_seen: Option<Moment>,
     pub current_job: Option<String>,
     pub os_version: String,
@@ -54,6 +58,8 @@ impl MachineRow {
         Self {
             id: machine.id,
             status,
+            paused: machine.paused_at.is_some(),
+            driver_started: machine.driver_started_at.map(|t| Moment::new(t, now)),
             last_seen: machine.last_seen_at.map(|t| Moment::new(t, now)),
             current_job,
             name: machine.name,
@@ -281,6 +287,113 @@ pub async fn remove(
             "/api-management#machines",
         ))
     }
+}
+
+/// What a row needs of its list when it is rendered alone.
+pub struct RowContext {
+    pub can_manage: bool,
+}
+
+#[derive(Template)]
+#[template(path = "fragments/machine_row.html")]
+struct RowFragment<'a> {
+    machine: &'a MachineRow,
+    list: RowContext,
+}
+
+#[derive(Deserialize)]
+pub struct AfterPause {
+    /// `detail`: reload the detail page it was pressed on; otherwise the row is swapped in place.
+    #[serde(default)]
+    then: String,
+}
+
+/// `POST /api-management/machines/{id}/pause` and `…/resume`: drain a machine (it finishes its run
+/// and takes no new one) or put it back to work. Answers with the machine's row.
+async fn set_paused(
+    req: HttpRequest,
+    user: CurrentUser,
+    pool: &Pool,
+    settings: &Settings,
+    dispatcher: &Dispatcher,
+    (machine_id, paused, then): (i64, bool, &str),
+) -> Result<HttpResponse, WebError> {
+    let (organization_id, actor, offline_after) = (
+        user.organization.id,
+        actor(&req, &user),
+        settings.offline_after(),
+    );
+    let (machine, jobs) = dispatcher
+        .run(pool, move |conn, changes| {
+            let machine =
+                machines::set_paused(conn, organization_id, machine_id, paused, &actor, changes)?
+                    .ok_or(WebError::NotFound)?;
+            let jobs = runs::summaries(
+                conn,
+                &machine.current_run_id.into_iter().collect::<Vec<_>>(),
+            )?;
+            Ok::<_, WebError>((machine, jobs))
+        })
+        .await?;
+    tracing::info!(machine_id, paused, "machine paused or resumed");
+    let detail = format!("/api-management/machines/{machine_id}");
+    if !is_htmx(&req) {
+        return Ok(crate::web::pages::login::see_other(&detail));
+    }
+    if then == "detail" {
+        return Ok(HttpResponse::Ok()
+            .insert_header(("HX-Redirect", detail))
+            .finish());
+    }
+    let jobs: HashMap<i64, RunSummary> = jobs.into_iter().map(|r| (r.id, r)).collect();
+    let now = chrono::Utc::now().naive_utc();
+    let row = MachineRow::new(machine, &jobs, now, offline_after);
+    render(&RowFragment {
+        machine: &row,
+        list: RowContext {
+            can_manage: user.can_manage(),
+        },
+    })
+}
+
+pub async fn pause(
+    req: HttpRequest,
+    Admin(user): Admin,
+    pool: web::Data<Pool>,
+    settings: web::Data<Settings>,
+    dispatcher: web::Data<Dispatcher>,
+    machine_id: web::Path<i64>,
+    after: web::Query<AfterPause>,
+) -> Result<HttpResponse, WebError> {
+    set_paused(
+        req,
+        user,
+        &pool,
+        &settings,
+        &dispatcher,
+        (*machine_id, true, after.then.as_str()),
+    )
+    .await
+}
+
+pub async fn resume(
+    req: HttpRequest,
+    Admin(user): Admin,
+    pool: web::Data<Pool>,
+    settings: web::Data<Settings>,
+    dispatcher: web::Data<Dispatcher>,
+    machine_id: web::Path<i64>,
+    after: web::Query<AfterPause>,
+) -> Result<HttpResponse, WebError> {
+    set_paused(
+        req,
+        user,
+        &pool,
+        &settings,
+        &dispatcher,
+        (*machine_id, false, after.then.as_str()),
+    )
+    .await
 }
 
 #[derive(Template)]
