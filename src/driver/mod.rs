@@ -263,16 +263,20 @@ fn heartbeat_loop(client: &DriverClient, state: &DriverState) {
                         tracing::info!("an admin resumed this machine");
                     }
                 }
-                if current
+                // The job running now, not the one the heartbeat reported: a new job may have started
+                // while the answer was on its way, and it must not be stopped for the old one.
+                let running = state.current_run.lock().unwrap_or_else(|e| e.into_inner());
+                if running
                     .as_ref()
-                    .is_some_and(|run| beat.cancel.contains(run))
+                    .is_some_and(|run| current.as_ref() == Some(run) && beat.cancel.contains(run))
                 {
                     tracing::info!(
-                        run = current.as_deref().unwrap_or_default(),
-                        "the job was cancelled; stopping it"
+                        run = running.as_deref().unwrap_or_default(),
+                        "the job was cancelled or is no longer this machine's; stopping it"
                     );
                     state.interrupt.store(true, Ordering::SeqCst);
                 }
+                drop(running);
                 sleep_unless(
                     state,
                     Duration::from_secs(beat.heartbeat_interval_seconds.max(1)),

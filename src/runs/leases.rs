@@ -14,6 +14,32 @@ use crate::status::RunStatus;
 
 pub const LOST_LEASE_ERROR: &str = "lease_lost";
 
+/// The running runs `held` selects go back to the queue, or fail with [`LOST_LEASE_ERROR`] once they
+/// have had their attempts.
+macro_rules! take_back {
+    ($conn:expr, $held:expr, $now:expr) => {{
+        let failed = diesel::update($held.filter(runs::attempts.ge(MAX_ATTEMPTS)))
+            .set((
+                runs::status.eq(RunStatus::Failed),
+                runs::error_type.eq(LOST_LEASE_ERROR),
+                runs::error_message.eq(format!(
+                    "The run was handed to a machine {MAX_ATTEMPTS} times and each time the machine \
+                     went offline, was removed or stopped reporting it before finishing it."
+                )),
+                runs::finished_at.eq($now),
+            ))
+            .execute($conn)?;
+        let requeued = diesel::update($held)
+            .set((
+                runs::status.eq(RunStatus::Queued),
+                runs::machine_id.eq(None::<i64>),
+                runs::started_at.eq(None::<NaiveDateTime>),
+            ))
+            .execute($conn)?;
+        Released { requeued, failed }
+    }};
+}
+
 /// What taking back a machine's runs did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Released {
@@ -45,28 +71,43 @@ pub fn release_machine(
     let held = runs::table
         .filter(runs::machine_id.eq(machine_id))
         .filter(runs::status.eq(RunStatus::Running));
-    let failed = diesel::update(held.filter(runs::attempts.ge(MAX_ATTEMPTS)))
-        .set((
-            runs::status.eq(RunStatus::Failed),
-            runs::error_type.eq(LOST_LEASE_ERROR),
-            runs::error_message.eq(format!(
-                "The run was handed to a machine {MAX_ATTEMPTS} times and each time the machine went offline or was \
-                 removed before finishing it."
-            )),
-            runs::finished_at.eq(now),
-        ))
-        .execute(conn)?;
-    let requeued = diesel::update(held)
-        .set((
-            runs::status.eq(RunStatus::Queued),
-            runs::machine_id.eq(None::<i64>),
-            runs::started_at.eq(None::<NaiveDateTime>),
-        ))
-        .execute(conn)?;
+    let released = take_back!(conn, held, now);
     diesel::update(machines::table.find(machine_id))
         .set(machines::current_run_id.eq(None::<i64>))
         .execute(conn)?;
-    Ok(Released { requeued, failed })
+    Ok(released)
+}
+
+/// Takes back one run from a machine, if it still runs there and was handed out before `cutoff`: the
+/// conditions are in the statements, so a decision made on an earlier read cannot take back a run the
+/// machine was handed again a moment ago.
+fn release_run(
+    conn: &mut DbConnection,
+    machine_id: i64,
+    run_id: i64,
+    cutoff: NaiveDateTime,
+    now: NaiveDateTime,
+) -> QueryResult<Released> {
+    let held = runs::table
+        .filter(runs::id.eq(run_id))
+        .filter(runs::machine_id.eq(machine_id))
+        .filter(runs::status.eq(RunStatus::Running))
+        .filter(runs::started_at.le(cutoff));
+    let released = take_back!(conn, held, now);
+    Ok(released)
+}
+
+/// Frees a machine of a run it no longer holds (cancelled, or just taken back), unless it holds
+/// another one by now.
+fn forget_run(conn: &mut DbConnection, machine_id: i64, run_id: i64) -> QueryResult<()> {
+    diesel::update(
+        machines::table
+            .find(machine_id)
+            .filter(machines::current_run_id.eq(run_id)),
+    )
+    .set(machines::current_run_id.eq(None::<i64>))
+    .execute(conn)
+    .map(|_| ())
 }
 
 /// Releases the runs of every machine that went Offline or was removed while running one, noting in
@@ -168,13 +209,20 @@ pub fn reconcile(
             .optional()?,
         None => None,
     };
-    if let Some((public_id, status, started_at)) = &held
+    if let (Some(run_id), Some((public_id, status, started_at))) = (machine.current_run_id, &held)
         && reported != Some(public_id.as_str())
     {
         let handed_over_long_ago = started_at.is_none_or(|at| at <= now - HANDOVER_GRACE);
-        if *status != RunStatus::Running || handed_over_long_ago {
-            let released =
-                crate::db::write_transaction(conn, |conn| release_machine(conn, machine.id, now))?;
+        if *status != RunStatus::Running {
+            forget_run(conn, machine.id, run_id)?;
+        } else if handed_over_long_ago {
+            let released = crate::db::write_transaction(conn, |conn| {
+                let released = release_run(conn, machine.id, run_id, now - HANDOVER_GRACE, now)?;
+                if released.requeued + released.failed > 0 {
+                    forget_run(conn, machine.id, run_id)?;
+                }
+                Ok::<_, diesel::result::Error>(released)
+            })?;
             if released.requeued + released.failed > 0 {
                 tracing::info!(
                     machine_id = machine.id,

@@ -20,12 +20,12 @@ both_backends!(
     ctrl_c_finishes_the_job_then_stops,
 );
 
-struct Workspace {
-    dir: PathBuf,
+pub(crate) struct Workspace {
+    pub(crate) dir: PathBuf,
 }
 
 impl Workspace {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = std::env::temp_dir().join(format!(
             "granite-driver-{}",
             granite::secret::random_base62(10)
@@ -44,13 +44,13 @@ impl Workspace {
         workspace
     }
 
-    fn script(&self, name: &str, body: &str) {
+    pub(crate) fn script(&self, name: &str, body: &str) {
         let path = self.dir.join("automations").join(name);
         std::fs::write(&path, body).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
-    fn credentials(&self) -> PathBuf {
+    pub(crate) fn credentials(&self) -> PathBuf {
         self.dir.join("config").join("driver.json")
     }
 }
@@ -61,7 +61,7 @@ impl Drop for Workspace {
     }
 }
 
-fn granite() -> Command {
+pub(crate) fn granite() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_granite"));
     command
         .env_remove("GRANITE_ENROLLMENT_TOKEN")
@@ -70,7 +70,12 @@ fn granite() -> Command {
 }
 
 /// `granite driver enroll` with the token on standard input; returns (success, output).
-fn enroll(server: &str, token: &str, credentials: &Path, extra: &[&str]) -> (bool, String) {
+pub(crate) fn enroll(
+    server: &str,
+    token: &str,
+    credentials: &Path,
+    extra: &[&str],
+) -> (bool, String) {
     let mut child = granite()
         .args([
             "driver",
@@ -266,7 +271,7 @@ fn a_driver_enrolls_and_runs_real_automations(backend: Backend) {
     assert_eq!(unknown["error"]["type"], "unknown_automation");
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -5,6 +5,7 @@ mod webdriver;
 
 mod api_keys;
 mod browser;
+mod chaos;
 mod cli;
 mod contract;
 mod csrf;
