@@ -18,6 +18,7 @@ both_backends!(
     a_job_survives_a_server_killed_mid_run,
     removing_the_machine_stops_the_driver,
     ctrl_c_finishes_the_job_then_stops,
+    a_run_answered_to_a_killed_long_poll_comes_back_within_a_heartbeat,
 );
 
 pub(crate) struct Workspace {
@@ -496,4 +497,57 @@ fn a_driver_refuses_a_folder_without_automations() {
         assert!(!output.status.success(), "{folder}: {stderr}");
         assert!(stderr.contains(says), "{folder}: {stderr}");
     }
+}
+
+/// A driver killed while its long-poll is open may be handed a run it never sees. Restarted, its first
+/// claim (or, at the latest, a heartbeat that reports no run) gives the run back, so it completes within
+/// seconds instead of after the offline timeout (30 s here), on the same machine, which is not removed.
+fn a_run_answered_to_a_killed_long_poll_comes_back_within_a_heartbeat(backend: Backend) {
+    let db = TestDb::new(backend);
+    let app = quick_heartbeats(&db);
+    let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (_, key) = admin.create_api_key("caller");
+    let (_, token) = admin.create_enrollment_token("restarting");
+    let workspace = Workspace::new();
+    let (ok, output) = enroll(&app.url(""), &token, &workspace.credentials(), &[]);
+    assert!(ok, "{output}");
+    let mut driver = DriverProcess::start(&workspace);
+    // Let it settle into its long-poll, then freeze it (its connection stays open, as when a machine
+    // hangs or loses power), queue a run that the open long-poll takes, and kill the driver outright.
+    std::thread::sleep(Duration::from_millis(1500));
+    driver.signal("STOP");
+    let id = app
+        .start_run(&key, "default/square?requires=shell", &json!({ "n": 3 }))
+        .json()["runId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_until_running(&app, &key, &id);
+    let _ = driver.0.kill();
+    let _ = driver.0.wait();
+    let restarted = Instant::now();
+    let _driver = DriverProcess::start(&workspace);
+    let run = loop {
+        let run = app
+            .api(Some(&key))
+            .get(&format!("/api/agent-runs/{id}"))
+            .json();
+        if run["status"] == "completed" {
+            break run;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(15),
+            "the run did not come back: {run}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(run["result"]["square"], 49);
+    eprintln!(
+        "a run answered to a dead long-poll completed {:.1} s after the driver's restart",
+        restarted.elapsed().as_secs_f64()
+    );
+    assert!(
+        admin.get("/api-management").body.contains("test-driver"),
+        "the machine is still enrolled"
+    );
 }
