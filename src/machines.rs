@@ -357,6 +357,53 @@ pub fn find(
         .optional()
 }
 
+/// A machine of the organization even if it was removed (its page and its history keep its name).
+pub fn find_including_removed(
+    conn: &mut DbConnection,
+    organization_id: i64,
+    machine_id: i64,
+) -> QueryResult<Option<Machine>> {
+    machines::table
+        .filter(machines::id.eq(machine_id))
+        .filter(machines::organization_id.eq(organization_id))
+        .select(Machine::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// A machine's name as lists show it, and whether it was removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MachineName {
+    pub name: String,
+    pub removed: bool,
+}
+
+/// The names of these machines (removed ones included), in one query.
+pub fn names(
+    conn: &mut DbConnection,
+    ids: &[i64],
+) -> QueryResult<std::collections::HashMap<i64, MachineName>> {
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(i64, String, Option<NaiveDateTime>)> = machines::table
+        .filter(machines::id.eq_any(ids))
+        .select((machines::id, machines::name, machines::removed_at))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, name, removed)| {
+            (
+                id,
+                MachineName {
+                    name,
+                    removed: removed.is_some(),
+                },
+            )
+        })
+        .collect())
+}
+
 /// Removes a machine: its credential is refused from now on and its running job goes back to the queue.
 pub fn remove(
     conn: &mut DbConnection,

@@ -114,6 +114,11 @@ impl RunStatus {
         !self.is_finished()
     }
 
+    /// A failed or cancelled run may be queued again, as a new run.
+    pub fn can_retry(self) -> bool {
+        matches!(self, Self::Failed | Self::Cancelled)
+    }
+
     /// How a machine may end a run it holds.
     pub fn from_outcome(succeeded: bool) -> Self {
         if succeeded {
@@ -160,6 +165,60 @@ impl ReportedStatus {
         [Self::Idle, Self::Busy]
             .into_iter()
             .find(|s| s.as_str() == text)
+    }
+}
+
+/// How one hand-out of a run to a machine (an attempt) ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
+pub enum AttemptOutcome {
+    Completed,
+    Failed,
+    Cancelled,
+    /// The driver gave the run back (it was stopping); the attempt does not count.
+    Released,
+    /// The machine went Offline, was removed, or stopped reporting the run: back to the queue.
+    Lost,
+    /// Lost on its last attempt: the run failed.
+    LeaseLost,
+}
+
+stored_as_text!(AttemptOutcome);
+
+impl AttemptOutcome {
+    pub const ALL: [AttemptOutcome; 6] = [
+        Self::Completed,
+        Self::Failed,
+        Self::Cancelled,
+        Self::Released,
+        Self::Lost,
+        Self::LeaseLost,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Released => "released",
+            Self::Lost => "lost",
+            Self::LeaseLost => "lease_lost",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Completed => "Completed",
+            Self::Failed => "Failed",
+            Self::Cancelled => "Cancelled",
+            Self::Released => "Given back",
+            Self::Lost => "Machine lost, back to the queue",
+            Self::LeaseLost => "Machine lost, run failed",
+        }
     }
 }
 

@@ -71,6 +71,7 @@ impl From<crate::runs::RunError> for ApiError {
         match e {
             crate::runs::RunError::NotFound => Self::NotFound,
             crate::runs::RunError::AlreadyFinished => Self::RunFinished,
+            crate::runs::RunError::NotRetryable => Self::InvalidRequest(e.to_string()),
             crate::runs::RunError::Query(e) => e.into(),
         }
     }

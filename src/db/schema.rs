@@ -110,6 +110,18 @@ diesel::table! {
         started_at -> Nullable<Timestamp>,
         finished_at -> Nullable<Timestamp>,
         cancel_requested_at -> Nullable<Timestamp>,
+        retried_from_run_id -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    run_attempts (id) {
+        id -> BigInt,
+        run_id -> BigInt,
+        machine_id -> BigInt,
+        started_at -> Timestamp,
+        ended_at -> Nullable<Timestamp>,
+        outcome -> Nullable<Text>,
     }
 }
 
@@ -141,6 +153,7 @@ diesel::joinable!(api_keys -> organizations (organization_id));
 diesel::joinable!(enrollment_tokens -> organizations (organization_id));
 diesel::joinable!(machines -> organizations (organization_id));
 diesel::joinable!(runs -> organizations (organization_id));
+diesel::joinable!(run_attempts -> machines (machine_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     organizations,
@@ -150,6 +163,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     enrollment_tokens,
     machines,
     runs,
+    run_attempts,
     audit_events,
     server_settings,
 );

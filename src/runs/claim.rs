@@ -25,7 +25,9 @@ const CLAIM_POSTGRES: &str = "WITH picked AS ( \
        UPDATE runs SET status = $6, machine_id = $3, started_at = $4, attempts = runs.attempts + 1 \
        FROM picked WHERE runs.id = picked.id RETURNING runs.*), \
      busy AS ( \
-       UPDATE machines SET current_run_id = claimed.id, last_seen_at = $4 FROM claimed WHERE machines.id = $3) \
+       UPDATE machines SET current_run_id = claimed.id, last_seen_at = $4 FROM claimed WHERE machines.id = $3), \
+     attempt AS ( \
+       INSERT INTO run_attempts (run_id, machine_id, started_at) SELECT id, $3, $4 FROM claimed) \
      SELECT * FROM claimed";
 
 /// The same pick, for SQLite.
@@ -107,5 +109,6 @@ fn claim_sqlite(
             machines::last_seen_at.eq(now),
         ))
         .execute(conn)?;
+    super::attempts::begin(conn, run.id, machine.id, now)?;
     Ok(Some(run))
 }

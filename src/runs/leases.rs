@@ -8,9 +8,9 @@ use diesel::prelude::*;
 use super::MAX_ATTEMPTS;
 use super::dispatch::Changes;
 use crate::db::DbConnection;
-use crate::db::schema::{machines, runs};
+use crate::db::schema::{machines, run_attempts, runs};
 use crate::machines::Machine;
-use crate::status::RunStatus;
+use crate::status::{AttemptOutcome, RunStatus};
 
 pub const LOST_LEASE_ERROR: &str = "lease_lost";
 
@@ -18,6 +18,25 @@ pub const LOST_LEASE_ERROR: &str = "lease_lost";
 /// have had their attempts.
 macro_rules! take_back {
     ($conn:expr, $held:expr, $now:expr) => {{
+        for (last, outcome) in [(true, AttemptOutcome::LeaseLost), (false, AttemptOutcome::Lost)] {
+            let ending = if last {
+                $held.filter(runs::attempts.ge(MAX_ATTEMPTS)).select(runs::id).load::<i64>($conn)?
+            } else {
+                $held.filter(runs::attempts.lt(MAX_ATTEMPTS)).select(runs::id).load::<i64>($conn)?
+            };
+            if !ending.is_empty() {
+                diesel::update(
+                    run_attempts::table
+                        .filter(run_attempts::run_id.eq_any(&ending))
+                        .filter(run_attempts::ended_at.is_null()),
+                )
+                .set((
+                    run_attempts::ended_at.eq($now),
+                    run_attempts::outcome.eq(outcome),
+                ))
+                .execute($conn)?;
+            }
+        }
         let failed = diesel::update($held.filter(runs::attempts.ge(MAX_ATTEMPTS)))
             .set((
                 runs::status.eq(RunStatus::Failed),

@@ -1,6 +1,7 @@
 //! Runs: the jobs of the public API ("agent runs"). Queued by an API key, claimed by exactly one machine
 //! of the same organization whose capabilities cover the run's `requires`, completed by that machine.
 
+pub mod attempts;
 pub mod claim;
 pub mod dispatch;
 pub mod leases;
@@ -11,7 +12,7 @@ use serde_json::Value;
 
 use crate::db::schema::{machines, runs};
 use crate::db::{DbConnection, write_transaction};
-use crate::status::RunStatus;
+use crate::status::{AttemptOutcome, RunStatus};
 use crate::wire::driver::{CompleteRequest, Completion};
 use crate::wire::{RunErrorBody, RunObject};
 
@@ -39,6 +40,8 @@ pub struct Run {
     pub started_at: Option<NaiveDateTime>,
     pub finished_at: Option<NaiveDateTime>,
     pub cancel_requested_at: Option<NaiveDateTime>,
+    /// The run this one retries.
+    pub retried_from_run_id: Option<i64>,
 }
 
 impl Run {
@@ -150,6 +153,8 @@ pub enum RunError {
     NotFound,
     #[error("The run has already finished.")]
     AlreadyFinished,
+    #[error("Only a failed or cancelled run can be retried.")]
+    NotRetryable,
     #[error(transparent)]
     Query(#[from] diesel::result::Error),
 }
@@ -161,33 +166,123 @@ pub fn cancel(
     organization_id: i64,
     public_id: &str,
 ) -> Result<Run, RunError> {
-    write_transaction(conn, |conn| {
-        // The update names the status it read, so a claim or a completion at the same instant (on
-        // another PostgreSQL connection) is not overwritten; then the run is read again.
-        for _ in 0..3 {
-            let run = find(conn, organization_id, public_id)?.ok_or(RunError::NotFound)?;
-            let now = chrono::Utc::now().naive_utc();
-            let cancel_requested = match run.status {
-                RunStatus::Queued => None,
-                RunStatus::Running => Some(now),
-                _ => return Err(RunError::AlreadyFinished),
-            };
-            let cancelled = diesel::update(runs::table.find(run.id))
-                .filter(runs::status.eq(run.status))
-                .set((
-                    runs::status.eq(RunStatus::Cancelled),
-                    runs::finished_at.eq(now),
-                    runs::cancel_requested_at.eq(cancel_requested),
-                ))
-                .returning(runs::all_columns)
-                .get_result::<Run>(conn)
-                .optional()?;
-            if let Some(run) = cancelled {
-                return Ok(run);
-            }
+    write_transaction(conn, |conn| cancel_in(conn, organization_id, public_id))
+}
+
+/// [`cancel`] inside the caller's write transaction.
+fn cancel_in(
+    conn: &mut DbConnection,
+    organization_id: i64,
+    public_id: &str,
+) -> Result<Run, RunError> {
+    // The update names the status it read, so a claim or a completion at the same instant (on
+    // another PostgreSQL connection) is not overwritten; then the run is read again.
+    for _ in 0..3 {
+        let run = find(conn, organization_id, public_id)?.ok_or(RunError::NotFound)?;
+        let now = chrono::Utc::now().naive_utc();
+        let cancel_requested = match run.status {
+            RunStatus::Queued => None,
+            RunStatus::Running => Some(now),
+            _ => return Err(RunError::AlreadyFinished),
+        };
+        let cancelled = diesel::update(runs::table.find(run.id))
+            .filter(runs::status.eq(run.status))
+            .set((
+                runs::status.eq(RunStatus::Cancelled),
+                runs::finished_at.eq(now),
+                runs::cancel_requested_at.eq(cancel_requested),
+            ))
+            .returning(runs::all_columns)
+            .get_result::<Run>(conn)
+            .optional()?;
+        if let Some(run) = cancelled {
+            attempts::end(conn, run.id, AttemptOutcome::Cancelled, now)?;
+            return Ok(run);
         }
-        Err(RunError::AlreadyFinished)
+    }
+    Err(RunError::AlreadyFinished)
+}
+
+/// An admin cancels a run from the dashboard: as the public API does, and audited.
+pub fn cancel_by(
+    conn: &mut DbConnection,
+    organization_id: i64,
+    public_id: &str,
+    actor: &crate::audit::Actor,
+) -> Result<Run, RunError> {
+    write_transaction(conn, |conn| {
+        let run = cancel_in(conn, organization_id, public_id)?;
+        crate::audit::record(
+            conn,
+            actor.event(
+                organization_id,
+                "run_cancelled",
+                "run",
+                &run.public_id,
+                serde_json::json!({ "endpoint": run.endpoint }),
+            ),
+        )?;
+        Ok(run)
     })
+}
+
+/// Queues a failed or cancelled run again, as a new run linked to it (`retried_from_run_id`). Audited.
+pub fn retry(
+    conn: &mut DbConnection,
+    organization_id: i64,
+    public_id: &str,
+    actor: &crate::audit::Actor,
+) -> Result<Run, RunError> {
+    write_transaction(conn, |conn| {
+        let old = find(conn, organization_id, public_id)?.ok_or(RunError::NotFound)?;
+        if !old.status.can_retry() {
+            return Err(RunError::NotRetryable);
+        }
+        let new = diesel::insert_into(runs::table)
+            .values((
+                runs::public_id.eq(format!("run_{}", crate::secret::random_base62(24))),
+                runs::organization_id.eq(organization_id),
+                runs::api_key_id.eq(old.api_key_id),
+                runs::endpoint.eq(&old.endpoint),
+                runs::parameters.eq(&old.parameters),
+                runs::requires.eq(&old.requires),
+                runs::priority.eq(old.priority),
+                runs::status.eq(RunStatus::Queued),
+                runs::created_at.eq(chrono::Utc::now().naive_utc()),
+                runs::retried_from_run_id.eq(old.id),
+            ))
+            .returning(runs::all_columns)
+            .get_result::<Run>(conn)?;
+        crate::audit::record(
+            conn,
+            actor.event(
+                organization_id,
+                "run_retried",
+                "run",
+                &old.public_id,
+                serde_json::json!({ "endpoint": old.endpoint, "retry": new.public_id }),
+            ),
+        )?;
+        Ok(new)
+    })
+}
+
+/// The runs made by retrying this one, oldest first.
+pub fn retries_of(conn: &mut DbConnection, run_id: i64) -> QueryResult<Vec<String>> {
+    runs::table
+        .filter(runs::retried_from_run_id.eq(run_id))
+        .order(runs::id)
+        .select(runs::public_id)
+        .load(conn)
+}
+
+/// The public id of a run by its internal id.
+pub fn public_id_of(conn: &mut DbConnection, run_id: i64) -> QueryResult<Option<String>> {
+    runs::table
+        .find(run_id)
+        .select(runs::public_id)
+        .first(conn)
+        .optional()
 }
 
 /// A run a machine is letting go of (finished or given back).
@@ -287,18 +382,28 @@ pub fn complete(
             ),
             None => (None, None),
         };
+        let now = chrono::Utc::now().naive_utc();
         let finished = diesel::update(still_running(run.id))
             .set((
                 runs::status.eq(RunStatus::from_outcome(outcome.succeeded)),
                 runs::result.eq(outcome.result.as_ref().map(Value::to_string)),
                 runs::error_type.eq(error_type),
                 runs::error_message.eq(error_message),
-                runs::finished_at.eq(chrono::Utc::now().naive_utc()),
+                runs::finished_at.eq(now),
             ))
             .returning(runs::all_columns)
             .get_result::<Run>(conn)
             .optional()?;
-        finished.map_or_else(|| changed_meanwhile(conn, run.id), Ok)
+        let Some(finished) = finished else {
+            return changed_meanwhile(conn, run.id);
+        };
+        let ended = if outcome.succeeded {
+            AttemptOutcome::Completed
+        } else {
+            AttemptOutcome::Failed
+        };
+        attempts::end(conn, finished.id, ended, now)?;
+        Ok(finished)
     })
 }
 
@@ -346,7 +451,16 @@ pub fn release(conn: &mut DbConnection, machine_id: i64, public_id: &str) -> Res
             .returning(runs::all_columns)
             .get_result::<Run>(conn)
             .optional()?;
-        released.map_or_else(|| changed_meanwhile(conn, run.id), Ok)
+        let Some(released) = released else {
+            return changed_meanwhile(conn, run.id);
+        };
+        attempts::end(
+            conn,
+            released.id,
+            AttemptOutcome::Released,
+            chrono::Utc::now().naive_utc(),
+        )?;
+        Ok(released)
     })
 }
 

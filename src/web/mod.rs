@@ -86,7 +86,16 @@ pub fn scope(sessions: SessionMiddleware<CookieSessionStore>) -> impl HttpServic
                     web::post().to(machines::resume),
                 )
                 .route("/api-management/queue", web::get().to(queue_status::show))
-                .route("/api-management/jobs", web::get().to(jobs::page)),
+                .route("/api-management/jobs", web::get().to(jobs::page))
+                .route("/api-management/jobs/{run_id}", web::get().to(jobs::detail))
+                .route(
+                    "/api-management/jobs/{run_id}/cancel",
+                    web::post().to(jobs::cancel),
+                )
+                .route(
+                    "/api-management/jobs/{run_id}/retry",
+                    web::post().to(jobs::retry),
+                ),
         )
         // Innermost first: CSRF reads the session.
         .wrap(from_fn(middleware::csrf::protect))

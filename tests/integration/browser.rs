@@ -366,3 +366,59 @@ fn jobs_flow_through_the_page_without_a_reload(backend: Backend) {
         (history.contains("invoice-sync") && history.contains(&run_id) && completed).then_some(())
     });
 }
+
+mod job_actions {
+    use super::*;
+    both_backends!(admin_cancels_and_retries_a_run_in_the_browser);
+}
+
+fn admin_cancels_and_retries_a_run_in_the_browser(backend: Backend) {
+    let db = TestDb::new(backend);
+    let app = TestApp::spawn(&db);
+    let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (_, key) = admin.create_api_key("scheduler");
+    let reply = app.start_run(
+        &key,
+        "default/nightly-export",
+        &serde_json::json!({ "day": 1 }),
+    );
+    let run_id = reply.json()["runId"].as_str().unwrap().to_owned();
+
+    let browser = Browser::start();
+    sign_in(&browser, &app, ADMIN_PASSWORD);
+    browser.goto(&app.url("/api-management/jobs"));
+    browser.click(&browser.wait_for_css(&format!("a[href='/api-management/jobs/{run_id}']"))[0]);
+    browser.wait_until("the run page", || {
+        browser.text_of("h1").filter(|t| t == "nightly-export")
+    });
+    browser.click_button(&format!("Cancel run {run_id}"));
+    assert!(browser.accept_dialog().contains("nightly-export"));
+    browser.wait_until("the run to show Cancelled", || {
+        browser
+            .text_of(".page-title .badge")
+            .filter(|t| t.eq_ignore_ascii_case("cancelled"))
+    });
+    browser.click_button(&format!("Retry run {run_id}"));
+    assert!(browser.accept_dialog().contains("again"));
+    let retry_page = browser.wait_until("the new run's page", || {
+        let url = browser.current_url();
+        (!url.ends_with(&run_id)).then_some(url)
+    });
+    browser.wait_until("the new run, queued and linked to the old one", || {
+        let queued = browser
+            .text_of(".page-title .badge")
+            .is_some_and(|t| t.eq_ignore_ascii_case("queued"));
+        let linked = browser
+            .text_of(".facts")
+            .is_some_and(|t| t.contains(&run_id));
+        (queued && linked).then_some(())
+    });
+    browser.screenshot(&format!("run-retried-{backend:?}").to_lowercase());
+    let new_id = retry_page.rsplit('/').next().unwrap();
+    assert_eq!(
+        app.api(Some(&key))
+            .get(&format!("/api/agent-runs/{new_id}"))
+            .json()["status"],
+        "queued"
+    );
+}

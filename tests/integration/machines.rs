@@ -494,12 +494,11 @@ fn removing_a_machine_refuses_its_credential_and_requeues_its_job(backend: Backe
             .status,
         404
     );
-    assert_eq!(
-        admin
-            .get(&format!("/api-management/machines/{machine_id}"))
-            .status,
-        404
-    );
+    // Its page stays, saying what happened (history links lead here), with nothing left to do.
+    let page = admin.get(&format!("/api-management/machines/{machine_id}"));
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("An admin removed this machine"));
+    assert!(!page.body.contains("hx-post"));
 }
 
 fn fifty_simultaneous_enrollments_with_one_token_make_one_machine(backend: Backend) {

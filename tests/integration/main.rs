@@ -11,6 +11,7 @@ mod contract;
 mod csrf;
 mod driver;
 mod first_start;
+mod jobs;
 mod lifecycle;
 mod machines;
 mod pages;

@@ -1,18 +1,26 @@
-//! The organization's jobs (runs), newest first, filtered by status, a page at a time.
+//! The organization's jobs (runs): the list (newest first, filtered by status, a page at a time) and
+//! each run's page, with every attempt, Cancel and Retry.
 
-use actix_web::{HttpResponse, web};
+use std::collections::HashMap;
+
+use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use chrono::NaiveDateTime;
+use diesel::QueryResult;
 use serde::Deserialize;
 
-use crate::db::Pool;
-use crate::runs::{self, RunSummary};
+use crate::db::{DbConnection, Pool};
+use crate::machines::{self, MachineName};
+use crate::runs::dispatch::Dispatcher;
+use crate::runs::{self, Run, RunError, RunSummary};
 use crate::status::RunStatus;
-use crate::web::access::{CurrentUser, Viewer};
+use crate::web::access::{Admin, CurrentUser, Viewer};
 use crate::web::error::WebError;
 use crate::web::middleware::session::DashboardSession;
+use crate::web::pages::login::see_other;
 use crate::web::view::layout::{Layout, render};
 use crate::web::view::time::Moment;
+use crate::web::{actor, is_htmx};
 
 const PAGE_SIZE: i64 = 50;
 
@@ -25,15 +33,29 @@ pub struct JobRow {
     pub waited: String,
     pub ran: String,
     pub machine_id: Option<i64>,
+    /// "win-07", or "win-07 (removed)".
+    pub machine: Option<String>,
     pub error: Option<String>,
 }
 
+/// Waited or ran, in seconds, or a dash while it has not happened.
+fn seconds(from: NaiveDateTime, to: Option<NaiveDateTime>) -> String {
+    match to {
+        Some(to) => format!("{:.1} s", (to - from).as_seconds_f64().max(0.0)),
+        None => "—".to_owned(),
+    }
+}
+
+fn machine_label(name: &MachineName) -> String {
+    if name.removed {
+        format!("{} (removed)", name.name)
+    } else {
+        name.name.clone()
+    }
+}
+
 impl JobRow {
-    pub fn new(run: RunSummary, now: NaiveDateTime) -> Self {
-        let seconds = |from: NaiveDateTime, to: Option<NaiveDateTime>| match to {
-            Some(to) => format!("{:.1} s", (to - from).as_seconds_f64().max(0.0)),
-            None => "—".to_owned(),
-        };
+    pub fn new(run: RunSummary, names: &HashMap<i64, MachineName>, now: NaiveDateTime) -> Self {
         Self {
             waited: seconds(run.created_at, run.started_at),
             ran: run
@@ -44,9 +66,27 @@ impl JobRow {
             public_id: run.public_id,
             endpoint: run.endpoint,
             status: run.status,
+            machine: run
+                .machine_id
+                .and_then(|id| names.get(&id))
+                .map(machine_label),
             machine_id: run.machine_id,
             error: run.error_message,
         }
+    }
+
+    /// The rows of these runs, with their machines' names in one query.
+    pub fn load(
+        conn: &mut DbConnection,
+        summaries: Vec<RunSummary>,
+        now: NaiveDateTime,
+    ) -> QueryResult<Vec<Self>> {
+        let ids: Vec<i64> = summaries.iter().filter_map(|r| r.machine_id).collect();
+        let names = machines::names(conn, &ids)?;
+        Ok(summaries
+            .into_iter()
+            .map(|run| Self::new(run, &names, now))
+            .collect())
     }
 }
 
@@ -81,22 +121,19 @@ pub async fn page(
     let status = RunStatus::parse(&query.status);
     let page = query.page.unwrap_or(1).max(1);
     let organization_id = user.organization.id;
-    let (summaries, matching) = pool
+    let now = chrono::Utc::now().naive_utc();
+    let (rows, matching) = pool
         .run(move |conn| {
-            Ok::<_, WebError>(runs::list(
+            let (summaries, matching) = runs::list(
                 conn,
                 organization_id,
                 status,
                 (page - 1) * PAGE_SIZE,
                 PAGE_SIZE,
-            )?)
+            )?;
+            Ok::<_, WebError>((JobRow::load(conn, summaries, now)?, matching))
         })
         .await?;
-    let now = chrono::Utc::now().naive_utc();
-    let rows = summaries
-        .into_iter()
-        .map(|run| JobRow::new(run, now))
-        .collect();
     let layout = Layout::new("Jobs", DashboardSession::new(session).ensure_csrf_token());
     render(&JobsPage {
         layout,
@@ -108,4 +145,164 @@ pub async fn page(
         page,
         pages: ((matching + PAGE_SIZE - 1) / PAGE_SIZE).max(1),
     })
+}
+
+/// An attempt as the run's page shows it.
+pub struct AttemptRow {
+    pub machine_id: i64,
+    pub machine: String,
+    pub started: Moment,
+    pub ended: Option<Moment>,
+    pub outcome: String,
+}
+
+#[derive(Template)]
+#[template(path = "run_detail.html")]
+struct RunPage {
+    layout: Layout,
+    user: CurrentUser,
+    run: Run,
+    row: JobRow,
+    parameters: String,
+    result: Option<String>,
+    requires: Vec<String>,
+    created: Moment,
+    started: Option<Moment>,
+    finished: Option<Moment>,
+    attempts: Vec<AttemptRow>,
+    retried_from: Option<String>,
+    retries: Vec<String>,
+    can_manage: bool,
+}
+
+fn pretty(json: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(json)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or_else(|_| json.to_owned())
+}
+
+/// `GET /api-management/jobs/{run_id}`: everything about one run, and every hand-out of it.
+pub async fn detail(
+    Viewer(user): Viewer,
+    session: actix_session::Session,
+    pool: web::Data<Pool>,
+    run_id: web::Path<String>,
+) -> Result<HttpResponse, WebError> {
+    let organization_id = user.organization.id;
+    let now = chrono::Utc::now().naive_utc();
+    let (run, row, attempts, retried_from, retries) = pool
+        .run(move |conn| {
+            let run = runs::find(conn, organization_id, &run_id)?.ok_or(WebError::NotFound)?;
+            let summary = runs::summaries(conn, &[run.id])?
+                .pop()
+                .ok_or(WebError::NotFound)?;
+            let row = JobRow::load(conn, vec![summary], now)?
+                .pop()
+                .ok_or(WebError::NotFound)?;
+            let attempts = runs::attempts::of_run(conn, run.id)?;
+            let retried_from = match run.retried_from_run_id {
+                Some(id) => runs::public_id_of(conn, id)?,
+                None => None,
+            };
+            let retries = runs::retries_of(conn, run.id)?;
+            Ok::<_, WebError>((run, row, attempts, retried_from, retries))
+        })
+        .await?;
+    let attempts = attempts
+        .into_iter()
+        .map(|a| AttemptRow {
+            machine_id: a.machine_id,
+            machine: machine_label(&MachineName {
+                name: a.machine_name,
+                removed: a.machine_removed,
+            }),
+            started: Moment::new(a.started_at, now),
+            ended: a.ended_at.map(|t| Moment::new(t, now)),
+            outcome: a
+                .outcome
+                .map_or_else(|| "Running".to_owned(), |o| o.label().to_owned()),
+        })
+        .collect();
+    let can_manage = user.can_manage();
+    render(&RunPage {
+        layout: Layout::new(
+            format!("{} · Run", run.endpoint),
+            DashboardSession::new(session).ensure_csrf_token(),
+        ),
+        parameters: pretty(&run.parameters),
+        result: run.result.as_deref().map(pretty),
+        requires: run.requires_list(),
+        created: Moment::new(run.created_at, now),
+        started: run.started_at.map(|t| Moment::new(t, now)),
+        finished: run.finished_at.map(|t| Moment::new(t, now)),
+        user,
+        run,
+        row,
+        attempts,
+        retried_from,
+        retries,
+        can_manage,
+    })
+}
+
+/// After a change to a run from its page: back to a run's page (htmx follows `HX-Redirect`).
+fn to_run_page(req: &HttpRequest, public_id: &str) -> HttpResponse {
+    let page = format!("/api-management/jobs/{public_id}");
+    if is_htmx(req) {
+        HttpResponse::Ok()
+            .insert_header(("HX-Redirect", page))
+            .finish()
+    } else {
+        see_other(&page)
+    }
+}
+
+fn run_error(error: RunError) -> WebError {
+    match error {
+        RunError::NotFound => WebError::NotFound,
+        RunError::AlreadyFinished | RunError::NotRetryable => {
+            WebError::BadRequest(error.to_string())
+        }
+        RunError::Query(e) => e.into(),
+    }
+}
+
+/// `POST /api-management/jobs/{run_id}/cancel`: cancels a queued or running run (its machine is told).
+pub async fn cancel(
+    req: HttpRequest,
+    Admin(user): Admin,
+    pool: web::Data<Pool>,
+    dispatcher: web::Data<Dispatcher>,
+    run_id: web::Path<String>,
+) -> Result<HttpResponse, WebError> {
+    let (organization_id, actor) = (user.organization.id, actor(&req, &user));
+    let run = dispatcher
+        .run(&pool, move |conn, changes| {
+            let run = runs::cancel_by(conn, organization_id, &run_id, &actor).map_err(run_error)?;
+            changes.finished(organization_id, run.status);
+            Ok::<_, WebError>(run)
+        })
+        .await?;
+    tracing::info!(run = %run.public_id, "run cancelled from the dashboard");
+    Ok(to_run_page(&req, &run.public_id))
+}
+
+/// `POST /api-management/jobs/{run_id}/retry`: queues a failed or cancelled run again, as a new run.
+pub async fn retry(
+    req: HttpRequest,
+    Admin(user): Admin,
+    pool: web::Data<Pool>,
+    dispatcher: web::Data<Dispatcher>,
+    run_id: web::Path<String>,
+) -> Result<HttpResponse, WebError> {
+    let (organization_id, actor) = (user.organization.id, actor(&req, &user));
+    let new = dispatcher
+        .run(&pool, move |conn, changes| {
+            let new = runs::retry(conn, organization_id, &run_id, &actor).map_err(run_error)?;
+            changes.queued(organization_id);
+            Ok::<_, WebError>(new)
+        })
+        .await?;
+    tracing::info!(run = %new.public_id, "run retried from the dashboard");
+    Ok(to_run_page(&req, &new.public_id))
 }

@@ -410,6 +410,8 @@ struct DetailPage {
     token_created_by: Option<String>,
     history: Vec<JobRow>,
     can_manage: bool,
+    /// When an admin removed it: the page stays, as its history's names do.
+    removed: Option<Moment>,
 }
 
 /// `GET /api-management/machines/{id}`: everything about one machine, and the jobs it ran.
@@ -428,8 +430,8 @@ pub async fn detail(
     let now = chrono::Utc::now().naive_utc();
     let (machine, origin, history, current) = pool
         .run(move |conn| {
-            let machine =
-                machines::find(conn, organization_id, machine_id)?.ok_or(WebError::NotFound)?;
+            let machine = machines::find_including_removed(conn, organization_id, machine_id)?
+                .ok_or(WebError::NotFound)?;
             let origin = match machine.enrollment_token_id {
                 Some(token_id) => enrollment::origin_of(conn, token_id)?,
                 None => None,
@@ -456,11 +458,19 @@ pub async fn detail(
         ),
         None => (None, None, None),
     };
+    let names = HashMap::from([(
+        machine.id,
+        machines::MachineName {
+            name: machine.name.clone(),
+            removed: machine.removed_at.is_some(),
+        },
+    )]);
     let history = history
         .into_iter()
-        .map(|run| JobRow::new(run, now))
+        .map(|run| JobRow::new(run, &names, now))
         .collect();
-    let can_manage = user.can_manage();
+    let removed = machine.removed_at.map(|t| Moment::new(t, now));
+    let can_manage = user.can_manage() && removed.is_none();
     let page = DetailPage {
         layout: Layout::new(
             format!("{} · Machine", machine.name),
@@ -476,6 +486,7 @@ pub async fn detail(
         token_created_by,
         history,
         can_manage,
+        removed,
     };
     render(&page)
 }

@@ -1,0 +1,203 @@
+//! Jobs in the dashboard: each run's page with every attempt and its machine's name (removed machines
+//! included), and Cancel and Retry for admins, audited.
+
+use serde_json::{Value, json};
+
+use granite::users::Role;
+
+use crate::both_backends;
+use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, Backend, TestApp, TestDb};
+
+both_backends!(
+    a_run_page_shows_every_attempt_with_machine_names,
+    admins_cancel_and_retry_runs_from_the_dashboard,
+);
+
+fn run_id(reply: &crate::helpers::Reply) -> String {
+    reply.json()["runId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no runId: {}", reply.body))
+        .to_owned()
+}
+
+fn run_of(app: &TestApp, key: &str, id: &str) -> Value {
+    app.api(Some(key))
+        .get(&format!("/api/agent-runs/{id}"))
+        .json()
+}
+
+fn a_run_page_shows_every_attempt_with_machine_names(backend: Backend) {
+    let db = TestDb::new(backend);
+    let app = TestApp::spawn(&db);
+    let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (_, key) = admin.create_api_key("caller");
+    let (_, first_token) = admin.create_enrollment_token("a");
+    let (_, second_token) = admin.create_enrollment_token("b");
+    let (first_id, first) = app.enroll(&first_token, "win-07");
+    let (_, second) = app.enroll(&second_token, "win-08");
+
+    // win-07 finishes one run, takes another and gives it back; win-08 finishes that one.
+    let earlier = run_id(&app.start_run(&key, "default/earlier", &json!({ "n": 1 })));
+    assert_eq!(app.claim(&first, 0).json()["runId"], earlier.as_str());
+    app.complete(
+        &first,
+        &earlier,
+        &json!({ "status": "completed", "result": {"rows": 3} }),
+    );
+    let id = run_id(&app.start_run(
+        &key,
+        "default/invoice-sync?priority=4&requires=linux",
+        &json!({ "invoice": 42 }),
+    ));
+    assert_eq!(app.claim(&first, 0).json()["runId"], id.as_str());
+    let released = app.post_json(
+        &format!("/api/v1/driver/jobs/{id}/release"),
+        &json!({}),
+        Some(&first),
+    );
+    assert_eq!(released.status, 200, "{}", released.body);
+    assert_eq!(app.claim(&second, 0).json()["runId"], id.as_str());
+    app.complete(&second, &id, &json!({ "status": "failed", "error": {"type": "timeout", "message": "the portal never answered"} }));
+
+    let page = admin.get(&format!("/api-management/jobs/{id}"));
+    assert_eq!(page.status, 200, "{}", page.body);
+    for shown in [
+        "invoice-sync",
+        "Failed",
+        "&#34;invoice&#34;: 42",
+        "the portal never answered",
+        ">linux<",
+        "data-attempt=\"1\"",
+        "data-attempt=\"2\"",
+        "Given back",
+        ">win-07<",
+        ">win-08<",
+    ] {
+        assert!(
+            page.body.contains(shown),
+            "{shown} on the run page:\n{}",
+            page.body
+        );
+    }
+    assert!(!page.body.contains("data-attempt=\"3\""));
+
+    // The jobs list names machines, and keeps the name of a removed one.
+    let list = admin.get("/api-management/jobs");
+    assert!(list.body.contains(">win-08<"), "{}", list.body);
+    assert!(!list.body.contains("machine 1<"), "names, not ids");
+    let removed = admin.htmx_post(&format!("/api-management/machines/{first_id}/remove"), &[]);
+    assert_eq!(removed.status, 200);
+    let list = admin.get("/api-management/jobs");
+    assert!(list.body.contains(">win-07 (removed)<"), "{}", list.body);
+    let page = admin.get(&format!("/api-management/jobs/{earlier}"));
+    assert!(page.body.contains(">win-07 (removed)<"));
+    let machine = admin.get(&format!("/api-management/machines/{first_id}"));
+    assert_eq!(
+        machine.status, 200,
+        "a removed machine's page says so, never a bare Not found"
+    );
+    assert!(machine.body.contains("An admin removed this machine"));
+    assert!(
+        !machine.body.contains("Remove machine win-07"),
+        "and offers nothing to do"
+    );
+    assert_eq!(
+        admin
+            .get("/api-management/jobs/run_000000000000000000000000")
+            .status,
+        404
+    );
+}
+
+fn admins_cancel_and_retry_runs_from_the_dashboard(backend: Backend) {
+    let db = TestDb::new(backend);
+    let app = TestApp::spawn(&db);
+    let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (_, key) = admin.create_api_key("caller");
+    let (_, token) = admin.create_enrollment_token("vm");
+    let (_, credential) = app.enroll(&token, "vm-1");
+    app.add_user(
+        "viewer@example.com",
+        "viewer password 1",
+        Role::Viewer,
+        None,
+    );
+    let mut viewer = app.signed_in("viewer@example.com", "viewer password 1");
+
+    // Cancel a running run: its machine hears of it.
+    let running = run_id(&app.start_run(&key, "default/long-job", &json!({ "x": 1 })));
+    assert_eq!(app.claim(&credential, 0).json()["runId"], running.as_str());
+    assert_eq!(
+        viewer
+            .htmx_post(&format!("/api-management/jobs/{running}/cancel"), &[])
+            .status,
+        403
+    );
+    let page = admin.get(&format!("/api-management/jobs/{running}"));
+    assert!(
+        page.body
+            .contains(&format!("aria-label=\"Cancel run {running}\""))
+    );
+    assert!(
+        !page.body.contains("aria-label=\"Retry run"),
+        "a running run is not retried"
+    );
+    let cancelled = admin.htmx_post(&format!("/api-management/jobs/{running}/cancel"), &[]);
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    assert_eq!(
+        cancelled.header("hx-redirect"),
+        Some(format!("/api-management/jobs/{running}").as_str())
+    );
+    assert_eq!(run_of(&app, &key, &running)["status"], "cancelled");
+    let heard = app.post_json(
+        "/api/v1/driver/heartbeat",
+        &json!({ "status": "busy", "current_run_id": running }),
+        Some(&credential),
+    );
+    assert_eq!(heard.json()["cancel"], json!([running]));
+    assert_eq!(
+        admin
+            .htmx_post(&format!("/api-management/jobs/{running}/cancel"), &[])
+            .status,
+        400,
+        "a finished run cannot be cancelled again"
+    );
+
+    // Retry it: a new run with the same parameters, linked both ways.
+    assert_eq!(
+        viewer
+            .htmx_post(&format!("/api-management/jobs/{running}/retry"), &[])
+            .status,
+        403
+    );
+    let retried = admin.htmx_post(&format!("/api-management/jobs/{running}/retry"), &[]);
+    assert_eq!(retried.status, 200, "{}", retried.body);
+    let new_page = retried.header("hx-redirect").unwrap().to_owned();
+    let new_id = new_page.rsplit('/').next().unwrap().to_owned();
+    assert_ne!(new_id, running);
+    let new_run = run_of(&app, &key, &new_id);
+    assert_eq!(new_run["status"], "queued");
+    assert_eq!(new_run["endpoint"], "long-job");
+    assert_eq!(new_run["parameters"], json!({ "x": 1 }));
+    assert!(
+        admin
+            .get(&new_page)
+            .body
+            .contains(&format!("/api-management/jobs/{running}\""))
+    );
+    assert!(
+        admin
+            .get(&format!("/api-management/jobs/{running}"))
+            .body
+            .contains(&new_id)
+    );
+    assert_eq!(
+        admin
+            .htmx_post(&format!("/api-management/jobs/{new_id}/retry"), &[])
+            .status,
+        400,
+        "only failed or cancelled runs are retried"
+    );
+    assert_eq!(app.audit_count("run_cancelled"), 1);
+    assert_eq!(app.audit_count("run_retried"), 1);
+}
