@@ -79,11 +79,11 @@ pub fn scope(sessions: SessionMiddleware<CookieSessionStore>) -> impl HttpServic
                 )
                 .route(
                     "/api-management/machines/{id}/pause",
-                    web::post().to(machines::pause),
+                    web::post().to(machines::set_paused::<true>),
                 )
                 .route(
                     "/api-management/machines/{id}/resume",
-                    web::post().to(machines::resume),
+                    web::post().to(machines::set_paused::<false>),
                 )
                 .route("/api-management/queue", web::get().to(queue_status::show))
                 .route("/api-management/jobs", web::get().to(jobs::page))

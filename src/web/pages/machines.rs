@@ -308,23 +308,25 @@ pub struct AfterPause {
     then: String,
 }
 
-/// `POST /api-management/machines/{id}/pause` and `…/resume`: drain a machine (it finishes its run
+/// `POST /api-management/machines/{id}/pause` (`PAUSED = true`) and `…/resume` (`false`): drain a machine (it finishes its run
 /// and takes no new one) or put it back to work. Answers with the machine's row.
-async fn set_paused(
+pub async fn set_paused<const PAUSED: bool>(
     req: HttpRequest,
-    user: CurrentUser,
-    pool: &Pool,
-    settings: &Settings,
-    dispatcher: &Dispatcher,
-    (machine_id, paused, then): (i64, bool, &str),
+    Admin(user): Admin,
+    pool: web::Data<Pool>,
+    settings: web::Data<Settings>,
+    dispatcher: web::Data<Dispatcher>,
+    machine_id: web::Path<i64>,
+    after: web::Query<AfterPause>,
 ) -> Result<HttpResponse, WebError> {
+    let (machine_id, paused, then) = (machine_id.into_inner(), PAUSED, after.then.as_str());
     let (organization_id, actor, offline_after) = (
         user.organization.id,
         actor(&req, &user),
         settings.offline_after(),
     );
     let (machine, jobs) = dispatcher
-        .run(pool, move |conn, changes| {
+        .run(&pool, move |conn, changes| {
             let machine =
                 machines::set_paused(conn, organization_id, machine_id, paused, &actor, changes)?
                     .ok_or(WebError::NotFound)?;
@@ -354,46 +356,6 @@ async fn set_paused(
             can_manage: user.can_manage(),
         },
     })
-}
-
-pub async fn pause(
-    req: HttpRequest,
-    Admin(user): Admin,
-    pool: web::Data<Pool>,
-    settings: web::Data<Settings>,
-    dispatcher: web::Data<Dispatcher>,
-    machine_id: web::Path<i64>,
-    after: web::Query<AfterPause>,
-) -> Result<HttpResponse, WebError> {
-    set_paused(
-        req,
-        user,
-        &pool,
-        &settings,
-        &dispatcher,
-        (*machine_id, true, after.then.as_str()),
-    )
-    .await
-}
-
-pub async fn resume(
-    req: HttpRequest,
-    Admin(user): Admin,
-    pool: web::Data<Pool>,
-    settings: web::Data<Settings>,
-    dispatcher: web::Data<Dispatcher>,
-    machine_id: web::Path<i64>,
-    after: web::Query<AfterPause>,
-) -> Result<HttpResponse, WebError> {
-    set_paused(
-        req,
-        user,
-        &pool,
-        &settings,
-        &dispatcher,
-        (*machine_id, false, after.then.as_str()),
-    )
-    .await
 }
 
 #[derive(Template)]
