@@ -193,17 +193,23 @@ fn work(client: &DriverClient, executor: &dyn Executor, state: &DriverState, job
     state.interrupt.store(false, Ordering::SeqCst);
     *state.current_run.lock().unwrap_or_else(|e| e.into_inner()) = Some(job.run_id.clone());
     let outcome = executor.execute(&job, &state.interrupt);
+    // The run stays reported in heartbeats until the server has its outcome (or it is given back):
+    // a heartbeat reporting no run meanwhile would make the server take it back and run it again.
+    report(client, state, &job, &outcome);
     *state.current_run.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+fn report(client: &DriverClient, state: &DriverState, job: &Job, outcome: &Outcome) {
     if state.removed.load(Ordering::SeqCst) {
         return; // The server took the job back when the machine was removed.
     }
     if state.aborting.load(Ordering::SeqCst) {
-        give_back(client, &job);
+        give_back(client, job);
         return;
     }
     let mut backoff = Backoff::new();
     loop {
-        match client.complete(&job.run_id, &outcome) {
+        match client.complete(&job.run_id, outcome) {
             Ok(()) => {
                 tracing::info!(run = %job.run_id, succeeded = outcome.succeeded, "reported");
                 return;

@@ -15,10 +15,14 @@ use crate::status::RunStatus;
 
 /// Picks the oldest highest-priority queued run of the organization whose `requires` are all among the
 /// capabilities (a JSON array), marks it running ($5 is the queued status, $6 the running one) on the machine, and the machine busy with it.
-const CLAIM_POSTGRES: &str = "WITH picked AS ( \
+const CLAIM_POSTGRES: &str = "WITH gate AS ( \
+       SELECT id FROM machines \
+       WHERE id = $3 AND removed_at IS NULL AND paused_at IS NULL AND current_run_id IS NULL \
+       FOR UPDATE), \
+     picked AS ( \
        SELECT id FROM runs \
        WHERE organization_id = $1 AND status = $5 AND requires::jsonb <@ $2::jsonb \
-         AND NOT EXISTS (SELECT 1 FROM machines WHERE id = $3 AND paused_at IS NOT NULL) \
+         AND EXISTS (SELECT 1 FROM gate) \
        ORDER BY priority DESC, created_at, id \
        LIMIT 1 FOR UPDATE SKIP LOCKED), \
      claimed AS ( \
@@ -44,9 +48,11 @@ struct Picked {
     id: i64,
 }
 
-/// Takes the next run this machine can run and makes the machine Busy with it; nothing while an admin
-/// has paused the machine (checked in the same statement or transaction, so a pause is never missed).
-/// The machine must hold nothing (see [`super::leases::release_before_claim`]).
+/// Takes the next run this machine can run and makes the machine Busy with it. Nothing while the
+/// machine is paused, removed, or already holds a run (a second long-poll of the same machine): the
+/// machine's row is checked, and on PostgreSQL locked, in the same statement or transaction, so two
+/// claims of one machine, or a claim and a pause, cannot both win. What a machine still held is given
+/// back before its claim (see [`super::leases::release_before_claim`]).
 pub fn claim(
     conn: &mut DbConnection,
     machine: &Machine,
@@ -71,11 +77,14 @@ fn claim_sqlite(
     machine: &Machine,
     now: NaiveDateTime,
 ) -> QueryResult<Option<Run>> {
-    let paused: Option<NaiveDateTime> = machines::table
+    let free: i64 = machines::table
         .find(machine.id)
-        .select(machines::paused_at)
-        .first(conn)?;
-    if paused.is_some() {
+        .filter(machines::removed_at.is_null())
+        .filter(machines::paused_at.is_null())
+        .filter(machines::current_run_id.is_null())
+        .count()
+        .get_result(conn)?;
+    if free == 0 {
         return Ok(None);
     }
     let DbConnection::Sqlite(sqlite) = conn else {

@@ -18,26 +18,9 @@ pub const LOST_LEASE_ERROR: &str = "lease_lost";
 /// have had their attempts.
 macro_rules! take_back {
     ($conn:expr, $held:expr, $now:expr) => {{
-        for (last, outcome) in [(true, AttemptOutcome::LeaseLost), (false, AttemptOutcome::Lost)] {
-            let ending = if last {
-                $held.filter(runs::attempts.ge(MAX_ATTEMPTS)).select(runs::id).load::<i64>($conn)?
-            } else {
-                $held.filter(runs::attempts.lt(MAX_ATTEMPTS)).select(runs::id).load::<i64>($conn)?
-            };
-            if !ending.is_empty() {
-                diesel::update(
-                    run_attempts::table
-                        .filter(run_attempts::run_id.eq_any(&ending))
-                        .filter(run_attempts::ended_at.is_null()),
-                )
-                .set((
-                    run_attempts::ended_at.eq($now),
-                    run_attempts::outcome.eq(outcome),
-                ))
-                .execute($conn)?;
-            }
-        }
-        let failed = diesel::update($held.filter(runs::attempts.ge(MAX_ATTEMPTS)))
+        // Runs first (as complete and release do), then their attempts: the same lock order, and the
+        // attempts closed are exactly those of the runs changed.
+        let failed: Vec<i64> = diesel::update($held.filter(runs::attempts.ge(MAX_ATTEMPTS)))
             .set((
                 runs::status.eq(RunStatus::Failed),
                 runs::error_type.eq(LOST_LEASE_ERROR),
@@ -47,15 +30,34 @@ macro_rules! take_back {
                 )),
                 runs::finished_at.eq($now),
             ))
-            .execute($conn)?;
-        let requeued = diesel::update($held)
+            .returning(runs::id)
+            .get_results($conn)?;
+        let requeued: Vec<i64> = diesel::update($held)
             .set((
                 runs::status.eq(RunStatus::Queued),
                 runs::machine_id.eq(None::<i64>),
                 runs::started_at.eq(None::<NaiveDateTime>),
             ))
-            .execute($conn)?;
-        Released { requeued, failed }
+            .returning(runs::id)
+            .get_results($conn)?;
+        for (ids, outcome) in [(&failed, AttemptOutcome::LeaseLost), (&requeued, AttemptOutcome::Lost)] {
+            if !ids.is_empty() {
+                diesel::update(
+                    run_attempts::table
+                        .filter(run_attempts::run_id.eq_any(ids))
+                        .filter(run_attempts::ended_at.is_null()),
+                )
+                .set((
+                    run_attempts::ended_at.eq($now),
+                    run_attempts::outcome.eq(outcome),
+                ))
+                .execute($conn)?;
+            }
+        }
+        Released {
+            requeued: requeued.len(),
+            failed: failed.len(),
+        }
     }};
 }
 
@@ -151,18 +153,32 @@ pub fn release_lost(
         .distinct()
         .load(conn)?;
     // Machines still marked busy with a run that was cancelled, by a machine that then went quiet.
-    let stale: Vec<i64> = machines::table
+    let stale: Vec<(i64, Option<i64>)> = machines::table
         .filter(machines::current_run_id.is_not_null())
         .filter(
             machines::removed_at
                 .is_not_null()
                 .or(machines::last_seen_at.le(cutoff)),
         )
-        .select(machines::id)
+        .select((machines::id, machines::current_run_id))
         .load(conn)?;
     for (machine_id, organization_id) in lost {
         // One machine's failure must not keep the others' runs (or the news of them) waiting.
         let released = match crate::db::write_transaction(conn, |conn| {
+            // Read again inside the transaction: the machine may have come back since.
+            let still_lost: i64 = machines::table
+                .find(machine_id)
+                .filter(
+                    machines::removed_at
+                        .is_not_null()
+                        .or(machines::last_seen_at.le(cutoff))
+                        .or(machines::last_seen_at.is_null()),
+                )
+                .count()
+                .get_result(conn)?;
+            if still_lost == 0 {
+                return Ok(Released::default());
+            }
             release_machine(conn, machine_id, now)
         }) {
             Ok(released) => released,
@@ -181,10 +197,20 @@ pub fn release_lost(
         }
         released.announce(organization_id, changes);
     }
-    for machine_id in stale {
-        diesel::update(machines::table.find(machine_id))
-            .set(machines::current_run_id.eq(None::<i64>))
-            .execute(conn)?;
+    for (machine_id, run_id) in stale {
+        // Only if it still holds that run and is still out of contact: it may have come back.
+        diesel::update(
+            machines::table
+                .find(machine_id)
+                .filter(machines::current_run_id.eq(run_id))
+                .filter(
+                    machines::removed_at
+                        .is_not_null()
+                        .or(machines::last_seen_at.le(cutoff)),
+                ),
+        )
+        .set(machines::current_run_id.eq(None::<i64>))
+        .execute(conn)?;
     }
     Ok(())
 }
