@@ -343,18 +343,14 @@ pub fn touch(
     }))
 }
 
+/// A live machine of the organization (not removed).
 pub fn find(
     conn: &mut DbConnection,
     organization_id: i64,
     machine_id: i64,
 ) -> QueryResult<Option<Machine>> {
-    machines::table
-        .filter(machines::id.eq(machine_id))
-        .filter(machines::organization_id.eq(organization_id))
-        .filter(machines::removed_at.is_null())
-        .select(Machine::as_select())
-        .first(conn)
-        .optional()
+    Ok(find_including_removed(conn, organization_id, machine_id)?
+        .filter(|machine| machine.removed_at.is_none()))
 }
 
 /// A machine of the organization even if it was removed (its page and its history keep its name).

@@ -96,8 +96,8 @@ impl Dispatcher {
     }
 
     /// The one way to change runs: `work` runs on a pooled connection and notes in [`Changes`] what it
-    /// changed, each after the transaction that made it has committed. Then the other replicas are told
-    /// through PostgreSQL, this server's waiters are woken, in that order, and finished runs counted;
+    /// changed, each after the transaction that made it has committed. Then this server's waiters are
+    /// woken and finished runs counted, and the other replicas are told through PostgreSQL;
     /// also when `work` fails after some of its changes committed, and even if the caller has gone.
     pub async fn run<T, E, F>(&self, pool: &Pool, work: F) -> Result<T, E>
     where
@@ -109,12 +109,13 @@ impl Dispatcher {
         pool.run(move |conn| {
             let mut changes = Changes::default();
             let outcome = work(conn, &mut changes);
-            // What is noted is stored: failing to tell other replicas must not fail the request
-            // (their waiters recheck on their own), so it is only logged.
+            // What is noted is stored. This server's waiters first (no round trip), then the other
+            // replicas; failing to tell those must not fail the request (their waiters recheck on
+            // their own), so it is only logged.
+            shared.announce(&changes);
             if let Err(error) = publish(conn, &changes) {
                 tracing::warn!(%error, "could not tell other replicas about changed runs");
             }
-            shared.announce(&changes);
             outcome
         })
         .await

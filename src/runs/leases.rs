@@ -215,19 +215,18 @@ pub fn release_lost(
     Ok(())
 }
 
-/// A claim means the driver holds nothing: whatever the machine still held goes back to the queue
-/// (or fails, after its last attempt) before it is handed another run.
+/// A claim means the driver holds nothing: whatever the machine still held (the claim handler asks
+/// only when it holds a run) goes back to the queue, or fails after its last attempt, before it is
+/// handed another run.
 pub fn release_before_claim(
     conn: &mut DbConnection,
     machine: &Machine,
     now: NaiveDateTime,
     changes: &mut Changes,
 ) -> QueryResult<()> {
-    if machine.current_run_id.is_some() {
-        let released =
-            crate::db::write_transaction(conn, |conn| release_machine(conn, machine.id, now))?;
-        released.announce(machine.organization_id, changes);
-    }
+    let released =
+        crate::db::write_transaction(conn, |conn| release_machine(conn, machine.id, now))?;
+    released.announce(machine.organization_id, changes);
     Ok(())
 }
 

@@ -117,17 +117,45 @@ pub fn enqueue(
     api_key_id: i64,
     new: &NewRun,
 ) -> QueryResult<Run> {
+    insert(
+        conn,
+        QueuedRun {
+            organization_id,
+            api_key_id: Some(api_key_id),
+            endpoint: &new.endpoint,
+            parameters: new.parameters.to_string(),
+            requires: serde_json::to_string(&new.requires).expect("strings serialize"),
+            priority: new.priority,
+            retried_from_run_id: None,
+        },
+    )
+}
+
+/// A new queued run, as stored.
+struct QueuedRun<'a> {
+    organization_id: i64,
+    api_key_id: Option<i64>,
+    endpoint: &'a str,
+    parameters: String,
+    requires: String,
+    priority: i32,
+    retried_from_run_id: Option<i64>,
+}
+
+/// Stores a new queued run with a fresh public id.
+fn insert(conn: &mut DbConnection, run: QueuedRun) -> QueryResult<Run> {
     diesel::insert_into(runs::table)
         .values((
             runs::public_id.eq(format!("run_{}", crate::secret::random_base62(24))),
-            runs::organization_id.eq(organization_id),
-            runs::api_key_id.eq(api_key_id),
-            runs::endpoint.eq(&new.endpoint),
-            runs::parameters.eq(new.parameters.to_string()),
-            runs::requires.eq(serde_json::to_string(&new.requires).expect("strings serialize")),
-            runs::priority.eq(new.priority),
+            runs::organization_id.eq(run.organization_id),
+            runs::api_key_id.eq(run.api_key_id),
+            runs::endpoint.eq(run.endpoint),
+            runs::parameters.eq(run.parameters),
+            runs::requires.eq(run.requires),
+            runs::priority.eq(run.priority),
             runs::status.eq(RunStatus::Queued),
             runs::created_at.eq(chrono::Utc::now().naive_utc()),
+            runs::retried_from_run_id.eq(run.retried_from_run_id),
         ))
         .returning(runs::all_columns)
         .get_result::<Run>(conn)
@@ -238,21 +266,18 @@ pub fn retry(
         if !old.status.can_retry() {
             return Err(RunError::NotRetryable);
         }
-        let new = diesel::insert_into(runs::table)
-            .values((
-                runs::public_id.eq(format!("run_{}", crate::secret::random_base62(24))),
-                runs::organization_id.eq(organization_id),
-                runs::api_key_id.eq(old.api_key_id),
-                runs::endpoint.eq(&old.endpoint),
-                runs::parameters.eq(&old.parameters),
-                runs::requires.eq(&old.requires),
-                runs::priority.eq(old.priority),
-                runs::status.eq(RunStatus::Queued),
-                runs::created_at.eq(chrono::Utc::now().naive_utc()),
-                runs::retried_from_run_id.eq(old.id),
-            ))
-            .returning(runs::all_columns)
-            .get_result::<Run>(conn)?;
+        let new = insert(
+            conn,
+            QueuedRun {
+                organization_id,
+                api_key_id: old.api_key_id,
+                endpoint: &old.endpoint,
+                parameters: old.parameters.clone(),
+                requires: old.requires.clone(),
+                priority: old.priority,
+                retried_from_run_id: Some(old.id),
+            },
+        )?;
         crate::audit::record(
             conn,
             actor.event(

@@ -100,12 +100,6 @@ fn rfc3339_or_null<S: Serializer>(
     }
 }
 
-/// The OpenAPI 3.1 document of both APIs, as `GET /api/openapi.json` serves it.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    use utoipa::OpenApi;
-    crate::api::ApiDoc::openapi()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

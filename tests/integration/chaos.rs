@@ -14,8 +14,8 @@ use granite::status::RunStatus;
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::driver::{Workspace, enroll, free_port, granite};
-use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, Backend, TestDb};
+use crate::driver::{Workspace, enroll, free_port, granite, serve_with};
+use crate::helpers::{ADMIN_EMAIL, Backend, TestDb};
 
 both_backends!(drivers_and_a_server_killed_at_random_lose_no_run);
 
@@ -24,31 +24,14 @@ const RUNS: usize = 1000;
 
 /// `granite serve` as its own process, quick to notice quiet machines.
 fn serve(db: &TestDb, port: u16) -> Child {
-    let child = granite()
-        .arg("serve")
-        .env("GRANITE_DATABASE_URL", &db.url_text)
-        .env("GRANITE_BIND", format!("127.0.0.1:{port}"))
-        .env("GRANITE_ADMIN_EMAIL", ADMIN_EMAIL)
-        .env("GRANITE_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .env("GRANITE_HEARTBEAT_SECS", "1")
-        .env("GRANITE_OFFLINE_AFTER_SECS", "4")
-        .env("GRANITE_DB_POOL_SIZE", "8")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while agent()
-        .get(format!("http://127.0.0.1:{port}/healthz"))
-        .call()
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
-        != 200
-    {
-        assert!(Instant::now() < deadline, "granite serve did not come up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child
+    serve_with(
+        db,
+        port,
+        &[
+            ("GRANITE_OFFLINE_AFTER_SECS", "4"),
+            ("GRANITE_DB_POOL_SIZE", "8"),
+        ],
+    )
 }
 
 fn agent() -> ureq::Agent {

@@ -282,6 +282,11 @@ pub(crate) fn free_port() -> u16 {
 
 /// `granite serve` as its own process, so it can be killed outright.
 fn serve(db: &TestDb, port: u16) -> Child {
+    serve_with(db, port, &[])
+}
+
+/// The same, with more settings in its environment; returns once `/healthz` answers.
+pub(crate) fn serve_with(db: &TestDb, port: u16, settings: &[(&str, &str)]) -> Child {
     let child = granite()
         .arg("serve")
         .env("GRANITE_DATABASE_URL", &db.url_text)
@@ -289,6 +294,7 @@ fn serve(db: &TestDb, port: u16) -> Child {
         .env("GRANITE_ADMIN_EMAIL", ADMIN_EMAIL)
         .env("GRANITE_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("GRANITE_HEARTBEAT_SECS", "1")
+        .envs(settings.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -297,7 +303,7 @@ fn serve(db: &TestDb, port: u16) -> Child {
         .http_status_as_error(false)
         .build()
         .into();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while agent
         .get(format!("http://127.0.0.1:{port}/healthz"))
         .call()

@@ -261,6 +261,13 @@ impl TestApp {
         )
     }
 
+    /// `GET /api/agent-runs/{id}` with an API key: the run object.
+    pub fn run_of(&self, key: &str, id: &str) -> Value {
+        self.api(Some(key))
+            .get(&format!("/api/agent-runs/{id}"))
+            .json()
+    }
+
     pub fn heartbeat(&self, credential: &str) -> Reply {
         self.post_json(
             "/api/v1/driver/heartbeat",
@@ -399,6 +406,14 @@ impl Reply {
 
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// The `runId` of a reply that started a run.
+    pub fn run_id(&self) -> String {
+        self.json()["runId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no runId: {}", self.body))
+            .to_owned()
     }
 
     /// The value of the hidden `csrf_token` field of the page.

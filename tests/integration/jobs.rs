@@ -1,7 +1,7 @@
 //! Jobs in the dashboard: each run's page with every attempt and its machine's name (removed machines
 //! included), and Cancel and Retry for admins, audited.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use granite::users::Role;
 
@@ -12,19 +12,6 @@ both_backends!(
     a_run_page_shows_every_attempt_with_machine_names,
     admins_cancel_and_retry_runs_from_the_dashboard,
 );
-
-fn run_id(reply: &crate::helpers::Reply) -> String {
-    reply.json()["runId"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no runId: {}", reply.body))
-        .to_owned()
-}
-
-fn run_of(app: &TestApp, key: &str, id: &str) -> Value {
-    app.api(Some(key))
-        .get(&format!("/api/agent-runs/{id}"))
-        .json()
-}
 
 fn a_run_page_shows_every_attempt_with_machine_names(backend: Backend) {
     let db = TestDb::new(backend);
@@ -37,18 +24,22 @@ fn a_run_page_shows_every_attempt_with_machine_names(backend: Backend) {
     let (_, second) = app.enroll(&second_token, "win-08");
 
     // win-07 finishes one run, takes another and gives it back; win-08 finishes that one.
-    let earlier = run_id(&app.start_run(&key, "default/earlier", &json!({ "n": 1 })));
+    let earlier = app
+        .start_run(&key, "default/earlier", &json!({ "n": 1 }))
+        .run_id();
     assert_eq!(app.claim(&first, 0).json()["runId"], earlier.as_str());
     app.complete(
         &first,
         &earlier,
         &json!({ "status": "completed", "result": {"rows": 3} }),
     );
-    let id = run_id(&app.start_run(
-        &key,
-        "default/invoice-sync?priority=4&requires=linux",
-        &json!({ "invoice": 42 }),
-    ));
+    let id = app
+        .start_run(
+            &key,
+            "default/invoice-sync?priority=4&requires=linux",
+            &json!({ "invoice": 42 }),
+        )
+        .run_id();
     assert_eq!(app.claim(&first, 0).json()["runId"], id.as_str());
     let released = app.post_json(
         &format!("/api/v1/driver/jobs/{id}/release"),
@@ -125,7 +116,9 @@ fn admins_cancel_and_retry_runs_from_the_dashboard(backend: Backend) {
     let mut viewer = app.signed_in("viewer@example.com", "viewer password 1");
 
     // Cancel a running run: its machine hears of it.
-    let running = run_id(&app.start_run(&key, "default/long-job", &json!({ "x": 1 })));
+    let running = app
+        .start_run(&key, "default/long-job", &json!({ "x": 1 }))
+        .run_id();
     assert_eq!(app.claim(&credential, 0).json()["runId"], running.as_str());
     assert_eq!(
         viewer
@@ -148,7 +141,7 @@ fn admins_cancel_and_retry_runs_from_the_dashboard(backend: Backend) {
         cancelled.header("hx-redirect"),
         Some(format!("/api-management/jobs/{running}").as_str())
     );
-    assert_eq!(run_of(&app, &key, &running)["status"], "cancelled");
+    assert_eq!(app.run_of(&key, &running)["status"], "cancelled");
     let heard = app.post_json(
         "/api/v1/driver/heartbeat",
         &json!({ "status": "busy", "current_run_id": running }),
@@ -175,7 +168,7 @@ fn admins_cancel_and_retry_runs_from_the_dashboard(backend: Backend) {
     let new_page = retried.header("hx-redirect").unwrap().to_owned();
     let new_id = new_page.rsplit('/').next().unwrap().to_owned();
     assert_ne!(new_id, running);
-    let new_run = run_of(&app, &key, &new_id);
+    let new_run = app.run_of(&key, &new_id);
     assert_eq!(new_run["status"], "queued");
     assert_eq!(new_run["endpoint"], "long-job");
     assert_eq!(new_run["parameters"], json!({ "x": 1 }));

@@ -27,12 +27,6 @@ fn beat(app: &TestApp, credential: &str, running: Option<&str>) -> Value {
     reply.json()
 }
 
-fn run_of(app: &TestApp, key: &str, id: &str) -> Value {
-    app.api(Some(key))
-        .get(&format!("/api/agent-runs/{id}"))
-        .json()
-}
-
 /// Past the grace that covers a claim's answer still on its way to the driver.
 fn after_the_handover_grace() {
     std::thread::sleep(Duration::from_millis(3_200));
@@ -60,13 +54,13 @@ fn a_run_its_machine_no_longer_reports_goes_back_at_once(backend: Backend) {
     assert_eq!(app.claim(&credential, 0).json()["runId"], id.as_str());
     assert_eq!(beat(&app, &credential, None)["cancel"], json!([]));
     assert_eq!(
-        run_of(&app, &key, &id)["status"],
+        app.run_of(&key, &id)["status"],
         "running",
         "a run handed out a moment ago is not taken back yet"
     );
     after_the_handover_grace();
     assert_eq!(beat(&app, &credential, None)["cancel"], json!([]));
-    let run = run_of(&app, &key, &id);
+    let run = app.run_of(&key, &id);
     assert_eq!(run["status"], "queued", "back in the queue at once: {run}");
     assert_eq!(run["machineId"], Value::Null);
     assert_eq!(
@@ -102,7 +96,7 @@ fn a_driver_is_told_to_stop_a_run_that_is_no_longer_its_own(backend: Backend) {
     // vm-a comes back saying it runs the run: it is vm-b's now, so vm-a must stop.
     assert_eq!(beat(&app, &first, Some(&id))["cancel"], json!([id]));
     assert_eq!(beat(&app, &second, Some(&id))["cancel"], json!([]));
-    assert_eq!(run_of(&app, &key, &id)["status"], "running");
+    assert_eq!(app.run_of(&key, &id)["status"], "running");
     // A run nobody knows is stopped too.
     let unknown = "run_000000000000000000000000";
     assert_eq!(
@@ -110,7 +104,7 @@ fn a_driver_is_told_to_stop_a_run_that_is_no_longer_its_own(backend: Backend) {
         json!([unknown])
     );
     // vm-b took its run a moment ago, so a heartbeat naming another run does not take it back yet.
-    let run = run_of(&app, &key, &id);
+    let run = app.run_of(&key, &id);
     assert_eq!(
         run["status"], "running",
         "within the grace it is kept: {run}"
@@ -169,7 +163,7 @@ fn a_paused_machine_finishes_its_run_and_takes_no_new_one(backend: Backend) {
     let done = app.complete(&credential, &first, &json!({ "status": "completed" }));
     assert_eq!(done.json()["status"], "completed");
     assert_eq!(app.claim(&credential, 0).status, 204, "paused: no new run");
-    assert_eq!(run_of(&app, &key, &second)["status"], "queued");
+    assert_eq!(app.run_of(&key, &second)["status"], "queued");
 
     // A claim waiting while paused is answered the moment the machine is resumed.
     let waiting = {

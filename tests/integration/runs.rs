@@ -59,13 +59,6 @@ fn machine(setup: &mut Setup, name: &str, capabilities: &[&str]) -> (i64, String
     )
 }
 
-fn run_id(reply: &crate::helpers::Reply) -> String {
-    reply.json()["runId"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no runId: {}", reply.body))
-        .to_owned()
-}
-
 fn runs_are_queued_read_and_cancelled_with_contract_answers(backend: Backend) {
     let db = TestDb::new(backend);
     let s = setup(&db, 30);
@@ -78,7 +71,7 @@ fn runs_are_queued_read_and_cancelled_with_contract_answers(backend: Backend) {
     let body = started.json();
     assert_eq!(body["status"], "queued");
     assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
-    let id = run_id(&started);
+    let id = started.run_id();
     assert!(id.starts_with("run_"));
 
     let run = s
@@ -234,7 +227,7 @@ fn claims_follow_priority_age_and_capabilities(backend: Backend) {
     let db = TestDb::new(backend);
     let mut s = setup(&db, 30);
     let (linux_id, linux) = machine(&mut s, "linux-1", &["linux", "chrome"]);
-    let start = |path: &str| run_id(&s.app.start_run(&s.key, path, &json!({})));
+    let start = |path: &str| s.app.start_run(&s.key, path, &json!({})).run_id();
     let low = start("default/low");
     let windows = start("default/win-only?priority=9&requires=windows");
     let high_old = start("default/high-old?priority=5");
@@ -358,7 +351,10 @@ fn a_long_polling_driver_gets_a_new_run_at_once(backend: Backend) {
     };
     std::thread::sleep(Duration::from_millis(500));
     let queued_at = Instant::now();
-    let id = run_id(&s.app.start_run(&s.key, "default/urgent", &json!({})));
+    let id = s
+        .app
+        .start_run(&s.key, "default/urgent", &json!({}))
+        .run_id();
     let (reply, received_at) = waiting.join().unwrap();
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["runId"], id.as_str());
@@ -417,7 +413,10 @@ fn cancelling_a_running_run_tells_its_driver(backend: Backend) {
     let db = TestDb::new(backend);
     let mut s = setup(&db, 30);
     let (machine_id, credential) = machine(&mut s, "worker", &[]);
-    let id = run_id(&s.app.start_run(&s.key, "default/long-job", &json!({})));
+    let id = s
+        .app
+        .start_run(&s.key, "default/long-job", &json!({}))
+        .run_id();
     assert_eq!(s.app.claim(&credential, 0).json()["runId"], id.as_str());
     let cancelled = s.app.post_json_with(
         &format!("/api/agent-runs/{id}/cancel"),
@@ -471,7 +470,7 @@ fn exactly_once(apps: &[Arc<TestApp>], key: &str, credentials: &[String], total:
                             &json!({ "i": i }),
                         );
                         assert_eq!(reply.status, 202, "{}", reply.body);
-                        run_id(&reply)
+                        reply.run_id()
                     })
                     .collect::<Vec<_>>()
             })
@@ -569,7 +568,10 @@ fn two_replicas_on_one_postgres_hand_out_each_run_once() {
     };
     std::thread::sleep(Duration::from_millis(500));
     let queued_at = Instant::now();
-    let id = run_id(&s.app.start_run(&s.key, "default/cross-replica", &json!({})));
+    let id = s
+        .app
+        .start_run(&s.key, "default/cross-replica", &json!({}))
+        .run_id();
     let (reply, received_at) = waiting.join().unwrap();
     assert_eq!(reply.json()["runId"], id.as_str());
     assert!(
@@ -584,7 +586,10 @@ fn a_quiet_machine_loses_its_run_to_another(backend: Backend) {
     let mut s = setup(&db, 1);
     let (quiet_id, quiet) = machine(&mut s, "quiet", &[]);
     let (_, steady) = machine(&mut s, "steady", &[]);
-    let id = run_id(&s.app.start_run(&s.key, "default/fragile", &json!({})));
+    let id = s
+        .app
+        .start_run(&s.key, "default/fragile", &json!({}))
+        .run_id();
     assert_eq!(s.app.claim(&quiet, 0).json()["runId"], id.as_str());
     // The quiet machine stops talking; the steady one keeps heartbeating and asks for work.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -631,7 +636,10 @@ fn a_quiet_machine_loses_its_run_to_another(backend: Backend) {
     assert_eq!(current, None, "the quiet machine holds nothing");
 
     // After its third lost lease, a run fails with a clear error.
-    let doomed = run_id(&s.app.start_run(&s.key, "default/doomed", &json!({})));
+    let doomed = s
+        .app
+        .start_run(&s.key, "default/doomed", &json!({}))
+        .run_id();
     diesel::update(runs::table.filter(runs::public_id.eq(&doomed)))
         .set(runs::attempts.eq(2))
         .execute(&mut *s.app.pool.get().unwrap())
@@ -675,10 +683,10 @@ fn organizations_never_see_each_others_runs(backend: Backend) {
         .json();
     let rival_credential = rival_machine["credential"].as_str().unwrap().to_owned();
 
-    let ours = run_id(
-        &s.app
-            .start_run(&s.key, "default/secret-work", &json!({ "salary": 1 })),
-    );
+    let ours = s
+        .app
+        .start_run(&s.key, "default/secret-work", &json!({ "salary": 1 }))
+        .run_id();
     assert_eq!(
         s.app
             .api(Some(&rival_key))
@@ -713,10 +721,10 @@ fn organizations_never_see_each_others_runs(backend: Backend) {
             .json()["status"],
         "queued"
     );
-    let theirs = run_id(
-        &s.app
-            .start_run(&rival_key, "rival-corp/their-work", &json!({})),
-    );
+    let theirs = s
+        .app
+        .start_run(&rival_key, "rival-corp/their-work", &json!({}))
+        .run_id();
     assert_eq!(
         s.app.claim(&rival_credential, 0).json()["runId"],
         theirs.as_str()
@@ -783,7 +791,10 @@ fn queue_numbers_and_metrics_follow_the_work(backend: Backend) {
     );
 
     // A queued run cancelled counts as finished too.
-    let gpu_run = run_id(&s.app.start_run(&s.key, "default/cancel-me", &json!({})));
+    let gpu_run = s
+        .app
+        .start_run(&s.key, "default/cancel-me", &json!({}))
+        .run_id();
     let cancelled = s.app.post_json_with(
         &format!("/api/agent-runs/{gpu_run}/cancel"),
         &json!({}),
