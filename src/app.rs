@@ -2,6 +2,7 @@
 //! [`Application::build`], so what is tested is what runs.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
@@ -10,12 +11,16 @@ use actix_web::{App, HttpServer};
 use secrecy::ExposeSecret;
 
 use crate::api;
+use crate::api_keys::cache::VerifiedKeys;
 use crate::api_keys::usage::{FLUSH_EVERY, UsageRecorder};
 use crate::config::Settings;
 use crate::db::{DatabaseUrl, DbError, Pool};
+use crate::machines::contacts::{self, Contacts};
 use crate::metrics::Metrics;
 use crate::ops;
-use crate::runs::dispatch::{self, Dispatcher};
+use crate::replicas::{self, Subscriber};
+use crate::runs::dispatch::Dispatcher;
+use crate::runs::intake::Intake;
 use crate::runs::leases;
 use crate::setup::{self, ConfiguredAdmin, FirstStart};
 use crate::users::Email;
@@ -29,6 +34,7 @@ pub struct Application {
     pool: Pool,
     setup_url: Option<String>,
     usage: actix_web::web::Data<UsageRecorder>,
+    contacts: actix_web::web::Data<Contacts>,
 }
 
 impl Application {
@@ -63,24 +69,39 @@ impl Application {
 
         let usage = actix_web::web::Data::new(UsageRecorder::default());
         spawn_usage_flusher(pool.clone(), usage.clone());
+        let contacts = actix_web::web::Data::new(Contacts::default());
+        spawn_contact_flusher(pool.clone(), contacts.clone());
         let metrics = actix_web::web::Data::new(Metrics::default());
         let dispatcher = actix_web::web::Data::new(Dispatcher::new(metrics.clone().into_inner()));
+        let replicated = matches!(settings.database.database_url, DatabaseUrl::Postgres(_));
+        let keys = actix_web::web::Data::new(VerifiedKeys::new(replicated));
         if let DatabaseUrl::Postgres(url) = &settings.database.database_url {
-            dispatch::spawn_postgres_listener(
+            let dispatcher: Arc<dyn Subscriber> = dispatcher.clone().into_inner();
+            let keys: Arc<dyn Subscriber> = keys.clone().into_inner();
+            replicas::spawn_listener(
                 url.clone(),
-                std::sync::Arc::downgrade(&dispatcher.clone().into_inner()),
+                vec![Arc::downgrade(&dispatcher), Arc::downgrade(&keys)],
             );
         }
         spawn_lease_keeper(pool.clone(), dispatcher.clone(), settings.offline_after());
 
+        let intake = actix_web::web::Data::new(Intake::start(
+            pool.clone(),
+            dispatcher.clone().into_inner(),
+        ));
+
         let settings = actix_web::web::Data::new(settings);
         let data_pool = actix_web::web::Data::new(pool.clone());
         let data_usage = usage.clone();
+        let data_contacts = contacts.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(settings.clone())
                 .app_data(data_pool.clone())
                 .app_data(data_usage.clone())
+                .app_data(keys.clone())
+                .app_data(data_contacts.clone())
+                .app_data(intake.clone())
                 .app_data(dispatcher.clone())
                 .app_data(metrics.clone())
                 .configure(api::routes)
@@ -103,6 +124,7 @@ impl Application {
             pool,
             setup_url,
             usage,
+            contacts,
         })
     }
 
@@ -127,13 +149,17 @@ impl Application {
     /// Serves until SIGTERM or Ctrl-C, then finishes the requests in flight (up to 30 s) and returns.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await?;
-        // What the last seconds tallied is written before the process ends.
-        let (pool, usage) = (self.pool, self.usage);
-        let flushed =
-            actix_web::web::block(move || usage.flush(&mut *pool.get()?).map_err(DbError::from))
-                .await;
+        // What the last seconds tallied and heard is written before the process ends.
+        let (pool, usage, contacts) = (self.pool, self.usage, self.contacts);
+        let flushed = actix_web::web::block(move || {
+            let mut conn = pool.get()?;
+            let usage = usage.flush(&mut conn);
+            contacts.flush(&mut conn)?;
+            usage.map_err(DbError::from)
+        })
+        .await;
         if let Ok(Err(error)) = flushed {
-            tracing::error!(%error, "could not write the last API key usage");
+            tracing::error!(%error, "could not write the last API key usage and machine contacts");
         }
         tracing::info!("stopped");
         Ok(())
@@ -172,6 +198,24 @@ fn spawn_lease_keeper(
 }
 
 /// Writes the API key usage tallied in memory every few seconds.
+/// Writes the machine contacts each second (see [`Contacts`]).
+fn spawn_contact_flusher(pool: Pool, contacts: actix_web::web::Data<Contacts>) {
+    actix_web::rt::spawn(async move {
+        let mut every = actix_web::rt::time::interval(contacts::FLUSH_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let contacts = contacts.clone();
+            let flushed = pool
+                .run(move |conn| contacts.flush(conn).map_err(DbError::from))
+                .await;
+            if let Err(error) = flushed {
+                tracing::warn!(%error, "could not write machine contacts; keeping them for the next try");
+            }
+        }
+    });
+}
+
 fn spawn_usage_flusher(pool: Pool, usage: actix_web::web::Data<UsageRecorder>) {
     actix_web::rt::spawn(async move {
         let mut every = actix_web::rt::time::interval(FLUSH_EVERY);

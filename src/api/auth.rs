@@ -1,5 +1,6 @@
 //! `X-Granite-API-Key` authentication for every public route: checksum first (no database work for a
-//! malformed key), then one indexed lookup by hash. Usage is tallied in memory, never written per call.
+//! malformed key), then the key remembered by its hash ([`VerifiedKeys`]), else one indexed lookup.
+//! Usage is tallied in memory, never written per call.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,6 +10,7 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
 
 use super::error::ApiError;
+use crate::api_keys::cache::VerifiedKeys;
 use crate::api_keys::usage::UsageRecorder;
 use crate::api_keys::{self, AuthenticatedKey, Rejection};
 use crate::db::Pool;
@@ -28,14 +30,20 @@ impl FromRequest for ApiCaller {
             .headers()
             .get(HEADER)
             .map(|v| v.to_str().map(str::to_owned));
-        let pool = req
-            .app_data::<web::Data<Pool>>()
-            .expect("Pool registered")
-            .clone();
-        let usage = req
-            .app_data::<web::Data<UsageRecorder>>()
-            .expect("UsageRecorder registered")
-            .clone();
+        let data = |req: &HttpRequest| {
+            (
+                req.app_data::<web::Data<Pool>>()
+                    .expect("Pool registered")
+                    .clone(),
+                req.app_data::<web::Data<VerifiedKeys>>()
+                    .expect("VerifiedKeys registered")
+                    .clone(),
+                req.app_data::<web::Data<UsageRecorder>>()
+                    .expect("UsageRecorder registered")
+                    .clone(),
+            )
+        };
+        let (pool, keys, usage) = data(req);
         let ip = req.peer_addr().map(|a| a.ip().to_string());
         let user_agent = req
             .headers()
@@ -51,21 +59,33 @@ impl FromRequest for ApiCaller {
             let secret = Secret::parse(SecretKind::ApiKey, text.trim())
                 .map_err(|_| ApiError::MalformedApiKey)?;
             let hash = secret.hash();
-            let now = chrono::Utc::now().naive_utc();
-            let found = pool
-                .run(move |conn| api_keys::authenticate(conn, &hash, now).map_err(ApiError::from))
-                .await?;
-            match found {
-                Ok(authenticated) => {
-                    usage.record_success(authenticated.key.id, now, ip, user_agent.as_deref());
-                    Ok(Self(authenticated))
-                }
-                Err((rejection, key_id)) => {
-                    if let Some(key_id) = key_id {
-                        usage.record_rejected(key_id, now);
+            let found = match keys.get(&hash) {
+                Some(key) => Some(key),
+                None => {
+                    let ticket = keys.ticket();
+                    let found = {
+                        let hash = hash.clone();
+                        pool.run(move |conn| api_keys::lookup(conn, &hash).map_err(ApiError::from))
+                            .await?
+                    };
+                    if let Some(key) = &found {
+                        keys.remember(ticket, hash, key.clone());
                     }
+                    found
+                }
+            };
+            let now = chrono::Utc::now().naive_utc();
+            let Some(key) = found else {
+                return Err(ApiError::InvalidApiKey);
+            };
+            match key.check(now) {
+                Ok(()) => {
+                    usage.record_success(key.key.id, now, ip, user_agent.as_deref());
+                    Ok(Self(key))
+                }
+                Err(rejection) => {
+                    usage.record_rejected(key.key.id, now);
                     Err(match rejection {
-                        Rejection::Unknown => ApiError::InvalidApiKey,
                         Rejection::Revoked => ApiError::RevokedApiKey,
                         Rejection::Expired => ApiError::ExpiredApiKey,
                     })

@@ -13,7 +13,10 @@ use super::error::ApiError;
 use crate::config::Settings;
 use crate::db::Pool;
 use crate::enrollment::{self, EnrollError};
-use crate::machines::{self, CredentialRejection, DriverAnnouncement, Machine, MachineProfile};
+use crate::machines::contacts::Contacts;
+use crate::machines::{
+    self, CredentialRejection, DriverAnnouncement, Machine, MachineProfile, Presence,
+};
 use crate::metrics::Metrics;
 use crate::runs::dispatch::{Dispatcher, Signal};
 use crate::runs::{self, Outcome, leases};
@@ -48,6 +51,19 @@ impl FromRequest for Credential {
 }
 
 impl Credential {
+    /// Authenticates the machine by one read, writing nothing (a heartbeat's steady state).
+    pub async fn presence(&self, pool: &Pool) -> Result<Presence, ApiError> {
+        let hash = self.0.hash();
+        let found = pool
+            .run(move |conn| machines::presence(conn, &hash).map_err(ApiError::from))
+            .await?;
+        match found {
+            None => Err(ApiError::InvalidCredential),
+            Some(presence) if presence.machine.removed_at.is_some() => Err(ApiError::MachineRemoved),
+            Some(presence) => Ok(presence),
+        }
+    }
+
     /// Authenticates the machine and records the contact (and a reported status) in one statement.
     pub async fn touch(
         &self,
@@ -136,9 +152,17 @@ pub async fn heartbeat(
     pool: web::Data<Pool>,
     settings: web::Data<Settings>,
     dispatcher: web::Data<Dispatcher>,
+    contacts: web::Data<Contacts>,
     Json(body): Json<HeartbeatRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let now = chrono::Utc::now().naive_utc();
+    let reply = |cancel, paused| {
+        HttpResponse::Ok().json(HeartbeatResponse {
+            heartbeat_interval_seconds: settings.heartbeat_secs,
+            cancel,
+            paused,
+        })
+    };
     let announced = DriverAnnouncement::parse(
         body.capabilities.as_deref(),
         body.os_version.as_deref(),
@@ -147,9 +171,22 @@ pub async fn heartbeat(
         now,
     )
     .map_err(|(field, message)| ApiError::invalid_field(field, message))?;
+    let reported = body.current_run_id;
+    // The steady state: one read, and the contact joins the next batch.
+    if announced.is_empty() {
+        let presence = credential.presence(&pool).await?;
+        if presence.unchanged_by(
+            body.status,
+            reported.as_deref(),
+            now,
+            settings.offline_after(),
+        ) {
+            contacts.record(presence.machine.id, now);
+            return Ok(reply(Vec::new(), presence.machine.paused_at.is_some()));
+        }
+    }
     let machine = credential.touch(&pool, Some(body.status)).await?;
     let paused = machine.paused_at.is_some();
-    let reported = body.current_run_id;
     let cancel = if announced.is_empty() && machine.current_run_id.is_none() && reported.is_none() {
         Vec::new()
     } else {
@@ -161,11 +198,7 @@ pub async fn heartbeat(
             })
             .await?
     };
-    Ok(HttpResponse::Ok().json(HeartbeatResponse {
-        heartbeat_interval_seconds: settings.heartbeat_secs,
-        cancel,
-        paused,
-    }))
+    Ok(reply(cancel, paused))
 }
 
 /// Longest a claim may wait for a run.

@@ -10,6 +10,7 @@ use super::body::{parse_query, read_json};
 use super::error::ApiError;
 use crate::db::Pool;
 use crate::machines::parse_capabilities;
+use crate::runs::intake::Intake;
 use crate::runs::dispatch::{Dispatcher, Signal};
 use crate::runs::{self, NewRun};
 use crate::status::RunStatus;
@@ -100,6 +101,7 @@ pub async fn start(
     payload: web::Payload,
     pool: web::Data<Pool>,
     dispatcher: web::Data<Dispatcher>,
+    intake: web::Data<Intake>,
 ) -> Result<HttpResponse, ApiError> {
     let (org, endpoint) = path.into_inner();
     if org != caller.organization.slug {
@@ -116,13 +118,7 @@ pub async fn start(
         priority: options.priority,
     };
     let (organization_id, key_id) = (caller.organization.id, caller.key.id);
-    let run = dispatcher
-        .run(&pool, move |conn, changes| {
-            let run = runs::enqueue(conn, organization_id, key_id, &new)?;
-            changes.queued(organization_id);
-            Ok::<_, ApiError>(run)
-        })
-        .await?;
+    let run = intake.enqueue(organization_id, key_id, new).await?;
     let Some(timeout) = options.wait else {
         return Ok(HttpResponse::Accepted().json(QueuedResponse {
             message: format!("Run of {} queued.", run.endpoint),

@@ -1,6 +1,7 @@
 //! API keys: created once and shown once, listed by hint, revoked or rolled, and checked on every call
 //! to the public API. Only the SHA-256 of a key is stored.
 
+pub mod cache;
 pub mod usage;
 
 use chrono::{Duration, NaiveDateTime};
@@ -139,10 +140,9 @@ impl GracePeriod {
     }
 }
 
-/// Why a well-formed key was refused.
+/// Why a key that exists was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rejection {
-    Unknown,
     Revoked,
     Expired,
 }
@@ -157,11 +157,18 @@ pub enum KeyError {
     Query(#[from] diesel::result::Error),
 }
 
-/// A key that passed [`authenticate`], with its organization.
+/// A presented key as [`lookup`] found it, with its organization. It opens the API only while
+/// [`AuthenticatedKey::check`] passes; the public API's extractor hands handlers only keys that did.
 #[derive(Clone, Debug)]
 pub struct AuthenticatedKey {
     pub key: KeyIdentity,
     pub organization: Organization,
+}
+
+impl AuthenticatedKey {
+    pub fn check(&self, now: NaiveDateTime) -> Result<(), Rejection> {
+        check(self.key.revoked_at, self.key.expires_at, now)
+    }
 }
 
 /// A key as the dashboard lists it, with the email of whoever created it.
@@ -280,6 +287,7 @@ pub fn revoke(
                 api_keys::revoked_by_user_id.eq(actor.user_id),
             ))
             .execute(conn)?;
+        cache::tell_replicas(conn, key.id)?;
         audit::record(
             conn,
             actor.event(
@@ -327,6 +335,7 @@ pub fn roll(
                 api_keys::replaced_by_key_id.eq(new.id),
             ))
             .execute(conn)?;
+        cache::tell_replicas(conn, old.id)?;
         audit::record(conn, actor.event(organization_id, "api_key_rolled", "api_key", old.id, serde_json::json!({
             "name": old.name, "old_hint": old.hint, "new_key_id": new.id, "new_hint": new.hint,
             "grace": grace.as_str(), "old_key_expires_at": expires_at.and_utc().to_rfc3339(),
@@ -335,25 +344,16 @@ pub fn roll(
     })
 }
 
-/// The one indexed lookup behind every public API call: the key with this hash and its organization.
-pub fn authenticate(
-    conn: &mut DbConnection,
-    secret_hash: &str,
-    now: NaiveDateTime,
-) -> QueryResult<Result<AuthenticatedKey, (Rejection, Option<i64>)>> {
-    let found: Option<(KeyIdentity, Organization)> = api_keys::table
+/// The one indexed lookup behind a public API call whose key is not remembered: the key with this
+/// hash and its organization, whatever its state.
+pub fn lookup(conn: &mut DbConnection, secret_hash: &str) -> QueryResult<Option<AuthenticatedKey>> {
+    api_keys::table
         .inner_join(organizations::table)
         .filter(api_keys::secret_hash.eq(secret_hash))
         .select((KeyIdentity::as_select(), Organization::as_select()))
         .first(conn)
-        .optional()?;
-    Ok(match found {
-        None => Err((Rejection::Unknown, None)),
-        Some((key, organization)) => match check(key.revoked_at, key.expires_at, now) {
-            Ok(()) => Ok(AuthenticatedKey { key, organization }),
-            Err(rejection) => Err((rejection, Some(key.id))),
-        },
-    })
+        .optional()
+        .map(|found| found.map(|(key, organization)| AuthenticatedKey { key, organization }))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ pub mod schema;
 pub mod server_settings;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -90,15 +90,55 @@ pub struct ConnectionManager {
     url: DatabaseUrl,
 }
 
+/// A pooled connection and when it was last handed back. Derefs to [`DbConnection`].
+pub struct Pooled {
+    conn: DbConnection,
+    returned_at: Instant,
+}
+
+impl std::ops::Deref for Pooled {
+    type Target = DbConnection;
+    fn deref(&self) -> &DbConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut DbConnection {
+        &mut self.conn
+    }
+}
+
+/// A connection taken from the pool; back to it when dropped. Derefs to [`DbConnection`].
+pub struct Checkout(r2d2::PooledConnection<ConnectionManager>);
+
+impl std::ops::Deref for Checkout {
+    type Target = DbConnection;
+    fn deref(&self) -> &DbConnection {
+        &self.0.conn
+    }
+}
+
+impl std::ops::DerefMut for Checkout {
+    fn deref_mut(&mut self) -> &mut DbConnection {
+        &mut self.0.conn
+    }
+}
+
+/// A connection handed back this recently is not pinged again before its next use: under load the
+/// pool hands out connections without a `SELECT 1` round trip each, while one that sat idle (a
+/// database restart may have closed it) is checked first.
+const TRUSTED_FOR: Duration = Duration::from_secs(1);
+
 impl ManageConnection for ConnectionManager {
-    type Connection = DbConnection;
+    type Connection = Pooled;
     type Error = r2d2::Error;
 
-    fn connect(&self) -> Result<DbConnection, r2d2::Error> {
-        match &self.url {
+    fn connect(&self) -> Result<Pooled, r2d2::Error> {
+        let conn = match &self.url {
             DatabaseUrl::Postgres(url) => diesel::PgConnection::establish(url)
                 .map(DbConnection::Postgres)
-                .map_err(r2d2::Error::ConnectionError),
+                .map_err(r2d2::Error::ConnectionError)?,
             DatabaseUrl::Sqlite(path) => {
                 let mut conn = diesel::SqliteConnection::establish(&path.to_string_lossy())
                     .map_err(r2d2::Error::ConnectionError)?;
@@ -108,18 +148,33 @@ impl ManageConnection for ConnectionManager {
                     "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
                 )
                 .map_err(r2d2::Error::QueryError)?;
-                Ok(DbConnection::Sqlite(conn))
+                DbConnection::Sqlite(conn)
             }
-        }
+        };
+        Ok(Pooled {
+            conn,
+            returned_at: Instant::now(),
+        })
     }
 
-    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
-        conn.batch_execute("SELECT 1")
+    fn is_valid(&self, pooled: &mut Pooled) -> Result<(), r2d2::Error> {
+        if pooled.returned_at.elapsed() < TRUSTED_FOR {
+            return Ok(());
+        }
+        pooled
+            .conn
+            .batch_execute("SELECT 1")
             .map_err(r2d2::Error::QueryError)
     }
 
-    fn has_broken(&self, _conn: &mut DbConnection) -> bool {
-        false
+    /// Called as a connection goes back to the pool: one left inside a broken transaction is dropped.
+    fn has_broken(&self, pooled: &mut Pooled) -> bool {
+        use diesel::r2d2::R2D2Connection;
+        pooled.returned_at = Instant::now();
+        match &mut pooled.conn {
+            DbConnection::Postgres(pg) => pg.is_broken(),
+            DbConnection::Sqlite(sqlite) => sqlite.is_broken(),
+        }
     }
 }
 
@@ -156,8 +211,8 @@ impl Pool {
     }
 
     /// A connection for code that is already off the async executor (CLI commands, start-up).
-    pub fn get(&self) -> Result<r2d2::PooledConnection<ConnectionManager>, DbError> {
-        Ok(self.inner.get()?)
+    pub fn get(&self) -> Result<Checkout, DbError> {
+        Ok(Checkout(self.inner.get()?))
     }
 
     /// Runs blocking database work on actix's thread pool, so request handlers never block a worker.
@@ -170,7 +225,7 @@ impl Pool {
         let pool = self.inner.clone();
         actix_web::web::block(move || {
             let mut conn = pool.get().map_err(DbError::from)?;
-            work(&mut conn)
+            work(&mut conn.conn)
         })
         .await
         .map_err(|_| E::from(DbError::Cancelled))?

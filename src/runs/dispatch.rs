@@ -1,24 +1,22 @@
 //! Dispatch: every change to runs is announced through [`Dispatcher::run`], and every long-poll (a
 //! driver's claim, a caller's `wait=true`) waits through [`Dispatcher::wait_until`]. Waiters sleep on a
 //! `Notify`, holding no thread and no connection.
-//! Within one server the wake-up is immediate; across PostgreSQL replicas it travels by
-//! `NOTIFY granite_runs`, which a listener on every replica turns into the same local wake-up.
+//! Within one server the wake-up is immediate; across PostgreSQL replicas it travels as a
+//! [`Topic::Runs`] message, which every replica turns into the same local wake-up.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use futures_util::future::select;
 use tokio::sync::Notify;
 
 use crate::db::{DbConnection, DbError, Pool};
 use crate::metrics::Metrics;
+use crate::replicas::{self, Subscriber, Topic};
 use crate::status::RunStatus;
-
-const CHANNEL: &str = "granite_runs";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Signal {
@@ -106,19 +104,15 @@ impl Dispatcher {
         E: From<DbError> + Send + 'static,
     {
         let shared = self.shared.clone();
-        pool.run(move |conn| {
-            let mut changes = Changes::default();
-            let outcome = work(conn, &mut changes);
-            // What is noted is stored. This server's waiters first (no round trip), then the other
-            // replicas; failing to tell those must not fail the request (their waiters recheck on
-            // their own), so it is only logged.
-            shared.announce(&changes);
-            if let Err(error) = publish(conn, &changes) {
-                tracing::warn!(%error, "could not tell other replicas about changed runs");
-            }
-            outcome
-        })
-        .await
+        pool.run(move |conn| shared.changing(conn, work)).await
+    }
+
+    /// [`Dispatcher::run`] for work already off the async executor, on a connection it holds.
+    pub fn run_blocking<T, E, F>(&self, conn: &mut DbConnection, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection, &mut Changes) -> Result<T, E>,
+    {
+        self.shared.changing(conn, work)
     }
 
     /// Waits until `check` finds what it looks for (`Some`), or until `deadline` (`None`). `check` runs
@@ -173,6 +167,22 @@ impl Dispatcher {
 }
 
 impl Shared {
+    fn changing<T, E, F>(&self, conn: &mut DbConnection, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection, &mut Changes) -> Result<T, E>,
+    {
+        let mut changes = Changes::default();
+        let outcome = work(conn, &mut changes);
+        // What is noted is stored. This server's waiters first (no round trip), then the other
+        // replicas; failing to tell those must not fail the request (their waiters recheck on
+        // their own), so it is only logged.
+        self.announce(&changes);
+        if let Err(error) = publish(conn, &changes) {
+            tracing::warn!(%error, "could not tell other replicas about changed runs");
+        }
+        outcome
+    }
+
     fn announce(&self, changes: &Changes) {
         for (organization_id, signal) in &changes.signals {
             self.wake(*organization_id, *signal);
@@ -190,56 +200,34 @@ impl Shared {
     }
 }
 
-/// Tells the other replicas (PostgreSQL only).
+/// Tells the other replicas.
 fn publish(conn: &mut DbConnection, changes: &Changes) -> QueryResult<()> {
-    if let DbConnection::Postgres(pg) = conn {
-        for (organization_id, signal) in &changes.signals {
-            diesel::sql_query("SELECT pg_notify($1, $2)")
-                .bind::<diesel::sql_types::Text, _>(CHANNEL)
-                .bind::<diesel::sql_types::Text, _>(format!("{}:{organization_id}", signal.tag()))
-                .execute(pg)?;
-        }
+    for (organization_id, signal) in &changes.signals {
+        replicas::publish(
+            conn,
+            Topic::Runs,
+            &format!("{}:{organization_id}", signal.tag()),
+        )?;
     }
     Ok(())
 }
 
-/// Listens for other replicas' signals on a dedicated connection and wakes local waiters, until the
-/// server that owns `dispatcher` is gone. The PostgreSQL client library offers no blocking wait here, so
-/// the listener checks every 5 ms.
-pub fn spawn_postgres_listener(url: String, dispatcher: Weak<Dispatcher>) {
-    std::thread::Builder::new()
-        .name("granite-listen".into())
-        .spawn(move || {
-            while dispatcher.strong_count() > 0 {
-                if let Err(error) = listen(&url, &dispatcher) {
-                    tracing::warn!(%error, "lost the PostgreSQL listener; reconnecting in 1 s");
-                    std::thread::sleep(Duration::from_secs(1));
-                }
-            }
-        })
-        .expect("a thread for the PostgreSQL listener");
-}
-
-fn listen(url: &str, dispatcher: &Weak<Dispatcher>) -> Result<(), Box<dyn std::error::Error>> {
-    let mut conn = diesel::PgConnection::establish(url)?;
-    conn.batch_execute(&format!("LISTEN {CHANNEL}"))?;
-    loop {
-        let Some(dispatcher) = dispatcher.upgrade() else {
-            return Ok(());
-        };
-        for notification in conn.notifications_iter() {
-            let notification = notification?;
-            let Some((tag, organization)) = notification.payload.split_once(':') else {
-                continue;
-            };
-            let Ok(organization_id) = organization.parse::<i64>() else {
-                continue;
-            };
-            if let Some(signal) = Signal::from_tag(tag) {
-                dispatcher.wake(organization_id, signal);
-            }
+/// Other replicas' changes wake this server's waiters. A missed message costs a waiter at most
+/// [`RECHECK_EVERY`].
+impl Subscriber for Dispatcher {
+    fn receive(&self, topic: Topic, payload: &str) {
+        if topic != Topic::Runs {
+            return;
         }
-        drop(dispatcher);
-        std::thread::sleep(Duration::from_millis(5));
+        let Some((tag, organization)) = payload.split_once(':') else {
+            return;
+        };
+        if let (Some(signal), Ok(organization_id)) =
+            (Signal::from_tag(tag), organization.parse::<i64>())
+        {
+            self.wake(organization_id, signal);
+        }
     }
+
+    fn listening(&self, _live: bool) {}
 }

@@ -8,6 +8,7 @@ use askama::Template;
 use chrono::NaiveDateTime;
 use serde::Deserialize;
 
+use crate::api_keys::cache::VerifiedKeys;
 use crate::api_keys::{self, GracePeriod, KeyError, KeyName, ListedKey, usage};
 use crate::db::{DbConnection, Pool};
 use crate::secret::Secret;
@@ -180,6 +181,7 @@ pub async fn revoke(
     req: HttpRequest,
     Admin(user): Admin,
     pool: web::Data<Pool>,
+    keys: web::Data<VerifiedKeys>,
     key_id: web::Path<i64>,
 ) -> Result<HttpResponse, WebError> {
     let (organization_id, actor, key_id) = (
@@ -188,7 +190,11 @@ pub async fn revoke(
         key_id.into_inner(),
     );
     let key = pool
-        .run(move |conn| api_keys::revoke(conn, organization_id, key_id, &actor).map_err(key_error))
+        .run(move |conn| {
+            let key = api_keys::revoke(conn, organization_id, key_id, &actor).map_err(key_error)?;
+            keys.forget(key.id);
+            Ok::<_, WebError>(key)
+        })
         .await?;
     tracing::info!(key_id = key.id, hint = %key.hint, "API key revoked");
     let section = section(&pool, &user, |_| {}).await?;
@@ -220,6 +226,7 @@ pub async fn roll(
     req: HttpRequest,
     Admin(user): Admin,
     pool: web::Data<Pool>,
+    keys: web::Data<VerifiedKeys>,
     key_id: web::Path<i64>,
     form: web::Form<RollForm>,
 ) -> Result<HttpResponse, WebError> {
@@ -231,7 +238,10 @@ pub async fn roll(
     );
     let (key, secret) = pool
         .run(move |conn| {
-            api_keys::roll(conn, organization_id, key_id, grace, &actor).map_err(key_error)
+            let rolled =
+                api_keys::roll(conn, organization_id, key_id, grace, &actor).map_err(key_error)?;
+            keys.forget(key_id);
+            Ok::<_, WebError>(rolled)
         })
         .await?;
     tracing::info!(key_id = key.id, hint = %key.hint, replaces = key_id, "API key rolled");

@@ -1,16 +1,18 @@
 //! Driver machines: what they tell us about themselves, their heartbeats, removal, and the lists and
 //! counts of the VM Machines section (the status rule itself is [`MachineStatus::from_last_seen`]).
 
+pub mod contacts;
+
 use std::net::IpAddr;
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use crate::audit::{self, Actor};
-use crate::db::schema::machines;
+use crate::db::schema::{machines, runs};
 use crate::db::{DbConnection, write_transaction};
 use crate::runs::dispatch::Changes;
-use crate::status::{MachineStatus, ReportedStatus};
+use crate::status::{MachineStatus, ReportedStatus, RunStatus};
 
 #[derive(Clone, Debug, Queryable, Selectable)]
 #[diesel(table_name = machines)]
@@ -301,6 +303,52 @@ pub fn set_paused(
 pub enum CredentialRejection {
     Unknown,
     Removed,
+}
+
+/// A machine as a heartbeat finds it, read without writing: the machine and the run it holds.
+#[derive(Clone, Debug)]
+pub struct Presence {
+    pub machine: Machine,
+    /// The public id and status of the run in `current_run_id`.
+    pub held: Option<(String, RunStatus)>,
+}
+
+impl Presence {
+    /// Whether a heartbeat that reports `status` and the run `reported` (and announces nothing)
+    /// changes nothing but the time of contact: the machine is Online or Busy already (one coming
+    /// back is news), same status, and the driver runs exactly the run it holds, still running (or
+    /// none and it holds none).
+    pub fn unchanged_by(
+        &self,
+        status: ReportedStatus,
+        reported: Option<&str>,
+        now: NaiveDateTime,
+        offline_after: chrono::Duration,
+    ) -> bool {
+        self.machine.status(now, offline_after) != MachineStatus::Offline
+            && self.machine.reported_status == status
+            && match (&self.held, reported) {
+                (None, None) => self.machine.current_run_id.is_none(),
+                (Some((held, held_status)), Some(reported)) => {
+                    held == reported && *held_status == RunStatus::Running
+                }
+                _ => false,
+            }
+    }
+}
+
+/// The machine with this credential (removed or not) and its run: one indexed read.
+pub fn presence(conn: &mut DbConnection, credential_hash: &str) -> QueryResult<Option<Presence>> {
+    machines::table
+        .left_join(runs::table.on(machines::current_run_id.eq(runs::id.nullable())))
+        .filter(machines::credential_hash.eq(credential_hash))
+        .select((
+            Machine::as_select(),
+            (runs::public_id, runs::status).nullable(),
+        ))
+        .first::<(Machine, Option<(String, RunStatus)>)>(conn)
+        .optional()
+        .map(|found| found.map(|(machine, held)| Presence { machine, held }))
 }
 
 /// Authenticates a driver call and records the contact in one statement: last seen (and, for a
