@@ -16,7 +16,7 @@ use crate::db::{DatabaseUrl, DbError, Pool};
 use crate::metrics::Metrics;
 use crate::ops;
 use crate::runs::dispatch::{self, Dispatcher};
-use crate::runs::leases;
+use crate::runs::{leases, retention};
 use crate::setup::{self, ConfiguredAdmin, FirstStart};
 use crate::users::Email;
 use crate::users::password::Password;
@@ -63,6 +63,7 @@ impl Application {
 
         let usage = actix_web::web::Data::new(UsageRecorder::default());
         spawn_usage_flusher(pool.clone(), usage.clone());
+        retention::spawn(pool.clone(), settings.run_retention);
         let metrics = actix_web::web::Data::new(Metrics::default());
         let dispatcher = actix_web::web::Data::new(Dispatcher::new(metrics.clone().into_inner()));
         if let DatabaseUrl::Postgres(url) = &settings.database.database_url {

@@ -5,6 +5,7 @@ pub mod attempts;
 pub mod claim;
 pub mod dispatch;
 pub mod leases;
+pub mod retention;
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;

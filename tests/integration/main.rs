@@ -15,5 +15,6 @@ mod jobs;
 mod lifecycle;
 mod machines;
 mod pages;
+mod retention;
 mod runs;
 mod sign_in;
