@@ -4,6 +4,7 @@ mod helpers;
 mod webdriver;
 
 mod api_keys;
+mod backup;
 mod browser;
 mod chaos;
 mod cli;
