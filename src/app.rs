@@ -21,7 +21,7 @@ use crate::ops;
 use crate::replicas::{self, Subscriber};
 use crate::runs::dispatch::Dispatcher;
 use crate::runs::intake::Intake;
-use crate::runs::leases;
+use crate::runs::{leases, retention};
 use crate::setup::{self, ConfiguredAdmin, FirstStart};
 use crate::users::Email;
 use crate::users::password::Password;
@@ -71,6 +71,7 @@ impl Application {
         spawn_usage_flusher(pool.clone(), usage.clone());
         let contacts = actix_web::web::Data::new(Contacts::default());
         spawn_contact_flusher(pool.clone(), contacts.clone());
+        retention::spawn(pool.clone(), settings.run_retention);
         let metrics = actix_web::web::Data::new(Metrics::default());
         let dispatcher = actix_web::web::Data::new(Dispatcher::new(metrics.clone().into_inner()));
         let replicated = matches!(settings.database.database_url, DatabaseUrl::Postgres(_));

@@ -1,4 +1,4 @@
-//! The `granite` command line: `serve` (the default) and `user add`.
+//! The `granite` command line: `serve` (the default), `user add`, `backup`, `driver` and `demo`.
 
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
@@ -36,6 +36,17 @@ enum Command {
     Driver(DriverCommand),
     /// Try Granite: a server on a fresh database with simulated drivers and a trickle of jobs.
     Demo(DemoArgs),
+    /// Copy the SQLite database, consistently, while the server runs (PostgreSQL: use pg_dump).
+    Backup(BackupArgs),
+}
+
+#[derive(clap::Args)]
+struct BackupArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// The new file to write, relative to the current directory; it must not exist yet. It is made
+    /// readable by you only.
+    path: std::path::PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -129,6 +140,7 @@ pub fn main() -> ExitCode {
         Some(Command::Driver(DriverCommand::Enroll(args))) => enroll_driver(args),
         Some(Command::Driver(DriverCommand::Run(args))) => return run_driver(args),
         Some(Command::Demo(args)) => crate::demo::run(args.bind),
+        Some(Command::Backup(args)) => backup(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -189,6 +201,18 @@ fn add_user(args: UserAdd) -> anyhow::Result<()> {
         args.role.as_str(),
         organization.name,
         organization.slug
+    );
+    Ok(())
+}
+
+fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    let done = crate::db::backup::backup(&args.database.database_url, &args.path)?;
+    println!(
+        "Backed up {} to {} ({} bytes, readable by you only).\nServe it with GRANITE_DATABASE_URL=sqlite://{}",
+        args.database.database_url.redacted(),
+        done.path.display(),
+        done.bytes,
+        done.path.display()
     );
     Ok(())
 }

@@ -8,6 +8,7 @@ use clap::{Args, FromArgMatches};
 use secrecy::SecretString;
 
 use crate::db::DatabaseUrl;
+use crate::runs::retention::RetentionDays;
 
 #[derive(Args, Clone, Debug)]
 pub struct DatabaseArgs {
@@ -75,12 +76,24 @@ pub struct Settings {
     /// Most database connections one replica opens.
     #[arg(long, env = "GRANITE_DB_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=512))]
     pub db_pool_size: u32,
+
+    /// Finished runs (with their attempts) and API key usage older than this many days are deleted in
+    /// the background. At least 1.
+    #[arg(long = "run-retention-days", value_name = "DAYS", env = "GRANITE_RUN_RETENTION_DAYS",
+          default_value = "30", value_parser = run_retention)]
+    pub run_retention: RetentionDays,
 }
 
 /// A secret setting: kept as [`SecretString`], so `Debug` output (and any log of the settings) shows
 /// it redacted.
 fn secret_value(text: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(text.to_owned()))
+}
+
+/// The retention, its error naming the variable: it is usually set in an environment file, where the
+/// flag clap names would not be found.
+fn run_retention(text: &str) -> Result<RetentionDays, String> {
+    RetentionDays::parse(text).map_err(|e| format!("GRANITE_RUN_RETENTION_DAYS: {e}"))
 }
 
 impl Settings {
@@ -141,6 +154,7 @@ mod tests {
         assert_eq!(settings.enrollment_ttl_hours, 24);
         assert_eq!(settings.session_idle_minutes, 120);
         assert_eq!(settings.db_pool_size, 16);
+        assert_eq!(settings.run_retention.days(), 30);
         assert!(!settings.secure_cookies);
         assert!(settings.admin_password.is_none() && settings.session_key.is_none());
         settings.admin_password = Some("hunter2 hunter2".into());

@@ -1,5 +1,6 @@
 //! Storage: one connection type for SQLite and PostgreSQL, its pool, and the migrations of each backend.
 
+pub mod backup;
 pub mod schema;
 pub mod server_settings;
 

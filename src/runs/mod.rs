@@ -6,6 +6,7 @@ pub mod claim;
 pub mod dispatch;
 pub mod intake;
 pub mod leases;
+pub mod retention;
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;

@@ -48,6 +48,7 @@ fn help_explains_every_setting_of_the_contract() {
         "GRANITE_HEARTBEAT_SECS",
         "GRANITE_OFFLINE_AFTER_SECS",
         "GRANITE_ENROLLMENT_TTL_HOURS",
+        "GRANITE_RUN_RETENTION_DAYS",
     ] {
         assert!(
             help.contains(variable),

@@ -437,7 +437,9 @@ pub struct Client {
 }
 
 impl Client {
-    fn new(address: SocketAddr) -> Self {
+    /// A client of the server at `address`; [`TestApp::client`] for an in-process one, this for a
+    /// `granite serve` started as its own process.
+    pub fn new(address: SocketAddr) -> Self {
         let agent = ureq::Agent::config_builder()
             .max_redirects(0)
             .http_status_as_error(false)

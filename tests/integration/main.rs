@@ -4,6 +4,7 @@ mod helpers;
 mod webdriver;
 
 mod api_keys;
+mod backup;
 mod browser;
 mod chaos;
 mod cli;
@@ -15,5 +16,6 @@ mod jobs;
 mod lifecycle;
 mod machines;
 mod pages;
+mod retention;
 mod runs;
 mod sign_in;
