@@ -18,6 +18,7 @@ use crate::db::{DatabaseUrl, DbError, Pool};
 use crate::machines::contacts::{self, Contacts};
 use crate::metrics::Metrics;
 use crate::ops;
+use crate::queue;
 use crate::replicas::{self, Subscriber};
 use crate::runs::dispatch::Dispatcher;
 use crate::runs::intake::Intake;
@@ -72,6 +73,7 @@ impl Application {
         let contacts = actix_web::web::Data::new(Contacts::default());
         spawn_contact_flusher(pool.clone(), contacts.clone());
         retention::spawn(pool.clone(), settings.run_retention);
+        spawn_queue_sampler(pool.clone());
         let metrics = actix_web::web::Data::new(Metrics::default());
         let dispatcher = actix_web::web::Data::new(Dispatcher::new(metrics.clone().into_inner()));
         let replicated = matches!(settings.database.database_url, DatabaseUrl::Postgres(_));
@@ -86,10 +88,8 @@ impl Application {
         }
         spawn_lease_keeper(pool.clone(), dispatcher.clone(), settings.offline_after());
 
-        let intake = actix_web::web::Data::new(Intake::start(
-            pool.clone(),
-            dispatcher.clone().into_inner(),
-        ));
+        let intake =
+            actix_web::web::Data::new(Intake::start(pool.clone(), dispatcher.clone().into_inner()));
 
         let settings = actix_web::web::Data::new(settings);
         let data_pool = actix_web::web::Data::new(pool.clone());
@@ -199,6 +199,24 @@ fn spawn_lease_keeper(
 }
 
 /// Writes the API key usage tallied in memory every few seconds.
+/// Samples queue depth for the depth chart (see [`queue::sample`]).
+fn spawn_queue_sampler(pool: Pool) {
+    actix_web::rt::spawn(async move {
+        let mut every = actix_web::rt::time::interval(queue::SAMPLE_EVERY);
+        loop {
+            every.tick().await;
+            let sampled = pool
+                .run(|conn| {
+                    queue::sample(conn, chrono::Utc::now().naive_utc()).map_err(DbError::from)
+                })
+                .await;
+            if let Err(error) = sampled {
+                tracing::warn!(%error, "could not sample queue depth");
+            }
+        }
+    });
+}
+
 /// Writes the machine contacts each second (see [`Contacts`]).
 fn spawn_contact_flusher(pool: Pool, contacts: actix_web::web::Data<Contacts>) {
     actix_web::rt::spawn(async move {

@@ -15,7 +15,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::db::DbConnection;
-use crate::db::schema::runs;
+use crate::db::schema::{queue_counts, runs};
 use crate::machines::{self, StatusCounts};
 use crate::status::{MachineStatus, RunStatus};
 
@@ -186,19 +186,17 @@ impl Gauges {
         now: NaiveDateTime,
         offline_after: chrono::Duration,
     ) -> QueryResult<Self> {
-        let count = |conn: &mut DbConnection, status: RunStatus| -> QueryResult<i64> {
-            runs::table
-                .filter(runs::status.eq(status))
-                .count()
-                .get_result(conn)
-        };
+        // The counts the database keeps (see `queue::counts`), not a scan of the runs.
+        let counts: Vec<(i64, i64)> = queue_counts::table
+            .select((queue_counts::queued, queue_counts::running))
+            .load(conn)?;
         let oldest: Option<NaiveDateTime> = runs::table
             .filter(runs::status.eq(RunStatus::Queued))
             .select(diesel::dsl::min(runs::created_at))
             .first(conn)?;
         Ok(Self {
-            queued: count(conn, RunStatus::Queued)?,
-            running: count(conn, RunStatus::Running)?,
+            queued: counts.iter().map(|c| c.0).sum(),
+            running: counts.iter().map(|c| c.1).sum(),
             oldest_queued_seconds: oldest.map(|t| (now - t).as_seconds_f64().max(0.0)),
             drivers: machines::count_by_status(conn, None, now, offline_after)?,
         })

@@ -3,8 +3,10 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use crate::db::DbConnection;
-use crate::db::schema::runs;
+use chrono::DurationRound;
+
+use crate::db::schema::{queue_counts, queue_samples, runs};
+use crate::db::{DbConnection, write_transaction};
 use crate::machines;
 use crate::status::RunStatus;
 
@@ -27,30 +29,29 @@ pub struct QueueStatus {
 }
 
 impl QueueStatus {
+    /// Reads a bounded number of rows whatever the size of the queue: the counts kept by the
+    /// database ([`counts`]), one index step for the oldest queued run, and at most
+    /// [`WAIT_SAMPLE`] recent starts for the waits.
     pub fn load(
         conn: &mut DbConnection,
         organization_id: i64,
         now: NaiveDateTime,
         offline_after: chrono::Duration,
     ) -> QueryResult<Self> {
-        let count_in = |conn: &mut DbConnection, status: RunStatus| -> QueryResult<i64> {
-            runs::table
-                .filter(runs::organization_id.eq(organization_id))
-                .filter(runs::status.eq(status))
-                .count()
-                .get_result(conn)
-        };
-        let jobs_queued = count_in(conn, RunStatus::Queued)?;
-        let jobs_running = count_in(conn, RunStatus::Running)?;
+        let counts = counts(conn, organization_id)?;
         let oldest_queued: Option<NaiveDateTime> = runs::table
             .filter(runs::organization_id.eq(organization_id))
             .filter(runs::status.eq(RunStatus::Queued))
-            .select(diesel::dsl::min(runs::created_at))
-            .first(conn)?;
+            .order(runs::created_at.asc())
+            .select(runs::created_at)
+            .first(conn)
+            .optional()?;
         let oldest_queued_seconds = oldest_queued.map(|t| (now - t).as_seconds_f64().max(0.0));
         let started: Vec<(NaiveDateTime, Option<NaiveDateTime>)> = runs::table
             .filter(runs::organization_id.eq(organization_id))
             .filter(runs::started_at.gt(now - chrono::Duration::minutes(60)))
+            .order(runs::started_at.desc())
+            .limit(WAIT_SAMPLE)
             .select((runs::created_at, runs::started_at))
             .load(conn)?;
         let mut waits: Vec<f64> = started
@@ -65,8 +66,8 @@ impl QueueStatus {
         let p95_wait_seconds = percentile(&waits, 0.95);
         let machines = machines::count_by_status(conn, Some(organization_id), now, offline_after)?;
         Ok(Self {
-            jobs_queued,
-            jobs_running,
+            jobs_queued: counts.iter().map(|c| c.queued).sum(),
+            jobs_running: counts.iter().map(|c| c.running).sum(),
             oldest_queued_seconds,
             avg_wait_seconds,
             p95_wait_seconds,
@@ -104,42 +105,121 @@ fn percentile(sorted: &[f64], share: f64) -> Option<f64> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
-/// Queue depth, one point a minute over the last hour, rebuilt from the runs themselves.
+/// The waits are those of the most recent starts of the last hour, at most this many.
+const WAIT_SAMPLE: i64 = 1_000;
+
+/// Queued and running runs of one capability set, as the database keeps them (exact: triggers on
+/// `runs` maintain them in the transaction that changes a run's status).
+#[derive(Clone, Debug, PartialEq, Eq, Queryable)]
+pub struct Counts {
+    pub requires: String,
+    pub queued: i64,
+    pub running: i64,
+}
+
+pub fn counts(conn: &mut DbConnection, organization_id: i64) -> QueryResult<Vec<Counts>> {
+    queue_counts::table
+        .filter(queue_counts::organization_id.eq(organization_id))
+        .filter(queue_counts::queued.gt(0).or(queue_counts::running.gt(0)))
+        .select((
+            queue_counts::requires,
+            queue_counts::queued,
+            queue_counts::running,
+        ))
+        .load(conn)
+}
+
+/// How often a replica samples queue depth. A sample is per minute, so several a minute only keep
+/// the newest (and cover for a replica that stopped).
+pub const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+/// Samples older than this are deleted as new ones are written.
+const KEEP_SAMPLES_FOR: chrono::Duration = chrono::Duration::hours(2);
+
+/// Records every organization's queue depth for the current minute. Several replicas may do it at
+/// once: the last write of a minute wins, and each is the truth at its moment.
+pub fn sample(conn: &mut DbConnection, now: NaiveDateTime) -> QueryResult<usize> {
+    let minute = now
+        .duration_trunc(chrono::Duration::minutes(1))
+        .unwrap_or(now);
+    let mut depths: std::collections::BTreeMap<i64, i64> = Default::default();
+    let rows: Vec<(i64, i64)> = queue_counts::table
+        .select((queue_counts::organization_id, queue_counts::queued))
+        .load(conn)?;
+    for (organization_id, queued) in rows {
+        *depths.entry(organization_id).or_default() += queued;
+    }
+    write_transaction(conn, |conn| {
+        diesel::delete(
+            queue_samples::table.filter(queue_samples::minute.lt(minute - KEEP_SAMPLES_FOR)),
+        )
+        .execute(conn)?;
+        for (organization_id, queued) in &depths {
+            upsert_sample(conn, *organization_id, minute, *queued)?;
+        }
+        Ok(depths.len())
+    })
+}
+
+/// Upserts do not go through `MultiConnection`, so the one statement is run on whichever backend
+/// this is.
+fn upsert_sample(
+    conn: &mut DbConnection,
+    organization_id: i64,
+    minute: NaiveDateTime,
+    queued: i64,
+) -> QueryResult<()> {
+    use queue_samples::dsl as s;
+    macro_rules! upsert {
+        ($conn:expr) => {
+            diesel::insert_into(s::queue_samples)
+                .values((
+                    s::organization_id.eq(organization_id),
+                    s::minute.eq(minute),
+                    s::queued.eq(queued),
+                ))
+                .on_conflict((s::organization_id, s::minute))
+                .do_update()
+                .set(s::queued.eq(queued))
+                .execute($conn)
+        };
+    }
+    match conn {
+        DbConnection::Sqlite(conn) => upsert!(conn)?,
+        DbConnection::Postgres(conn) => upsert!(conn)?,
+    };
+    Ok(())
+}
+
+/// Queue depth, one point a minute over the last hour, from the samples (at most 60 rows). A minute
+/// without a sample (no server was running) repeats the one before.
 pub fn depth_last_hour(
     conn: &mut DbConnection,
     organization_id: i64,
     now: NaiveDateTime,
 ) -> QueryResult<Vec<(NaiveDateTime, i64)>> {
-    let since = now - chrono::Duration::minutes(60);
-    let rows: Vec<(NaiveDateTime, Option<NaiveDateTime>, Option<NaiveDateTime>)> = runs::table
-        .filter(runs::organization_id.eq(organization_id))
-        .filter(
-            runs::created_at
-                .gt(since)
-                .or(runs::status.eq(RunStatus::Queued))
-                .or(runs::started_at.gt(since)),
-        )
-        .select((runs::created_at, runs::started_at, runs::finished_at))
-        .limit(DEPTH_ROWS_LIMIT)
+    let minute = now
+        .duration_trunc(chrono::Duration::minutes(1))
+        .unwrap_or(now);
+    let first = minute - chrono::Duration::minutes(59);
+    let samples: Vec<(NaiveDateTime, i64)> = queue_samples::table
+        .filter(queue_samples::organization_id.eq(organization_id))
+        .filter(queue_samples::minute.ge(first))
+        .order(queue_samples::minute.asc())
+        .select((queue_samples::minute, queue_samples::queued))
+        .limit(60)
         .load(conn)?;
-    Ok((1..=60)
-        .map(|minute| {
-            let at = since + chrono::Duration::minutes(minute);
-            let depth = rows
-                .iter()
-                .filter(|(created, started, finished)| {
-                    let left_queue = started.or(*finished);
-                    *created <= at && left_queue.is_none_or(|left| left > at)
-                })
-                .count() as i64;
+    let mut known = samples.into_iter().peekable();
+    let mut depth = 0;
+    Ok((0..60)
+        .map(|i| {
+            let at = first + chrono::Duration::minutes(i);
+            while let Some((_, queued)) = known.next_if(|(m, _)| *m <= at) {
+                depth = queued;
+            }
             (at, depth)
         })
         .collect())
 }
-
-/// The depth chart reads at most this many runs; beyond it the chart undercounts (a sampled table
-/// would be the next step for very busy queues).
-const DEPTH_ROWS_LIMIT: i64 = 50_000;
 
 /// Queued runs that no machine in contact can take: their `requires` are not all among the
 /// capabilities of any Online or Busy machine.
@@ -155,12 +235,10 @@ pub fn unrunnable(
     now: NaiveDateTime,
     offline_after: chrono::Duration,
 ) -> QueryResult<Vec<Unrunnable>> {
-    let waiting: Vec<(String, i64)> = runs::table
-        .filter(runs::organization_id.eq(organization_id))
-        .filter(runs::status.eq(RunStatus::Queued))
-        .group_by(runs::requires)
-        .select((runs::requires, diesel::dsl::count_star()))
-        .load(conn)?;
+    let waiting: Vec<Counts> = counts(conn, organization_id)?
+        .into_iter()
+        .filter(|c| c.queued > 0)
+        .collect();
     if waiting.is_empty() {
         return Ok(Vec::new());
     }
@@ -168,12 +246,15 @@ pub fn unrunnable(
         machines::capabilities_in_contact(conn, organization_id, now, offline_after)?;
     Ok(waiting
         .into_iter()
-        .filter_map(|(requires, count)| {
-            let requires: Vec<String> = serde_json::from_str(&requires).unwrap_or_default();
+        .filter_map(|counts| {
+            let requires: Vec<String> = serde_json::from_str(&counts.requires).unwrap_or_default();
             let runnable = capability_sets
                 .iter()
                 .any(|caps| requires.iter().all(|r| caps.contains(r)));
-            (!runnable).then_some(Unrunnable { requires, count })
+            (!runnable).then_some(Unrunnable {
+                requires,
+                count: counts.queued,
+            })
         })
         .collect())
 }

@@ -59,7 +59,9 @@ impl Credential {
             .await?;
         match found {
             None => Err(ApiError::InvalidCredential),
-            Some(presence) if presence.machine.removed_at.is_some() => Err(ApiError::MachineRemoved),
+            Some(presence) if presence.machine.removed_at.is_some() => {
+                Err(ApiError::MachineRemoved)
+            }
             Some(presence) => Ok(presence),
         }
     }

@@ -164,13 +164,19 @@ mod tests {
     fn replicated_memory_is_trusted_only_while_listening() {
         let keys = VerifiedKeys::new(true);
         keys.remember(keys.ticket(), "h".into(), key(7));
-        assert!(keys.get("h").is_none(), "not trusted before the listener runs");
+        assert!(
+            keys.get("h").is_none(),
+            "not trusted before the listener runs"
+        );
         keys.listening(true);
         keys.remember(keys.ticket(), "h".into(), key(7));
         assert!(keys.get("h").is_some());
         keys.listening(false);
         assert!(keys.get("h").is_none());
         keys.listening(true);
-        assert!(keys.get("h").is_none(), "what was remembered before the drop is gone");
+        assert!(
+            keys.get("h").is_none(),
+            "what was remembered before the drop is gone"
+        );
     }
 }

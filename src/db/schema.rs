@@ -148,6 +148,23 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    queue_counts (organization_id, requires) {
+        organization_id -> BigInt,
+        requires -> Text,
+        queued -> BigInt,
+        running -> BigInt,
+    }
+}
+
+diesel::table! {
+    queue_samples (organization_id, minute) {
+        organization_id -> BigInt,
+        minute -> Timestamp,
+        queued -> BigInt,
+    }
+}
+
 diesel::joinable!(users -> organizations (organization_id));
 diesel::joinable!(api_keys -> organizations (organization_id));
 diesel::joinable!(enrollment_tokens -> organizations (organization_id));
@@ -166,4 +183,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     run_attempts,
     audit_events,
     server_settings,
+    queue_counts,
+    queue_samples,
 );

@@ -70,7 +70,9 @@ fn write(conn: &mut DbConnection, contacts: &[(i64, NaiveDateTime)]) -> QueryRes
             );
             let mut query: BoxedSqlQuery<'_, $backend, _> = diesel::sql_query(sql).into_boxed();
             for (machine_id, at) in contacts {
-                query = query.bind::<BigInt, _>(*machine_id).bind::<Timestamp, _>(*at);
+                query = query
+                    .bind::<BigInt, _>(*machine_id)
+                    .bind::<Timestamp, _>(*at);
             }
             query.execute($conn)
         }};

@@ -531,14 +531,26 @@ pub fn summaries(conn: &mut DbConnection, ids: &[i64]) -> QueryResult<Vec<RunSum
         .load(conn)
 }
 
-/// One page of an organization's runs, newest first, optionally of one status; and how many match.
+/// The jobs list counts matching runs up to this many and says "more" beyond (a count of a long
+/// history would cost as much as reading it); pages go as deep.
+pub const LIST_COUNT_CAP: i64 = 1_000;
+
+/// How many runs a list matched, up to [`LIST_COUNT_CAP`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Matching {
+    pub count: i64,
+    pub more: bool,
+}
+
+/// One page of an organization's runs, newest first, optionally of one status; and how many match
+/// (see [`Matching`]). Deeper pages than the count reaches are not served.
 pub fn list(
     conn: &mut DbConnection,
     organization_id: i64,
     status: Option<RunStatus>,
     offset: i64,
     limit: i64,
-) -> QueryResult<(Vec<RunSummary>, i64)> {
+) -> QueryResult<(Vec<RunSummary>, Matching)> {
     let filtered = || {
         let mut query = runs::table
             .filter(runs::organization_id.eq(organization_id))
@@ -548,10 +560,19 @@ pub fn list(
         }
         query
     };
-    let total = filtered().count().get_result(conn)?;
+    let counted = filtered()
+        .order((runs::created_at.desc(), runs::id.desc()))
+        .select(runs::id)
+        .limit(LIST_COUNT_CAP + 1)
+        .load::<i64>(conn)?
+        .len() as i64;
+    let total = Matching {
+        count: counted.min(LIST_COUNT_CAP),
+        more: counted > LIST_COUNT_CAP,
+    };
     let page = filtered()
         .order((runs::created_at.desc(), runs::id.desc()))
-        .offset(offset)
+        .offset(offset.clamp(0, LIST_COUNT_CAP))
         .limit(limit)
         .select(RunSummary::as_select())
         .load(conn)?;

@@ -16,6 +16,7 @@ mod jobs;
 mod lifecycle;
 mod machines;
 mod pages;
+mod queue;
 mod retention;
 mod runs;
 mod sign_in;

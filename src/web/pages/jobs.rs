@@ -98,7 +98,7 @@ struct JobsPage {
     rows: Vec<JobRow>,
     statuses: [RunStatus; 5],
     selected: String,
-    matching: i64,
+    matching: runs::Matching,
     page: i64,
     pages: i64,
 }
@@ -119,7 +119,10 @@ pub async fn page(
 ) -> Result<HttpResponse, WebError> {
     let query = query.into_inner();
     let status = RunStatus::parse(&query.status);
-    let page = query.page.unwrap_or(1).max(1);
+    let page = query
+        .page
+        .unwrap_or(1)
+        .clamp(1, runs::LIST_COUNT_CAP / PAGE_SIZE);
     let organization_id = user.organization.id;
     let now = chrono::Utc::now().naive_utc();
     let (rows, matching) = pool
@@ -143,7 +146,7 @@ pub async fn page(
         selected: status.map(RunStatus::as_str).unwrap_or_default().to_owned(),
         matching,
         page,
-        pages: ((matching + PAGE_SIZE - 1) / PAGE_SIZE).max(1),
+        pages: ((matching.count + PAGE_SIZE - 1) / PAGE_SIZE).max(1),
     })
 }
 
