@@ -1,0 +1,521 @@
+//! The hot paths, proven against real servers: a verified key that a replica remembers is forgotten on
+//! every replica within a second of its revocation or roll; a run is acknowledged (202) only once it
+//! is stored, so killing the server outright loses none that were; and heartbeats that change nothing,
+//! written in batches, keep a machine Online on every replica until it goes quiet.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use diesel::prelude::*;
+use granite::db::schema::{api_keys, machines, runs};
+use granite::db::{DatabaseUrl, DbConnection, Pool};
+use serde_json::json;
+
+use crate::both_backends;
+use crate::driver::{free_port, granite};
+use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, Backend, TestApp, TestDb};
+
+both_backends!(
+    every_acknowledged_enqueue_survives_a_kill,
+    a_quiet_machine_goes_offline_on_another_replica,
+);
+
+/// How long a replica may keep trusting a key after it was revoked or rolled elsewhere.
+const PROPAGATION: Duration = Duration::from_secs(1);
+
+/// Polls `probe` every 20 ms until it answers `Some`, failing once `within` has passed since `since`;
+/// returns the answer and how long after `since` the request that got it was sent.
+fn within<T>(
+    since: Instant,
+    within: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Option<T>,
+) -> (T, Duration) {
+    loop {
+        let asked = Instant::now();
+        if let Some(value) = probe() {
+            return (value, asked - since);
+        }
+        assert!(
+            since.elapsed() < within,
+            "{what}: not within {within:?} (still not after {:?})",
+            since.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Two replicas share one PostgreSQL database (SQLite has one server, so nothing to tell).
+#[test]
+fn a_revoked_key_fails_on_every_replica_within_a_second() {
+    let db = TestDb::new(Backend::Postgres);
+    let a = TestApp::spawn(&db);
+    let b = TestApp::spawn(&db);
+    let mut admin = a.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let warm = |secret: &str| {
+        for _ in 0..3 {
+            for replica in [&a, &b] {
+                let me = replica.api(Some(secret)).get("/api/me");
+                assert_eq!(me.status, 200, "{}", me.body);
+            }
+        }
+    };
+
+    // The control: B really answers from memory. A key revoked behind the servers' backs (no
+    // NOTIFY) still opens B's API, so what refuses a key there below is the message from A.
+    let (control, control_secret) = admin.create_api_key("control");
+    warm(&control_secret);
+    diesel::update(api_keys::table.find(control))
+        .set(api_keys::revoked_at.eq(chrono::Utc::now().naive_utc()))
+        .execute(&mut *a.pool.get().unwrap())
+        .unwrap();
+    assert_eq!(
+        b.api(Some(&control_secret)).get("/api/me").status,
+        200,
+        "B remembers the keys it verified"
+    );
+
+    // Revoked through A's dashboard: A refuses it at once, B within a second.
+    let (doomed, doomed_secret) = admin.create_api_key("doomed");
+    warm(&doomed_secret);
+    let reply = admin.htmx_post(&format!("/api-management/api-keys/{doomed}/revoke"), &[]);
+    let revoked_at = Instant::now();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        a.api(Some(&doomed_secret)).error_of("/api/me"),
+        (401, "revoked_api_key".into()),
+        "the replica that revoked it refuses it at once"
+    );
+    let (refused, took) = within(revoked_at, PROPAGATION, "B refuses the revoked key", || {
+        let reply = b.api(Some(&doomed_secret)).get("/api/me");
+        (reply.status != 200).then(|| reply.api_error())
+    });
+    assert_eq!(refused, (401, "revoked_api_key".into()));
+    eprintln!("revoked on A: refused by B {took:?} after the revoke's response");
+    assert_eq!(
+        a.api(Some(&doomed_secret)).error_of("/api/me"),
+        (401, "revoked_api_key".into())
+    );
+
+    // Rolled on A with no grace: the old key stops on A at once and on B within a second; the new
+    // one works on both.
+    let (worker, worker_secret) = admin.create_api_key("worker");
+    warm(&worker_secret);
+    let reply = admin.htmx_post(
+        &format!("/api-management/api-keys/{worker}/roll"),
+        &[("grace", "now")],
+    );
+    let rolled_at = Instant::now();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let newest = reply.new_secret().expect("the new key is shown once");
+    assert_eq!(
+        a.api(Some(&worker_secret)).error_of("/api/me"),
+        (401, "expired_api_key".into())
+    );
+    let (refused, took) = within(rolled_at, PROPAGATION, "B refuses the rolled key", || {
+        let reply = b.api(Some(&worker_secret)).get("/api/me");
+        (reply.status != 200).then(|| reply.api_error())
+    });
+    assert_eq!(refused, (401, "expired_api_key".into()));
+    eprintln!("rolled on A: old key refused by B {took:?} after the roll's response");
+    for replica in [&a, &b] {
+        let me = replica.api(Some(&newest)).get("/api/me");
+        assert_eq!(me.status, 200, "{}", me.body);
+        assert_eq!(me.json()["key"]["name"], "worker");
+    }
+}
+
+/// A temporary folder `granite serve` runs in, so `sqlite://granite.db` is a relative path.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "granite-hot-{}",
+            granite::secret::random_base62(10)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `granite serve` as its own process, so it can be killed outright; killed when dropped.
+struct Server {
+    child: Child,
+    address: SocketAddr,
+}
+
+impl Server {
+    /// Starts it in `work` on the database `url` (as an operator would type it), and waits for
+    /// `/healthz`. Its log goes to `serve-N.log` in the folder.
+    fn start(work: &WorkDir, url: &str, n: usize) -> Self {
+        let port = free_port();
+        let log = std::fs::File::create(work.0.join(format!("serve-{n}.log"))).unwrap();
+        let child = granite()
+            .current_dir(&work.0)
+            .arg("serve")
+            .env("GRANITE_DATABASE_URL", url)
+            .env("GRANITE_BIND", format!("127.0.0.1:{port}"))
+            .env("GRANITE_ADMIN_EMAIL", ADMIN_EMAIL)
+            .env("GRANITE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut server = Self {
+            child,
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        let agent = agent(Duration::from_secs(2));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let up = agent
+                .get(format!("http://{}/healthz", server.address))
+                .call()
+                .is_ok_and(|r| r.status() == 200);
+            if up {
+                return server;
+            }
+            assert!(
+                server.child.try_wait().unwrap().is_none(),
+                "granite serve on {url} exited: {}",
+                std::fs::read_to_string(work.0.join(format!("serve-{n}.log"))).unwrap_or_default()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "granite serve on {url} did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no graceful stop, nothing flushed.
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .build()
+        .into()
+}
+
+/// What one enqueuing thread saw: the runs acknowledged with a 202, and any other status.
+#[derive(Default)]
+struct Acknowledged {
+    run_ids: Vec<String>,
+    other_statuses: Vec<(u16, String)>,
+}
+
+const ENQUEUERS: usize = 8;
+
+fn every_acknowledged_enqueue_survives_a_kill(backend: Backend) {
+    let work = WorkDir::new();
+    // PostgreSQL: the test's own schema. SQLite: a relative path in the server's working folder.
+    let pg = (backend == Backend::Postgres).then(|| TestDb::new(Backend::Postgres));
+    let (url, db_url) = match &pg {
+        Some(db) => (db.url_text.clone(), db.url.clone()),
+        None => (
+            "sqlite://granite.db".to_owned(),
+            DatabaseUrl::Sqlite(work.0.join("granite.db")),
+        ),
+    };
+    let mut server = Server::start(&work, &url, 1);
+    assert_eq!(
+        work.0.join("granite.db").exists(),
+        backend == Backend::Sqlite,
+        "the relative path is the server's working folder"
+    );
+    let key = {
+        // A real key, made through the domain on the server's own database.
+        let pool = Pool::open(&db_url, 1).unwrap();
+        let actor = granite::audit::Actor {
+            user_id: 1,
+            email: ADMIN_EMAIL.into(),
+            source_ip: None,
+        };
+        let name = granite::api_keys::KeyName::parse("stream").unwrap();
+        let (_, secret) =
+            granite::api_keys::create(&mut pool.get().unwrap(), 1, &name, &actor).unwrap();
+        secret.expose().to_owned()
+    };
+
+    // Enqueue from 8 threads as fast as they can until the server dies under them.
+    let address = server.address;
+    let go = Arc::new(Barrier::new(ENQUEUERS + 1));
+    let acks = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..ENQUEUERS)
+        .map(|t| {
+            let (key, go, acks) = (key.clone(), go.clone(), acks.clone());
+            std::thread::spawn(move || {
+                let agent = agent(Duration::from_secs(10));
+                let mut seen = Acknowledged::default();
+                go.wait();
+                for n in 0.. {
+                    let sent = agent
+                        .post(format!("http://{address}/api/default/stream"))
+                        .header("X-Granite-API-Key", &key)
+                        .send_json(json!({ "thread": t, "n": n }));
+                    let mut reply = match sent {
+                        Ok(reply) => reply,
+                        // The server is gone: stop at the first connection error.
+                        Err(_) => break,
+                    };
+                    let Ok(body) = reply.body_mut().read_to_string() else {
+                        break;
+                    };
+                    if reply.status() == 202 {
+                        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+                        seen.run_ids
+                            .push(json["runId"].as_str().unwrap().to_owned());
+                        acks.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        seen.other_statuses.push((reply.status().as_u16(), body));
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    go.wait();
+    let streaming = Instant::now();
+    // ~1.5 s of streaming; on a machine too busy to acknowledge 150 runs by then, a little longer.
+    while streaming.elapsed() < Duration::from_millis(1500)
+        || (acks.load(Ordering::Relaxed) < 150 && streaming.elapsed() < Duration::from_secs(5))
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.kill();
+    let mut acknowledged = Vec::new();
+    let mut other_statuses = Vec::new();
+    for thread in threads {
+        let seen = thread.join().unwrap();
+        acknowledged.extend(seen.run_ids);
+        other_statuses.extend(seen.other_statuses);
+    }
+    let streamed_for = streaming.elapsed();
+    assert!(
+        other_statuses.is_empty(),
+        "every answer before the kill was a 202: {:?}",
+        &other_statuses[..other_statuses.len().min(5)]
+    );
+    assert!(
+        acknowledged.len() > 100,
+        "the test really streamed: {} runs acknowledged",
+        acknowledged.len()
+    );
+    let distinct: HashSet<&String> = acknowledged.iter().collect();
+    assert_eq!(distinct.len(), acknowledged.len(), "each run id once");
+
+    // Back up on the same database: every acknowledged run is there.
+    let restarted = Server::start(&work, &url, 2);
+    let pool = Pool::open(&db_url, 1).unwrap();
+    let mut conn = pool.get().unwrap();
+    let stored: HashSet<String> = runs::table
+        .select(runs::public_id)
+        .load::<String>(&mut *conn)
+        .unwrap()
+        .into_iter()
+        .collect();
+    // On PostgreSQL the rows a transaction wrote share its id (xmin): concurrent enqueues shared them.
+    let transactions = match &mut *conn {
+        DbConnection::Postgres(pg) => {
+            #[derive(QueryableByName)]
+            struct Count {
+                #[diesel(sql_type = diesel::sql_types::BigInt)]
+                n: i64,
+            }
+            let count: Count =
+                diesel::sql_query("SELECT count(DISTINCT xmin::text) AS n FROM runs")
+                    .get_result(pg)
+                    .unwrap();
+            Some(count.n as usize)
+        }
+        DbConnection::Sqlite(_) => None,
+    };
+    drop(conn);
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|id| !stored.contains(*id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged runs were lost, e.g. {:?}",
+        lost.len(),
+        acknowledged.len(),
+        &lost[..lost.len().min(5)]
+    );
+    // And the API answers for them: the last ones each thread was told of (the ones at risk when
+    // the server died), and a spread of the others.
+    let agent = agent(Duration::from_secs(10));
+    let step = (acknowledged.len() / 200).max(1);
+    let sample: HashSet<&String> = acknowledged
+        .iter()
+        .rev()
+        .take(4 * ENQUEUERS)
+        .chain(acknowledged.iter().step_by(step))
+        .collect();
+    for id in &sample {
+        let mut reply = agent
+            .get(format!("http://{}/api/agent-runs/{id}", restarted.address))
+            .header("X-Granite-API-Key", &key)
+            .call()
+            .unwrap();
+        let body = reply.body_mut().read_to_string().unwrap();
+        assert_eq!(reply.status(), 200, "{id}: {body}");
+        let run: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(run["runId"], id.as_str());
+        assert_eq!(run["status"], "queued");
+    }
+    eprintln!(
+        "{backend:?}: {} runs acknowledged in {streamed_for:?} by {ENQUEUERS} threads before the kill, \
+         all {} stored ({} stored in all{}), {} read back through the API",
+        acknowledged.len(),
+        acknowledged.len(),
+        stored.len(),
+        transactions.map_or(String::new(), |t| format!(", in {t} transactions")),
+        sample.len()
+    );
+    if let Some(transactions) = transactions {
+        assert!(
+            transactions < stored.len(),
+            "concurrent enqueues shared transactions: {} runs in {transactions}",
+            stored.len()
+        );
+    }
+}
+
+const OFFLINE_AFTER: Duration = Duration::from_secs(2);
+
+fn a_quiet_machine_goes_offline_on_another_replica(backend: Backend) {
+    let db = TestDb::new(backend);
+    let spawn = || {
+        TestApp::spawn_with(&db, |s| {
+            s.admin_email = Some(ADMIN_EMAIL.into());
+            s.admin_password = Some(ADMIN_PASSWORD.into());
+            s.offline_after_secs = OFFLINE_AFTER.as_secs();
+        })
+    };
+    let a = spawn();
+    // On PostgreSQL B is a second replica on the same database. SQLite has one server, so there A
+    // is B as well: what is proven is that the batched contacts reach every reader of the database.
+    let second = (backend == Backend::Postgres).then(spawn);
+    let b = second.as_ref().unwrap_or(&a);
+    let mut admin_a = a.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (_, key) = admin_a.create_api_key("watcher");
+    let (_, token) = admin_a.create_enrollment_token("quiet");
+    let (machine_id, credential) = a.enroll(&token, "vm-quiet");
+    let mut admin_b = b.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    // (active drivers on B's /api/queue, the machine's status in B's machine list)
+    let mut seen_on_b = || {
+        let queue = b.api(Some(&key)).get("/api/queue");
+        assert_eq!(queue.status, 200, "{}", queue.body);
+        (
+            queue.json()["active_drivers"].as_i64().unwrap(),
+            admin_b.machine_list("").machine_status(machine_id),
+        )
+    };
+
+    // Heartbeats every 300 ms for longer than offline_after: only the batched contact writes can
+    // keep it Online on B.
+    let written_seen_at = || -> chrono::NaiveDateTime {
+        machines::table
+            .find(machine_id)
+            .select(machines::last_seen_at)
+            .first::<Option<chrono::NaiveDateTime>>(&mut *a.pool.get().unwrap())
+            .unwrap()
+            .expect("seen at enrollment")
+    };
+    let started = Instant::now();
+    let mut checked = 0;
+    let mut answered_before_written = 0;
+    let mut last_sent;
+    let mut last_answered;
+    loop {
+        let sent_at = chrono::Utc::now().naive_utc();
+        last_sent = Instant::now();
+        let reply = a.heartbeat(&credential);
+        last_answered = Instant::now();
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        // Written in a batch, not by the heartbeat itself: often not in the database yet.
+        if written_seen_at() < sent_at {
+            answered_before_written += 1;
+        }
+        if started.elapsed() >= Duration::from_secs(1) {
+            let seen = seen_on_b();
+            assert_eq!(
+                seen,
+                (1, Some("online".to_owned())),
+                "{:?} into the heartbeats, B shows the machine",
+                started.elapsed()
+            );
+            checked += 1;
+        }
+        if started.elapsed() >= Duration::from_secs(3) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300).saturating_sub(last_sent.elapsed()));
+    }
+    assert!(checked >= 5, "B was checked {checked} times");
+    assert!(
+        answered_before_written > 0,
+        "some heartbeats were answered before their contact was written (a batch writes it)"
+    );
+
+    // Quiet: Offline on B within offline_after + 2 s, and not before offline_after - 0.5 s.
+    let offline_at = loop {
+        let asked = Instant::now();
+        let seen = seen_on_b();
+        let answered = Instant::now();
+        match seen {
+            // The two reads are a moment apart: across the boundary the list may already say Offline.
+            (1, Some(status)) if status == "online" || status == "offline" => {}
+            (0, Some(status)) if status == "offline" => {
+                assert!(
+                    answered - last_sent >= OFFLINE_AFTER - Duration::from_millis(500),
+                    "Offline on B only {:?} after the last heartbeat",
+                    answered - last_sent
+                );
+                break asked - last_answered;
+            }
+            other => panic!(
+                "B shows a half-changed machine {:?} after the last heartbeat: {other:?}",
+                answered - last_answered
+            ),
+        }
+        assert!(
+            asked - last_answered <= OFFLINE_AFTER + Duration::from_secs(2),
+            "still Online on B {:?} after the last heartbeat",
+            asked - last_answered
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!(
+        "{backend:?}: Online on B through {checked} checks over {:?} of heartbeats \
+         ({answered_before_written} answered before their contact was written); \
+         Offline {offline_at:?} after the last (offline_after {OFFLINE_AFTER:?})",
+        last_answered - started
+    );
+}
