@@ -1,0 +1,234 @@
+//! The dashboard on its worst day: `cargo bench --bench scale`.
+//!
+//! One database seeded with bulk SQL (not through HTTP) with 1,000,000 finished runs (spread over the
+//! last 23 days), 100,000 queued runs (10,000 of them needing a capability no machine has) and 10,000
+//! machines; another left empty. Each dashboard request and `/api/queue` is timed on both servers,
+//! one request at a time, and printed as a ratio seeded/empty (goal: every one ≤ 3× and under
+//! 25 ms). Also the process's resident memory once the seeded server has served (goal ≤ 150 MB; the
+//! figure includes this benchmark's own client).
+//! `GRANITE_BENCH_SCALE=0.1` seeds a tenth of everything, for a quick look.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use granite::api_keys::{self, KeyName};
+use granite::audit::Actor;
+use granite::db::{DatabaseUrl, DbConnection};
+use support::{Server, sign_in};
+
+const REQUESTS: usize = 60;
+
+fn scale() -> f64 {
+    std::env::var("GRANITE_BENCH_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0)
+}
+
+/// Bulk SQL: machines, finished runs, queued runs.
+fn seed(conn: &mut DbConnection) {
+    let n = |count: f64| ((count * scale()) as i64).max(1);
+    let (machines, finished, queued) = (n(10_000.0), n(1_000_000.0), n(100_000.0));
+    let started = Instant::now();
+    let sql = match conn {
+        DbConnection::Sqlite(_) => format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {machines})
+             INSERT INTO machines (organization_id, name, os_version, ip_address, capabilities,
+                 driver_version, credential_hash, enrolled_at, last_seen_at, reported_status)
+             SELECT 1, printf('vm-%05d', i), 'Windows 11', '10.0.0.1', '[\"windows\"]', '1.0',
+                 'seed-' || i, datetime('now', '-1 day'),
+                 strftime('%Y-%m-%d %H:%M:%f', 'now', printf('-%d seconds', i % 60)), 'idle'
+             FROM n;
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {finished})
+             INSERT INTO runs (public_id, organization_id, endpoint, parameters, requires, priority,
+                 status, attempts, created_at, started_at, finished_at, result, machine_id)
+             SELECT 'run_f' || i, 1, 'invoice-sync', '{{}}', '[]', 0, 'completed', 1,
+                 strftime('%Y-%m-%d %H:%M:%f', 'now', printf('-%d seconds', i * 2 + 60)),
+                 strftime('%Y-%m-%d %H:%M:%f', 'now', printf('-%d seconds', i * 2 + 30)),
+                 strftime('%Y-%m-%d %H:%M:%f', 'now', printf('-%d seconds', i * 2)),
+                 '{{\"ok\":true}}', 1 + i % {machines}
+             FROM n;
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {queued})
+             INSERT INTO runs (public_id, organization_id, endpoint, parameters, requires, priority,
+                 status, attempts, created_at)
+             SELECT 'run_q' || i, 1, 'invoice-sync', '{{}}',
+                 CASE WHEN i % 10 = 0 THEN '[\"gpu\"]' ELSE '[]' END, i % 3, 'queued', 0,
+                 strftime('%Y-%m-%d %H:%M:%f', 'now', printf('-%d seconds', i % 3600))
+             FROM n;
+             ANALYZE;"
+        ),
+        DbConnection::Postgres(_) => format!(
+            "INSERT INTO machines (organization_id, name, os_version, ip_address, capabilities,
+                 driver_version, credential_hash, enrolled_at, last_seen_at, reported_status)
+             SELECT 1, 'vm-' || lpad(i::text, 5, '0'), 'Windows 11', '10.0.0.1', '[\"windows\"]',
+                 '1.0', 'seed-' || i, now() AT TIME ZONE 'utc' - interval '1 day',
+                 now() AT TIME ZONE 'utc' - make_interval(secs => i % 60), 'idle'
+             FROM generate_series(1, {machines}) AS i;
+             INSERT INTO runs (public_id, organization_id, endpoint, parameters, requires, priority,
+                 status, attempts, created_at, started_at, finished_at, result, machine_id)
+             SELECT 'run_f' || i, 1, 'invoice-sync', '{{}}', '[]', 0, 'completed', 1,
+                 now() AT TIME ZONE 'utc' - make_interval(secs => i * 2 + 60),
+                 now() AT TIME ZONE 'utc' - make_interval(secs => i * 2 + 30),
+                 now() AT TIME ZONE 'utc' - make_interval(secs => i * 2),
+                 '{{\"ok\":true}}', 1 + i % {machines}
+             FROM generate_series(1, {finished}) AS i;
+             INSERT INTO runs (public_id, organization_id, endpoint, parameters, requires, priority,
+                 status, attempts, created_at)
+             SELECT 'run_q' || i, 1, 'invoice-sync', '{{}}',
+                 CASE WHEN i % 10 = 0 THEN '[\"gpu\"]' ELSE '[]' END, i % 3, 'queued', 0,
+                 now() AT TIME ZONE 'utc' - make_interval(secs => i % 3600)
+             FROM generate_series(1, {queued}) AS i;
+             ANALYZE;"
+        ),
+    };
+    conn.batch_execute(&sql).expect("seeding");
+    println!(
+        "  seeded {machines} machines, {finished} finished and {queued} queued runs in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+struct Timing {
+    median_ms: f64,
+    p99_ms: f64,
+}
+
+/// One client, one request at a time: the latency of each route.
+fn time(base: &str, path: &str, headers: &[(&str, String)]) -> Timing {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let once = || {
+        let mut request = agent.get(format!("{base}{path}"));
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let started = Instant::now();
+        let mut response = request.call().expect("request sent");
+        let _ = response.body_mut().read_to_vec();
+        assert_eq!(response.status().as_u16(), 200, "{path}");
+        started.elapsed()
+    };
+    for _ in 0..5 {
+        once();
+    }
+    let mut samples: Vec<Duration> = (0..REQUESTS).map(|_| once()).collect();
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    Timing {
+        median_ms: ms(samples[samples.len() / 2]),
+        p99_ms: ms(samples[(samples.len() * 99).div_ceil(100) - 1]),
+    }
+}
+
+const ROUTES: [(&str, &str, bool); 7] = [
+    ("dashboard page", "/api-management", false),
+    ("Queue Status fragment", "/api-management/queue", true),
+    (
+        "VM Machines fragment",
+        "/api-management/machines/list",
+        true,
+    ),
+    (
+        "enrollment tokens fragment",
+        "/api-management/enrollment-tokens/list",
+        true,
+    ),
+    ("jobs list", "/api-management/jobs", false),
+    ("machine detail page", "/api-management/machines/1", false),
+    ("/api/queue", "/api/queue", false),
+];
+
+fn measure(url: DatabaseUrl, seeded: bool) -> Vec<Timing> {
+    let server = Server::start(url);
+    if seeded {
+        seed(&mut server.pool.get().unwrap());
+    } else {
+        // The empty database has the same one machine the detail page shows.
+        server
+            .pool
+            .get()
+            .unwrap()
+            .batch_execute(
+                "INSERT INTO machines (organization_id, name, os_version, ip_address, capabilities,
+                     driver_version, credential_hash, enrolled_at, reported_status)
+                 VALUES (1, 'vm-00001', 'Windows 11', '10.0.0.1', '[]', '1.0', 'seed-1',
+                     CURRENT_TIMESTAMP, 'idle')",
+            )
+            .unwrap();
+    }
+    let key = {
+        let actor = Actor {
+            user_id: 1,
+            email: "bench@example.com".into(),
+            source_ip: None,
+        };
+        let (_, secret) = api_keys::create(
+            &mut server.pool.get().unwrap(),
+            1,
+            &KeyName::parse("bench").unwrap(),
+            &actor,
+        )
+        .unwrap();
+        secret.expose().to_owned()
+    };
+    let base = format!("http://{}", server.address);
+    let (cookie, _) = sign_in(&base, "bench@example.com", "benchmark password");
+    ROUTES
+        .iter()
+        .map(|(_, path, fragment)| {
+            let mut headers = vec![("Cookie", cookie.clone())];
+            if *fragment {
+                headers.push(("HX-Request", "true".into()));
+            }
+            if path.starts_with("/api/") {
+                headers = vec![("X-Granite-API-Key", key.clone())];
+            }
+            time(&base, path, &headers)
+        })
+        .collect()
+}
+
+fn resident_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn bench(label: &str, empty: DatabaseUrl, seeded: DatabaseUrl) {
+    println!("\n{label}:");
+    let before = measure(empty, false);
+    let after = measure(seeded, true);
+    println!(
+        "  {:<28} {:>10} {:>10} {:>8} {:>10}",
+        "route", "empty ms", "seeded ms", "ratio", "seeded p99"
+    );
+    for (((name, _, _), empty), seeded) in ROUTES.iter().zip(&before).zip(&after) {
+        println!(
+            "  {name:<28} {:>10.2} {:>10.2} {:>7.2}× {:>10.2}",
+            empty.median_ms,
+            seeded.median_ms,
+            seeded.median_ms / empty.median_ms,
+            seeded.p99_ms
+        );
+    }
+    println!("  goal: every ratio ≤ 3× and every seeded median under 25 ms");
+    println!(
+        "  resident memory of this process (server and client): {:.0} MB (goal ≤ 150 MB)",
+        resident_mb()
+    );
+}
+
+fn main() {
+    bench("SQLite", support::sqlite_url(), support::sqlite_url());
+    match (support::postgres_url(), support::postgres_url()) {
+        (Some(empty), Some(seeded)) => bench("PostgreSQL", empty, seeded),
+        _ => println!("\nPostgreSQL: not reachable (GRANITE_BENCH_POSTGRES_URL), skipped"),
+    }
+}
