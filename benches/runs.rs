@@ -189,14 +189,21 @@ fn bench(label: &str, url: DatabaseUrl) {
     );
     measure(THREADS, Duration::from_millis(300), 200, health.clone());
     let mut rates = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    let mut enqueue_p99 = Vec::new();
     for _ in 0..ROUNDS {
         rates[0].push(measure(THREADS, ROUND, 200, static_file.clone()));
         rates[1].push(measure(THREADS, ROUND, 200, health.clone()));
         // Enqueue first: it leaves the runs the claim round takes.
-        rates[2].push(measure(THREADS, ROUND, 202, enqueue.clone()));
+        let (rate, p99) = support::measure_with_p99(THREADS, ROUND, 202, enqueue.clone());
+        rates[2].push(rate);
+        enqueue_p99.push(p99);
         rates[3].push(measure(THREADS, ROUND / 2, 200, cycle.clone()));
     }
     let [static_rate, health_rate, enqueue_rate, cycle_rate] = rates.map(median);
+    println!(
+        "  p99 of enqueue under load: {:.2} ms (median of rounds)",
+        median(enqueue_p99)
+    );
     // Drain what is left so the latency runs meet an empty queue.
     let drain = agent();
     while drain

@@ -38,7 +38,9 @@ impl Topic {
 /// Tells the other replicas (PostgreSQL only), as part of the caller's transaction if one is open.
 pub fn publish(conn: &mut DbConnection, topic: Topic, payload: &str) -> QueryResult<()> {
     if let DbConnection::Postgres(pg) = conn {
-        diesel::sql_query("SELECT pg_notify($1, $2)")
+        // Channels are per database; the schema in the payload keeps installations that share one
+        // database in separate schemas from hearing each other.
+        diesel::sql_query("SELECT pg_notify($1, current_schema() || '/' || $2)")
             .bind::<diesel::sql_types::Text, _>(topic.channel())
             .bind::<diesel::sql_types::Text, _>(payload)
             .execute(pg)?;
@@ -87,6 +89,10 @@ fn listen(
     subscribers: &[Weak<dyn Subscriber>],
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut conn = diesel::PgConnection::establish(url)?;
+    let schema = diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
+        "current_schema()",
+    ))
+    .get_result::<String>(&mut conn)?;
     for topic in Topic::ALL {
         conn.batch_execute(&format!("LISTEN {}", topic.channel()))?;
     }
@@ -95,8 +101,13 @@ fn listen(
     while subscribers.iter().any(|s| s.strong_count() > 0) {
         for notification in conn.notifications_iter() {
             let notification = notification?;
-            if let Some(topic) = Topic::from_channel(&notification.channel) {
-                each(subscribers, |s| s.receive(topic, &notification.payload));
+            let ours = notification
+                .payload
+                .strip_prefix(schema.as_str())
+                .and_then(|rest| rest.strip_prefix('/'));
+            if let (Some(topic), Some(payload)) = (Topic::from_channel(&notification.channel), ours)
+            {
+                each(subscribers, |s| s.receive(topic, payload));
             }
         }
         // A closed socket shows in the loop above; a silent network only when the connection is

@@ -83,6 +83,16 @@ pub type Request = Arc<dyn Fn(&ureq::Agent) -> u16 + Send + Sync>;
 /// Closed loop: `threads` clients, each with its own keep-alive connection, send `request` for
 /// `duration`; returns requests per second. Every answer must have status `expect`.
 pub fn measure(threads: usize, duration: Duration, expect: u16, request: Request) -> f64 {
+    measure_with_p99(threads, duration, expect, request).0
+}
+
+/// [`measure`], also returning the 99th percentile latency in milliseconds.
+pub fn measure_with_p99(
+    threads: usize,
+    duration: Duration,
+    expect: u16,
+    request: Request,
+) -> (f64, f64) {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -94,20 +104,33 @@ pub fn measure(threads: usize, duration: Duration, expect: u16, request: Request
                     .http_status_as_error(false)
                     .build()
                     .into();
+                let mut latencies = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
+                    let sent = Instant::now();
                     let status = request(&agent);
+                    latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
                     assert_eq!(status, expect, "unexpected status during the benchmark");
                     done.fetch_add(1, Ordering::Relaxed);
                 }
+                latencies
             })
         })
         .collect();
     std::thread::sleep(duration);
     stop.store(true, Ordering::Relaxed);
-    for worker in workers {
-        worker.join().unwrap();
-    }
-    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    let mut latencies: Vec<f64> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let p99 = latencies
+        .get((latencies.len() * 99).div_ceil(100).saturating_sub(1))
+        .copied()
+        .unwrap_or(f64::NAN);
+    (
+        done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(),
+        p99,
+    )
 }
 
 pub fn get(url: String, headers: Vec<(&'static str, String)>) -> Request {
@@ -139,10 +162,19 @@ pub fn measure_routes(
         );
     }
     let mut samples = vec![Vec::new(); routes.len()];
+    let mut p99s = vec![Vec::new(); routes.len()];
     for _ in 0..rounds {
         for (i, (_, request, expect)) in routes.iter().enumerate() {
-            samples[i].push(measure(threads, round, *expect, request.clone()));
+            let (rate, p99) = measure_with_p99(threads, round, *expect, request.clone());
+            samples[i].push(rate);
+            p99s[i].push(p99);
         }
+    }
+    for ((name, _, _), p99) in routes.iter().zip(p99s) {
+        println!(
+            "  p99 {name:<32} {:>7.2} ms (median of rounds)",
+            median(p99)
+        );
     }
     samples.into_iter().map(median).collect()
 }
