@@ -30,20 +30,18 @@ impl FromRequest for ApiCaller {
             .headers()
             .get(HEADER)
             .map(|v| v.to_str().map(str::to_owned));
-        let data = |req: &HttpRequest| {
-            (
-                req.app_data::<web::Data<Pool>>()
-                    .expect("Pool registered")
-                    .clone(),
-                req.app_data::<web::Data<VerifiedKeys>>()
-                    .expect("VerifiedKeys registered")
-                    .clone(),
-                req.app_data::<web::Data<UsageRecorder>>()
-                    .expect("UsageRecorder registered")
-                    .clone(),
-            )
-        };
-        let (pool, keys, usage) = data(req);
+        let pool = req
+            .app_data::<web::Data<Pool>>()
+            .expect("Pool registered")
+            .clone();
+        let keys = req
+            .app_data::<web::Data<VerifiedKeys>>()
+            .expect("VerifiedKeys registered")
+            .clone();
+        let usage = req
+            .app_data::<web::Data<UsageRecorder>>()
+            .expect("UsageRecorder registered")
+            .clone();
         let ip = req.peer_addr().map(|a| a.ip().to_string());
         let user_agent = req
             .headers()

@@ -3,8 +3,7 @@
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,114 +12,20 @@ use diesel::prelude::*;
 use diesel::sql_types::Text;
 use serde_json::json;
 
-use crate::driver::{free_port, granite};
 use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, Backend, Client, TestDb};
+use crate::process::{Server, WorkDir, agent};
 
-/// A temporary folder the processes of a test run in, so `sqlite://granite.db` is a relative path.
-struct WorkDir(PathBuf);
-
-impl WorkDir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "granite-backup-{}",
-            granite::secret::random_base62(10)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    /// `granite ARGS` started in this folder, on the database `url` as the user would type it.
-    fn granite(&self, url: &str) -> Command {
-        let mut command = granite();
-        command
-            .current_dir(&self.0)
-            .env("GRANITE_DATABASE_URL", url);
-        command
-    }
-
-    /// `granite backup PATH`; returns (success, everything it printed).
-    fn backup(&self, url: &str, path: &str) -> (bool, String) {
-        let output = self.granite(url).args(["backup", path]).output().unwrap();
-        (
-            output.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ),
-        )
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `granite serve` as its own process in the work folder; stopped when dropped.
-struct Server {
-    child: Child,
-    address: SocketAddr,
-}
-
-impl Server {
-    fn start(work: &WorkDir, url: &str) -> Self {
-        let port = free_port();
-        let child = work
-            .granite(url)
-            .arg("serve")
-            .env("GRANITE_BIND", format!("127.0.0.1:{port}"))
-            .env("GRANITE_ADMIN_EMAIL", ADMIN_EMAIL)
-            .env("GRANITE_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = Self {
-            child,
-            address: SocketAddr::from(([127, 0, 0, 1], port)),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while server.get("/healthz", None).0 != 200 {
-            assert!(
-                Instant::now() < deadline,
-                "granite serve on {url} did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        server
-    }
-
-    /// (status, body) of a GET, with an API key when given.
-    fn get(&self, path: &str, key: Option<&str>) -> (u16, String) {
-        let mut request = agent().get(format!("http://{}{path}", self.address));
-        if let Some(key) = key {
-            request = request.header("X-Granite-API-Key", key);
-        }
-        match request.call() {
-            Ok(mut reply) => (
-                reply.status().as_u16(),
-                reply.body_mut().read_to_string().unwrap_or_default(),
-            ),
-            Err(_) => (0, String::new()),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
+/// `granite backup PATH` in the work folder; returns (success, everything it printed).
+fn run_backup(work: &WorkDir, url: &str, path: &str) -> (bool, String) {
+    let output = work.granite(url).args(["backup", path]).output().unwrap();
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
 }
 
 /// One run the load queued: its id, and when its request was sent and answered.
@@ -138,7 +43,7 @@ fn start_load(
     queued: Arc<Mutex<Vec<Queued>>>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let agent = agent();
+        let agent = agent(Duration::from_secs(30));
         let mut n = 0;
         while !stop.load(Ordering::Relaxed) {
             n += 1;
@@ -170,7 +75,7 @@ fn mode_of(path: &Path) -> u32 {
 #[test]
 fn sqlite_backup_taken_under_load_serves_as_the_database() {
     let work = WorkDir::new();
-    let live = Server::start(&work, "sqlite://granite.db");
+    let live = Server::start(&work, "sqlite://granite.db", "live");
     let key = {
         // A real key, made through the domain on the server's own database.
         let pool = granite::db::Pool::open(
@@ -198,7 +103,7 @@ fn sqlite_backup_taken_under_load_serves_as_the_database() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let backup_started = Instant::now();
-    let (ok, output) = work.backup("sqlite://granite.db", "backup.db");
+    let (ok, output) = run_backup(&work, "sqlite://granite.db", "backup.db");
     let backup_ended = Instant::now();
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
@@ -238,7 +143,7 @@ fn sqlite_backup_taken_under_load_serves_as_the_database() {
 
     // A second backup to the same path is refused and leaves the first one as it was.
     let before = std::fs::read(&backup).unwrap();
-    let (ok, output) = work.backup("sqlite://granite.db", "backup.db");
+    let (ok, output) = run_backup(&work, "sqlite://granite.db", "backup.db");
     assert!(!ok, "{output}");
     assert!(output.contains("backup.db exists already"), "{output}");
     assert_eq!(
@@ -250,7 +155,7 @@ fn sqlite_backup_taken_under_load_serves_as_the_database() {
 
     // The copy is a database Granite serves: the admin signs in, the key works, and the runs it holds
     // are exactly the ones queued before some instant during the backup.
-    let restored = Server::start(&work, "sqlite://backup.db");
+    let restored = Server::start(&work, "sqlite://backup.db", "restored");
     let mut admin = Client::new(restored.address);
     assert_eq!(admin.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).status, 303);
     assert_eq!(admin.get("/api-management").status, 200);
@@ -306,7 +211,7 @@ fn postgres_backup_points_to_pg_dump_without_the_password() {
         ),
     };
     let work = WorkDir::new();
-    let (ok, output) = work.backup(&url, "x.db");
+    let (ok, output) = run_backup(&work, &url, "x.db");
     assert!(!ok, "{output}");
     assert!(
         output.contains("pg_dump --format=custom --file=x.db"),

@@ -4,9 +4,6 @@
 //! written in batches, keep a machine Online on every replica until it goes quiet.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -17,8 +14,8 @@ use granite::db::{DatabaseUrl, DbConnection, Pool};
 use serde_json::json;
 
 use crate::both_backends;
-use crate::driver::{free_port, granite};
 use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, Backend, TestApp, TestDb};
+use crate::process::{Server, WorkDir, agent};
 
 both_backends!(
     every_acknowledged_enqueue_survives_a_kill,
@@ -130,98 +127,6 @@ fn a_revoked_key_fails_on_every_replica_within_a_second() {
     }
 }
 
-/// A temporary folder `granite serve` runs in, so `sqlite://granite.db` is a relative path.
-struct WorkDir(PathBuf);
-
-impl WorkDir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "granite-hot-{}",
-            granite::secret::random_base62(10)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `granite serve` as its own process, so it can be killed outright; killed when dropped.
-struct Server {
-    child: Child,
-    address: SocketAddr,
-}
-
-impl Server {
-    /// Starts it in `work` on the database `url` (as an operator would type it), and waits for
-    /// `/healthz`. Its log goes to `serve-N.log` in the folder.
-    fn start(work: &WorkDir, url: &str, n: usize) -> Self {
-        let port = free_port();
-        let log = std::fs::File::create(work.0.join(format!("serve-{n}.log"))).unwrap();
-        let child = granite()
-            .current_dir(&work.0)
-            .arg("serve")
-            .env("GRANITE_DATABASE_URL", url)
-            .env("GRANITE_BIND", format!("127.0.0.1:{port}"))
-            .env("GRANITE_ADMIN_EMAIL", ADMIN_EMAIL)
-            .env("GRANITE_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut server = Self {
-            child,
-            address: SocketAddr::from(([127, 0, 0, 1], port)),
-        };
-        let agent = agent(Duration::from_secs(2));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let up = agent
-                .get(format!("http://{}/healthz", server.address))
-                .call()
-                .is_ok_and(|r| r.status() == 200);
-            if up {
-                return server;
-            }
-            assert!(
-                server.child.try_wait().unwrap().is_none(),
-                "granite serve on {url} exited: {}",
-                std::fs::read_to_string(work.0.join(format!("serve-{n}.log"))).unwrap_or_default()
-            );
-            assert!(
-                Instant::now() < deadline,
-                "granite serve on {url} did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGKILL: no graceful stop, nothing flushed.
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(timeout))
-        .build()
-        .into()
-}
-
 /// What one enqueuing thread saw: the runs acknowledged with a 202, and any other status.
 #[derive(Default)]
 struct Acknowledged {
@@ -242,7 +147,7 @@ fn every_acknowledged_enqueue_survives_a_kill(backend: Backend) {
             DatabaseUrl::Sqlite(work.0.join("granite.db")),
         ),
     };
-    let mut server = Server::start(&work, &url, 1);
+    let mut server = Server::start(&work, &url, "first");
     assert_eq!(
         work.0.join("granite.db").exists(),
         backend == Backend::Sqlite,
@@ -330,7 +235,7 @@ fn every_acknowledged_enqueue_survives_a_kill(backend: Backend) {
     assert_eq!(distinct.len(), acknowledged.len(), "each run id once");
 
     // Back up on the same database: every acknowledged run is there.
-    let restarted = Server::start(&work, &url, 2);
+    let restarted = Server::start(&work, &url, "restarted");
     let pool = Pool::open(&db_url, 1).unwrap();
     let mut conn = pool.get().unwrap();
     let stored: HashSet<String> = runs::table

@@ -17,6 +17,7 @@ mod jobs;
 mod lifecycle;
 mod machines;
 mod pages;
+mod process;
 mod queue;
 mod retention;
 mod runs;
