@@ -13,7 +13,7 @@ use std::time::Duration;
 use granite::api_keys::{self, KeyName};
 use granite::audit::Actor;
 use granite::db::DatabaseUrl;
-use support::{Server, get, measure_routes};
+use support::{Call, Server, measure_routes};
 
 const THREADS: usize = 4;
 const ROUND: Duration = Duration::from_secs(2);
@@ -38,34 +38,29 @@ fn bench(label: &str, url: DatabaseUrl) {
     let routes = [
         (
             "static file (no database)",
-            get(format!("{base}/static/favicon.svg"), vec![]),
+            Call::get(format!("{base}/static/favicon.svg")),
             200,
         ),
         (
             "/healthz (database ping)",
-            get(format!("{base}/healthz"), vec![]),
+            Call::get(format!("{base}/healthz")),
             200,
         ),
         (
             "/api/me, valid key",
-            get(
-                format!("{base}/api/me"),
-                vec![("X-Granite-API-Key", secret)],
-            ),
+            Call::get(format!("{base}/api/me")).header("X-Granite-API-Key", secret),
             200,
         ),
         (
             "/api/me, malformed key",
-            get(
-                format!("{base}/api/me"),
-                vec![("X-Granite-API-Key", malformed)],
-            ),
+            Call::get(format!("{base}/api/me")).header("X-Granite-API-Key", malformed),
             401,
         ),
     ];
     let rates = measure_routes(&routes, THREADS, ROUND, ROUNDS);
     println!(
-        "\n{label}: {THREADS} keep-alive clients, median of {ROUNDS} rounds of {}s",
+        "\n{label}: {}, median of {ROUNDS} rounds of {}s",
+        support::load_label(THREADS),
         ROUND.as_secs()
     );
     for ((name, _, _), rate) in routes.iter().zip(&rates) {

@@ -7,8 +7,6 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use granite::audit::Actor;
@@ -16,7 +14,7 @@ use granite::db::{DatabaseUrl, write_transaction};
 use granite::enrollment;
 use granite::machines::{self, MachineProfile};
 use granite::secret::{Secret, SecretKind};
-use support::{Request, Server, get, measure_routes};
+use support::{Call, Server, measure_routes};
 
 const MACHINES: usize = 10_000;
 const THREADS: usize = 4;
@@ -55,21 +53,15 @@ fn enroll_fleet(server: &Server) -> Vec<String> {
 }
 
 /// Heartbeats round-robin over every machine of the fleet.
-fn heartbeats(base: &str, credentials: Vec<String>) -> Request {
-    let url = format!("{base}/api/v1/driver/heartbeat");
-    let next = Arc::new(AtomicUsize::new(0));
-    let credentials = Arc::new(credentials);
-    Arc::new(move |agent: &ureq::Agent| {
-        let i = next.fetch_add(1, Ordering::Relaxed) % credentials.len();
-        let mut response = agent
-            .post(&url)
-            .header("Content-Type", "application/json")
-            .header("Authorization", format!("Bearer {}", credentials[i]))
-            .send(&b"{\"status\":\"idle\"}"[..])
-            .expect("request sent");
-        let _ = response.body_mut().read_to_vec();
-        response.status().as_u16()
-    })
+fn heartbeats(base: &str, credentials: Vec<String>) -> Call {
+    Call::post_json(
+        format!("{base}/api/v1/driver/heartbeat"),
+        "{\"status\":\"idle\"}",
+    )
+    .rotating(
+        "Authorization",
+        credentials.iter().map(|c| format!("Bearer {c}")).collect(),
+    )
 }
 
 fn bench(label: &str, url: DatabaseUrl) {
@@ -79,19 +71,18 @@ fn bench(label: &str, url: DatabaseUrl) {
     let enrolled_in = started.elapsed();
     let base = format!("http://{}", server.address);
     let (cookie, _) = support::sign_in(&base, "bench@example.com", "benchmark password");
-    let fragment = get(
-        format!("{base}/api-management/machines/list"),
-        vec![("Cookie", cookie.clone()), ("HX-Request", "true".into())],
-    );
-    let routes: Vec<(&str, Request, u16)> = vec![
+    let fragment = Call::get(format!("{base}/api-management/machines/list"))
+        .header("Cookie", cookie.clone())
+        .header("HX-Request", "true");
+    let routes = vec![
         (
             "static file (no database)",
-            get(format!("{base}/static/favicon.svg"), vec![]),
+            Call::get(format!("{base}/static/favicon.svg")),
             200,
         ),
         (
             "/healthz (database ping)",
-            get(format!("{base}/healthz"), vec![]),
+            Call::get(format!("{base}/healthz")),
             200,
         ),
         (
@@ -107,6 +98,7 @@ fn bench(label: &str, url: DatabaseUrl) {
         .http_status_as_error(false)
         .build()
         .into();
+    let fragment = fragment.request();
     let timed = Instant::now();
     let runs = 50;
     for _ in 0..runs {
@@ -115,8 +107,9 @@ fn bench(label: &str, url: DatabaseUrl) {
     let fragment_ms = timed.elapsed().as_secs_f64() * 1000.0 / runs as f64;
 
     println!(
-        "\n{label}: {MACHINES} machines (enrolled in {:.1}s), {THREADS} keep-alive clients, median of {ROUNDS} rounds of {}s",
+        "\n{label}: {MACHINES} machines (enrolled in {:.1}s), {}, median of {ROUNDS} rounds of {}s",
         enrolled_in.as_secs_f64(),
+        support::load_label(THREADS),
         ROUND.as_secs()
     );
     for ((name, _, _), rate) in routes.iter().zip(&rates) {

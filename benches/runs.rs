@@ -17,7 +17,7 @@ use granite::db::DatabaseUrl;
 use granite::enrollment;
 use granite::machines::MachineProfile;
 use granite::secret::{Secret, SecretKind};
-use support::{Request, Server, get, measure, median};
+use support::{Call, Request, Server, measure, measure_call, median};
 
 const THREADS: usize = 4;
 const ROUND: Duration = Duration::from_secs(2);
@@ -31,18 +31,9 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-fn enqueue(base: &str, key: &str) -> Request {
-    let (url, key) = (format!("{base}/api/default/bench-job"), key.to_owned());
-    Arc::new(move |agent: &ureq::Agent| {
-        let mut response = agent
-            .post(&url)
-            .header("X-Granite-API-Key", &key)
-            .header("Content-Type", "application/json")
-            .send(&b"{\"n\":1}"[..])
-            .expect("request sent");
-        let _ = response.body_mut().read_to_vec();
-        response.status().as_u16()
-    })
+fn enqueue(base: &str, key: &str) -> Call {
+    Call::post_json(format!("{base}/api/default/bench-job"), "{\"n\":1}")
+        .header("X-Granite-API-Key", key)
 }
 
 /// One driver cycle: claim a run, report it completed. Each cycle borrows a machine no other cycle is
@@ -174,27 +165,22 @@ fn bench(label: &str, url: DatabaseUrl) {
     let server = Server::start(url);
     let (key, credentials) = setup(&server, THREADS + 1);
     let base = format!("http://{}", server.address);
-    let static_file = get(format!("{base}/static/favicon.svg"), vec![]);
-    let health = get(format!("{base}/healthz"), vec![]);
+    let static_file = Call::get(format!("{base}/static/favicon.svg"));
+    let health = Call::get(format!("{base}/healthz"));
     let enqueue = enqueue(&base, &key);
     let cycle = claim_and_complete(&base, credentials[..THREADS].to_vec());
     // Latency on a fresh queue, and again below once the throughput rounds have churned through
     // thousands of runs (on PostgreSQL their dead index entries stay until autovacuum passes).
     let (fresh_p50, fresh_p95) = latency(&base, &key, &credentials[THREADS]);
-    measure(
-        THREADS,
-        Duration::from_millis(300),
-        200,
-        static_file.clone(),
-    );
-    measure(THREADS, Duration::from_millis(300), 200, health.clone());
+    measure_call(THREADS, Duration::from_millis(300), 200, &static_file);
+    measure_call(THREADS, Duration::from_millis(300), 200, &health);
     let mut rates = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     let mut enqueue_p99 = Vec::new();
     for _ in 0..ROUNDS {
-        rates[0].push(measure(THREADS, ROUND, 200, static_file.clone()));
-        rates[1].push(measure(THREADS, ROUND, 200, health.clone()));
+        rates[0].push(measure_call(THREADS, ROUND, 200, &static_file).0);
+        rates[1].push(measure_call(THREADS, ROUND, 200, &health).0);
         // Enqueue first: it leaves the runs the claim round takes.
-        let (rate, p99) = support::measure_with_p99(THREADS, ROUND, 202, enqueue.clone());
+        let (rate, p99) = measure_call(THREADS, ROUND, 202, &enqueue);
         rates[2].push(rate);
         enqueue_p99.push(p99);
         rates[3].push(measure(THREADS, ROUND / 2, 200, cycle.clone()));
@@ -230,7 +216,10 @@ fn bench(label: &str, url: DatabaseUrl) {
         .unwrap_or(false)
     {}
     let (aged_p50, aged_p95) = latency(&base, &key, &credentials[THREADS]);
-    println!("\n{label}: {THREADS} keep-alive clients, median of {ROUNDS} rounds");
+    println!(
+        "\n{label}: {} (claim + complete: {THREADS} built-in clients), median of {ROUNDS} rounds",
+        support::load_label(THREADS)
+    );
     println!("  static file (no database)      {static_rate:>9.0} req/s");
     println!("  /healthz (database ping)       {health_rate:>9.0} req/s");
     println!("  enqueue                        {enqueue_rate:>9.0} req/s");

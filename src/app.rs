@@ -16,6 +16,7 @@ use crate::api_keys::usage::{FLUSH_EVERY, UsageRecorder};
 use crate::config::Settings;
 use crate::db::{DatabaseUrl, DbError, Pool};
 use crate::machines::contacts::{self, Contacts};
+use crate::machines::memory::Presences;
 use crate::metrics::Metrics;
 use crate::ops;
 use crate::queue;
@@ -78,13 +79,29 @@ impl Application {
         let dispatcher = actix_web::web::Data::new(Dispatcher::new(metrics.clone().into_inner()));
         let replicated = matches!(settings.database.database_url, DatabaseUrl::Postgres(_));
         let keys = actix_web::web::Data::new(VerifiedKeys::new(replicated));
-        if let DatabaseUrl::Postgres(url) = &settings.database.database_url {
-            let dispatcher: Arc<dyn Subscriber> = dispatcher.clone().into_inner();
-            let keys: Arc<dyn Subscriber> = keys.clone().into_inner();
-            replicas::spawn_listener(
-                url.clone(),
-                vec![Arc::downgrade(&dispatcher), Arc::downgrade(&keys)],
-            );
+        let presences = actix_web::web::Data::new(Presences::new(replicated));
+        match &settings.database.database_url {
+            DatabaseUrl::Postgres(url) => {
+                let dispatcher: Arc<dyn Subscriber> = dispatcher.clone().into_inner();
+                let keys: Arc<dyn Subscriber> = keys.clone().into_inner();
+                let presences: Arc<dyn Subscriber> = presences.clone().into_inner();
+                replicas::spawn_listener(
+                    url.clone(),
+                    vec![
+                        Arc::downgrade(&dispatcher),
+                        Arc::downgrade(&keys),
+                        Arc::downgrade(&presences),
+                    ],
+                );
+            }
+            DatabaseUrl::Sqlite(_) => {
+                let presences = Arc::downgrade(&presences.clone().into_inner());
+                pool.on_machines_changed(move |ids| {
+                    if let Some(presences) = presences.upgrade() {
+                        presences.forget(ids);
+                    }
+                });
+            }
         }
         spawn_lease_keeper(pool.clone(), dispatcher.clone(), settings.offline_after());
 
@@ -102,6 +119,7 @@ impl Application {
                 .app_data(data_usage.clone())
                 .app_data(keys.clone())
                 .app_data(data_contacts.clone())
+                .app_data(presences.clone())
                 .app_data(intake.clone())
                 .app_data(dispatcher.clone())
                 .app_data(metrics.clone())

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod ops;
 pub mod organizations;
 pub mod queue;
+pub mod remembered;
 pub mod replicas;
 pub mod runs;
 pub mod secret;

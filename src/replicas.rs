@@ -18,15 +18,20 @@ pub enum Topic {
     Runs,
     /// An API key was revoked or rolled: payload its id.
     Keys,
+    /// What a heartbeat answers from changed for a machine (the run it holds or that run's status,
+    /// paused, removed, reported status): payload its id. Sent by database triggers, so no code path
+    /// that changes a machine can forget to (migration `machine_changes`).
+    Machines,
 }
 
 impl Topic {
-    const ALL: [Self; 2] = [Self::Runs, Self::Keys];
+    const ALL: [Self; 3] = [Self::Runs, Self::Keys, Self::Machines];
 
     fn channel(self) -> &'static str {
         match self {
             Self::Runs => "granite_runs",
             Self::Keys => "granite_keys",
+            Self::Machines => "granite_machines",
         }
     }
 

@@ -77,8 +77,211 @@ pub fn postgres_url() -> Option<DatabaseUrl> {
     DatabaseUrl::parse(&format!("{base}?options=-csearch_path%3D{schema}")).ok()
 }
 
-/// One request a load thread sends over and over.
+/// One request a load thread sends over and over (the built-in generator only).
 pub type Request = Arc<dyn Fn(&ureq::Agent) -> u16 + Send + Sync>;
+
+/// One HTTP request, described so that either load generator can send it: `wrk` (when installed;
+/// 2 threads, 32 connections, as the performance goals are stated) or the built-in closed loop.
+#[derive(Clone)]
+pub struct Call {
+    pub method: &'static str,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+    /// A header whose value takes each of these in turn (for example one credential per machine).
+    pub rotate: Option<(String, Arc<Vec<String>>)>,
+}
+
+impl Call {
+    pub fn get(url: String) -> Self {
+        Self {
+            method: "GET",
+            url,
+            headers: Vec::new(),
+            body: None,
+            rotate: None,
+        }
+    }
+
+    pub fn post_json(url: String, body: &str) -> Self {
+        Self {
+            method: "POST",
+            url,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: Some(body.into()),
+            rotate: None,
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn rotating(mut self, name: &str, values: Vec<String>) -> Self {
+        self.rotate = Some((name.into(), Arc::new(values)));
+        self
+    }
+
+    /// The same call as a closure for the built-in generator.
+    pub fn request(&self) -> Request {
+        let call = self.clone();
+        let next = Arc::new(AtomicU64::new(0));
+        Arc::new(move |agent: &ureq::Agent| {
+            let mut headers = call.headers.clone();
+            if let Some((name, values)) = &call.rotate {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize % values.len();
+                headers.push((name.clone(), values[i].clone()));
+            }
+            let mut response = match (call.method, &call.body) {
+                ("GET", None) => {
+                    let mut request = agent.get(&call.url);
+                    for (name, value) in &headers {
+                        request = request.header(name, value);
+                    }
+                    request.call()
+                }
+                ("POST", body) => {
+                    let mut request = agent.post(&call.url);
+                    for (name, value) in &headers {
+                        request = request.header(name, value);
+                    }
+                    request.send(body.as_deref().unwrap_or_default())
+                }
+                (method, _) => panic!("the benchmarks do not send {method}"),
+            }
+            .expect("request sent");
+            let _ = response.body_mut().read_to_vec();
+            response.status().as_u16()
+        })
+    }
+
+    /// A wrk script that sends this call and prints one summary line.
+    fn wrk_script(&self, expect: u16) -> String {
+        let lua = |s: &str| format!("{s:?}");
+        let path = self
+            .url
+            .splitn(4, '/')
+            .nth(3)
+            .map(|p| format!("/{p}"))
+            .unwrap();
+        let mut headers: Vec<String> = self
+            .headers
+            .iter()
+            .map(|(name, value)| format!("[{}] = {}", lua(name), lua(value)))
+            .collect();
+        let mut script = String::from(
+            "local threads = {}\nfunction setup(thread) table.insert(threads, thread) end\n",
+        );
+        let body = self
+            .body
+            .as_deref()
+            .map(lua)
+            .unwrap_or_else(|| "nil".into());
+        match &self.rotate {
+            None => {
+                script += &format!(
+                    "wrk.method = {}\nwrk.body = {body}\nwrk.headers = {{ {} }}\n",
+                    lua(self.method),
+                    headers.join(", ")
+                );
+            }
+            Some((name, values)) => {
+                let list: Vec<String> = values.iter().map(|v| lua(v)).collect();
+                script += &format!("local values = {{ {} }}\n", list.join(",\n"));
+                script += "local i = 0\nfunction init(args) i = math.random(#values) end\n";
+                headers.push(format!("[{}] = values[i]", lua(name)));
+                script += &format!(
+                    "function request()\n  i = i % #values + 1\n  return wrk.format({}, {}, {{ {} }}, {body})\nend\n",
+                    lua(self.method),
+                    lua(&path),
+                    headers.join(", ")
+                );
+            }
+        }
+        let failed = if (200..400).contains(&expect) {
+            "summary.errors.status"
+        } else {
+            "summary.requests - summary.errors.status"
+        };
+        script += &format!(
+            "function done(summary, latency, requests)\n  io.write(string.format(\"GRANITE %f %f %d %d\\n\", \
+             summary.requests / (summary.duration / 1e6), latency:percentile(99) / 1000, \
+             {failed}, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))\nend\n"
+        );
+        script
+    }
+}
+
+/// The load generator: `wrk` with 2 threads and 32 connections when it is installed (the figures the
+/// performance goals are stated in), otherwise the built-in closed loop; `GRANITE_BENCH_LOAD=builtin`
+/// forces the latter.
+pub fn uses_wrk() -> bool {
+    static WRK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WRK.get_or_init(|| {
+        std::env::var("GRANITE_BENCH_LOAD").as_deref() != Ok("builtin")
+            && std::process::Command::new("wrk")
+                .arg("--version")
+                .output()
+                .is_ok()
+    })
+}
+
+pub const WRK_THREADS: usize = 2;
+pub const WRK_CONNECTIONS: usize = 32;
+
+/// Which generator the figures come from, for the report.
+pub fn load_label(threads: usize) -> String {
+    if uses_wrk() {
+        format!("wrk, {WRK_THREADS} threads, {WRK_CONNECTIONS} keep-alive connections")
+    } else {
+        format!("built-in load, {threads} keep-alive clients")
+    }
+}
+
+/// Requests per second and p99 (ms) of `call` for `duration`; every answer must have status `expect`.
+pub fn measure_call(threads: usize, duration: Duration, expect: u16, call: &Call) -> (f64, f64) {
+    if !uses_wrk() {
+        return measure_with_p99(threads, duration, expect, call.request());
+    }
+    let script = std::env::temp_dir().join(format!(
+        "granite-bench-{}.lua",
+        granite::secret::random_base62(8)
+    ));
+    std::fs::write(&script, call.wrk_script(expect)).unwrap();
+    let output = std::process::Command::new("wrk")
+        .arg(format!("-t{WRK_THREADS}"))
+        .arg(format!("-c{WRK_CONNECTIONS}"))
+        .arg(format!("-d{}s", duration.as_secs().max(1)))
+        .arg("-s")
+        .arg(&script)
+        .arg(&call.url)
+        .output()
+        .expect("wrk runs");
+    let _ = std::fs::remove_file(&script);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("GRANITE "))
+        .unwrap_or_else(|| {
+            panic!(
+                "wrk printed no summary:\n{stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    let fields: Vec<f64> = line.split(' ').map(|f| f.parse().unwrap()).collect();
+    assert_eq!(
+        fields[2], 0.0,
+        "{} answers other than {expect} from {}",
+        fields[2], call.url
+    );
+    assert_eq!(
+        fields[3], 0.0,
+        "{} socket errors from {}",
+        fields[3], call.url
+    );
+    (fields[0], fields[1])
+}
 
 /// Closed loop: `threads` clients, each with its own keep-alive connection, send `request` for
 /// `duration`; returns requests per second. Every answer must have status `expect`.
@@ -134,42 +337,34 @@ pub fn measure_with_p99(
 }
 
 pub fn get(url: String, headers: Vec<(&'static str, String)>) -> Request {
-    Arc::new(move |agent: &ureq::Agent| {
-        let mut request = agent.get(&url);
-        for (name, value) in &headers {
-            request = request.header(*name, value);
-        }
-        let mut response = request.call().expect("request sent");
-        let _ = response.body_mut().read_to_vec();
-        response.status().as_u16()
-    })
+    let mut call = Call::get(url);
+    for (name, value) in headers {
+        call = call.header(name, value);
+    }
+    call.request()
 }
 
 /// Requests per second of each route: a short warm-up, then `rounds` rounds in which every route takes
 /// its turn (interleaved, so drift affects all alike); the median round of each.
 pub fn measure_routes(
-    routes: &[(&str, Request, u16)],
+    routes: &[(&str, Call, u16)],
     threads: usize,
     round: Duration,
     rounds: usize,
 ) -> Vec<f64> {
-    for (_, request, expect) in routes {
-        measure(
-            threads,
-            Duration::from_millis(300),
-            *expect,
-            request.clone(),
-        );
+    for (_, call, expect) in routes {
+        measure_call(threads, Duration::from_millis(300), *expect, call);
     }
     let mut samples = vec![Vec::new(); routes.len()];
     let mut p99s = vec![Vec::new(); routes.len()];
     for _ in 0..rounds {
-        for (i, (_, request, expect)) in routes.iter().enumerate() {
-            let (rate, p99) = measure_with_p99(threads, round, *expect, request.clone());
+        for (i, (_, call, expect)) in routes.iter().enumerate() {
+            let (rate, p99) = measure_call(threads, round, *expect, call);
             samples[i].push(rate);
             p99s[i].push(p99);
         }
     }
+    println!("load: {}", load_label(threads));
     for ((name, _, _), p99) in routes.iter().zip(p99s) {
         println!(
             "  p99 {name:<32} {:>7.2} ms (median of rounds)",

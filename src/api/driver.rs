@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::db::Pool;
 use crate::enrollment::{self, EnrollError};
 use crate::machines::contacts::Contacts;
+use crate::machines::memory::Presences;
 use crate::machines::{
     self, CredentialRejection, DriverAnnouncement, Machine, MachineProfile, Presence,
 };
@@ -28,8 +29,10 @@ use crate::wire::driver::{
 };
 use crate::wire::{ErrorBody, RunObject};
 
-/// A machine credential that passed its checksum; the database has not been asked yet.
-pub struct Credential(Secret);
+/// The hash of a machine credential that passed its checksum; the database has not been asked yet.
+pub struct Credential {
+    hash: String,
+}
 
 impl FromRequest for Credential {
     type Error = ApiError;
@@ -43,7 +46,9 @@ impl FromRequest for Credential {
                 .ok()
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .and_then(|token| Secret::parse(SecretKind::MachineCredential, token.trim()).ok())
-                .map(Credential)
+                .map(|secret| Credential {
+                    hash: secret.hash(),
+                })
                 .ok_or(ApiError::MalformedCredential),
         };
         ready(parsed)
@@ -51,12 +56,23 @@ impl FromRequest for Credential {
 }
 
 impl Credential {
-    /// Authenticates the machine by one read, writing nothing (a heartbeat's steady state).
-    pub async fn presence(&self, pool: &Pool) -> Result<Presence, ApiError> {
-        let hash = self.0.hash();
-        let found = pool
-            .run(move |conn| machines::presence(conn, &hash).map_err(ApiError::from))
-            .await?;
+    /// Authenticates the machine from memory, or by one read; writes nothing (a heartbeat's steady
+    /// state).
+    pub async fn presence(&self, pool: &Pool, memory: &Presences) -> Result<Presence, ApiError> {
+        let found = match memory.get(&self.hash) {
+            Some(presence) => Some(presence),
+            None => {
+                let ticket = memory.ticket();
+                let hash = self.hash.clone();
+                let found = pool
+                    .run(move |conn| machines::presence(conn, &hash).map_err(ApiError::from))
+                    .await?;
+                if let Some(presence) = &found {
+                    memory.remember(ticket, self.hash.clone(), presence.clone());
+                }
+                found
+            }
+        };
         match found {
             None => Err(ApiError::InvalidCredential),
             Some(presence) if presence.machine.removed_at.is_some() => {
@@ -72,7 +88,7 @@ impl Credential {
         pool: &Pool,
         reported_status: Option<ReportedStatus>,
     ) -> Result<Machine, ApiError> {
-        let hash = self.0.hash();
+        let hash = self.hash.clone();
         let now = chrono::Utc::now().naive_utc();
         let found = pool
             .run(move |conn| {
@@ -155,6 +171,7 @@ pub async fn heartbeat(
     settings: web::Data<Settings>,
     dispatcher: web::Data<Dispatcher>,
     contacts: web::Data<Contacts>,
+    memory: web::Data<Presences>,
     Json(body): Json<HeartbeatRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let now = chrono::Utc::now().naive_utc();
@@ -174,20 +191,23 @@ pub async fn heartbeat(
     )
     .map_err(|(field, message)| ApiError::invalid_field(field, message))?;
     let reported = body.current_run_id;
-    // The steady state: one read, and the contact joins the next batch.
+    // The steady state: the machine as remembered (or one read), and the contact joins the next batch.
     if announced.is_empty() {
-        let presence = credential.presence(&pool).await?;
+        let presence = credential.presence(&pool, &memory).await?;
         if presence.unchanged_by(
             body.status,
             reported.as_deref(),
             now,
             settings.offline_after(),
         ) {
+            memory.heard(&credential.hash, now);
             contacts.record(presence.machine.id, now);
             return Ok(reply(Vec::new(), presence.machine.paused_at.is_some()));
         }
     }
     let machine = credential.touch(&pool, Some(body.status)).await?;
+    // Written at once: what was remembered (its contact time, at least) is out of date.
+    memory.forget([machine.id]);
     let paused = machine.paused_at.is_some();
     let cancel = if announced.is_empty() && machine.current_run_id.is_none() && reported.is_none() {
         Vec::new()

@@ -6,15 +6,13 @@
 //! which forget it when the message arrives (milliseconds). While that channel is down nothing is
 //! trusted from memory, and nothing is remembered longer than [`REMEMBER_FOR`] in any case.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use diesel::QueryResult;
 
 use super::AuthenticatedKey;
 use crate::db::DbConnection;
+use crate::remembered::{Remembered, Ticket};
 use crate::replicas::{self, Subscriber, Topic};
 
 /// The longest a remembered key is trusted without being read again.
@@ -22,80 +20,35 @@ pub const REMEMBER_FOR: Duration = Duration::from_secs(30);
 /// Beyond this many keys the memory starts over (a flood of distinct keys cannot grow it).
 const CAPACITY: usize = 50_000;
 
-struct Entry {
-    key: AuthenticatedKey,
-    remembered_at: Instant,
-}
-
-pub struct VerifiedKeys {
-    entries: Mutex<HashMap<String, Entry>>,
-    /// Bumped by every forget: a lookup that began before a forget must not remember what it read.
-    generation: AtomicU64,
-    /// Whether messages from other replicas arrive (always, with no other replicas).
-    trusted: AtomicBool,
-}
-
-/// Taken before reading a key from the database; [`VerifiedKeys::remember`] needs it.
-#[derive(Clone, Copy)]
-pub struct Ticket(u64);
+/// Keys by the hash of their secret, tagged with the key's id.
+pub struct VerifiedKeys(Remembered<AuthenticatedKey>);
 
 impl VerifiedKeys {
     /// `replicated`: other servers share the database, so memory is trusted only while their
     /// messages arrive.
     pub fn new(replicated: bool) -> Self {
-        Self {
-            entries: Mutex::default(),
-            generation: AtomicU64::new(0),
-            trusted: AtomicBool::new(!replicated),
-        }
+        Self(Remembered::new(replicated, REMEMBER_FOR, CAPACITY))
     }
 
     /// The remembered key with this hash, if it may be trusted.
     pub fn get(&self, secret_hash: &str) -> Option<AuthenticatedKey> {
-        if !self.trusted.load(Ordering::Acquire) {
-            return None;
-        }
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
-            .get(secret_hash)
-            .filter(|e| e.remembered_at.elapsed() < REMEMBER_FOR)
-            .map(|e| e.key.clone())
+        self.0.with(secret_hash, |key| key.clone())
     }
 
     pub fn ticket(&self) -> Ticket {
-        Ticket(self.generation.load(Ordering::Acquire))
+        self.0.ticket()
     }
 
     /// Remembers a key read after `ticket` was taken, unless something was forgotten since.
     pub fn remember(&self, ticket: Ticket, secret_hash: String, key: AuthenticatedKey) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if self.generation.load(Ordering::Acquire) != ticket.0 {
-            return;
-        }
-        if entries.len() >= CAPACITY {
-            entries.clear();
-        }
-        entries.insert(
-            secret_hash,
-            Entry {
-                key,
-                remembered_at: Instant::now(),
-            },
-        );
+        let id = key.key.id;
+        self.0.remember(ticket, secret_hash, id, key);
     }
 
     /// Forgets a key once its revocation or roll has committed on this server (the other replicas
     /// hear of it through [`tell_replicas`]).
     pub fn forget(&self, key_id: i64) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        entries.retain(|_, e| e.key.key.id != key_id);
-    }
-
-    fn forget_all(&self) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        entries.clear();
+        self.0.forget([key_id]);
     }
 }
 
@@ -108,18 +61,12 @@ pub fn tell_replicas(conn: &mut DbConnection, key_id: i64) -> QueryResult<()> {
 impl Subscriber for VerifiedKeys {
     fn receive(&self, topic: Topic, payload: &str) {
         if topic == Topic::Keys {
-            match payload.parse() {
-                Ok(key_id) => self.forget(key_id),
-                Err(_) => self.forget_all(),
-            }
+            self.0.receive(payload);
         }
     }
 
-    /// Messages may have been missed while the channel was down: start over either way.
     fn listening(&self, live: bool) {
-        self.trusted.store(false, Ordering::Release);
-        self.forget_all();
-        self.trusted.store(live, Ordering::Release);
+        self.0.listening(live);
     }
 }
 
@@ -148,35 +95,14 @@ mod tests {
     }
 
     #[test]
-    fn a_lookup_that_raced_a_forget_is_not_remembered() {
+    fn a_key_message_forgets_that_key_only() {
         let keys = VerifiedKeys::new(false);
-        let ticket = keys.ticket();
-        keys.forget(7);
-        keys.remember(ticket, "h".into(), key(7));
-        assert!(keys.get("h").is_none());
-        keys.remember(keys.ticket(), "h".into(), key(7));
-        assert_eq!(keys.get("h").map(|k| k.key.id), Some(7));
-        keys.forget(7);
-        assert!(keys.get("h").is_none());
-    }
-
-    #[test]
-    fn replicated_memory_is_trusted_only_while_listening() {
-        let keys = VerifiedKeys::new(true);
-        keys.remember(keys.ticket(), "h".into(), key(7));
-        assert!(
-            keys.get("h").is_none(),
-            "not trusted before the listener runs"
-        );
-        keys.listening(true);
-        keys.remember(keys.ticket(), "h".into(), key(7));
-        assert!(keys.get("h").is_some());
-        keys.listening(false);
-        assert!(keys.get("h").is_none());
-        keys.listening(true);
-        assert!(
-            keys.get("h").is_none(),
-            "what was remembered before the drop is gone"
-        );
+        keys.remember(keys.ticket(), "a".into(), key(7));
+        keys.remember(keys.ticket(), "b".into(), key(8));
+        keys.receive(Topic::Runs, "7");
+        assert!(keys.get("a").is_some(), "other topics are not about keys");
+        keys.receive(Topic::Keys, "7");
+        assert!(keys.get("a").is_none());
+        assert_eq!(keys.get("b").map(|k| k.key.id), Some(8));
     }
 }

@@ -1,16 +1,19 @@
 //! Storage: one connection type for SQLite and PostgreSQL, its pool, and the migrations of each backend.
 
 pub mod backup;
+pub mod machine_changes;
 pub mod schema;
 pub mod server_settings;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::{self, ManageConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use machine_changes::MachineChanges;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -89,12 +92,15 @@ fn redact_password(url: &str) -> String {
 #[derive(Clone, Debug)]
 pub struct ConnectionManager {
     url: DatabaseUrl,
+    machine_changes: Arc<MachineChanges>,
 }
 
 /// A pooled connection and when it was last handed back. Derefs to [`DbConnection`].
 pub struct Pooled {
     conn: DbConnection,
     returned_at: Instant,
+    /// SQLite: machines its writes changed, handed on as it comes back to the pool.
+    changed: Option<machine_changes::Pending>,
 }
 
 impl std::ops::Deref for Pooled {
@@ -131,12 +137,10 @@ impl std::ops::DerefMut for Checkout {
 /// database restart may have closed it) is checked first.
 const TRUSTED_FOR: Duration = Duration::from_secs(1);
 
-impl ManageConnection for ConnectionManager {
-    type Connection = Pooled;
-    type Error = r2d2::Error;
-
-    fn connect(&self) -> Result<Pooled, r2d2::Error> {
-        let conn = match &self.url {
+impl ConnectionManager {
+    /// A connection as every use wants it (SQLite: busy timeout, foreign keys, WAL's durability).
+    fn open(&self) -> Result<DbConnection, r2d2::Error> {
+        Ok(match &self.url {
             DatabaseUrl::Postgres(url) => diesel::PgConnection::establish(url)
                 .map(DbConnection::Postgres)
                 .map_err(r2d2::Error::ConnectionError)?,
@@ -151,10 +155,26 @@ impl ManageConnection for ConnectionManager {
                 .map_err(r2d2::Error::QueryError)?;
                 DbConnection::Sqlite(conn)
             }
+        })
+    }
+}
+
+impl ManageConnection for ConnectionManager {
+    type Connection = Pooled;
+    type Error = r2d2::Error;
+
+    fn connect(&self) -> Result<Pooled, r2d2::Error> {
+        let mut conn = self.open()?;
+        let changed = match &mut conn {
+            DbConnection::Sqlite(sqlite) => {
+                Some(machine_changes::watch(sqlite).map_err(r2d2::Error::QueryError)?)
+            }
+            DbConnection::Postgres(_) => None,
         };
         Ok(Pooled {
             conn,
             returned_at: Instant::now(),
+            changed,
         })
     }
 
@@ -169,9 +189,13 @@ impl ManageConnection for ConnectionManager {
     }
 
     /// Called as a connection goes back to the pool: one left inside a broken transaction is dropped.
+    /// Its transactions have ended, so the machines it changed are handed on here.
     fn has_broken(&self, pooled: &mut Pooled) -> bool {
         use diesel::r2d2::R2D2Connection;
         pooled.returned_at = Instant::now();
+        if let Some(changed) = &pooled.changed {
+            self.machine_changes.hand_on(changed);
+        }
         match &mut pooled.conn {
             DbConnection::Postgres(pg) => pg.is_broken(),
             DbConnection::Sqlite(sqlite) => sqlite.is_broken(),
@@ -184,6 +208,7 @@ impl ManageConnection for ConnectionManager {
 pub struct Pool {
     inner: r2d2::Pool<ConnectionManager>,
     url: DatabaseUrl,
+    machine_changes: Arc<MachineChanges>,
 }
 
 impl Pool {
@@ -192,19 +217,31 @@ impl Pool {
         if let DatabaseUrl::Sqlite(path) = url {
             prepare_sqlite_file(path)?;
         }
+        let manager = ConnectionManager {
+            url: url.clone(),
+            machine_changes: Arc::default(),
+        };
+        // Before the pool opens its connections: they set up triggers on the tables migrations create.
+        migrate(&mut manager.open()?)?;
+        let machine_changes = manager.machine_changes.clone();
         let inner = r2d2::Pool::builder()
             .max_size(max_size)
             // Open connections as load needs them rather than all at start: replicas share one server.
             .min_idle(Some(2.min(max_size)))
             .connection_timeout(Duration::from_secs(10))
-            .build(ConnectionManager { url: url.clone() })
+            .build(manager)
             .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", url.redacted()))?;
-        let pool = Self {
+        Ok(Self {
             inner,
             url: url.clone(),
-        };
-        pool.migrate()?;
-        Ok(pool)
+            machine_changes,
+        })
+    }
+
+    /// On SQLite, `listener` hears which machines each write changed once it has committed (on
+    /// PostgreSQL the replicas' channel carries them: `replicas::Topic::Machines`).
+    pub fn on_machines_changed(&self, listener: impl Fn(Vec<i64>) + Send + Sync + 'static) {
+        self.machine_changes.listen(listener);
     }
 
     pub fn url(&self) -> &DatabaseUrl {
@@ -231,31 +268,31 @@ impl Pool {
         .await
         .map_err(|_| E::from(DbError::Cancelled))?
     }
+}
 
-    fn migrate(&self) -> anyhow::Result<()> {
-        let mut conn = self.get()?;
-        let applied = match &mut *conn {
-            DbConnection::Sqlite(conn) => {
-                conn.batch_execute("PRAGMA journal_mode = WAL;")?;
-                conn.run_pending_migrations(SQLITE_MIGRATIONS)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?
-                    .len()
-            }
-            DbConnection::Postgres(conn) => {
-                // Replicas starting together take turns; the lock ends with the transaction.
-                conn.transaction(|conn| {
-                    conn.batch_execute("SELECT pg_advisory_xact_lock(7405141)")?;
-                    conn.run_pending_migrations(POSTGRES_MIGRATIONS)
-                        .map(|v| v.len())
-                        .map_err(|e| diesel::result::Error::QueryBuilderError(e.to_string().into()))
-                })?
-            }
-        };
-        if applied > 0 {
-            tracing::info!(applied, "database migrations applied");
+/// Applies pending migrations; replicas starting together on PostgreSQL take turns.
+fn migrate(conn: &mut DbConnection) -> anyhow::Result<()> {
+    let applied = match conn {
+        DbConnection::Sqlite(conn) => {
+            conn.batch_execute("PRAGMA journal_mode = WAL;")?;
+            conn.run_pending_migrations(SQLITE_MIGRATIONS)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .len()
         }
-        Ok(())
+        DbConnection::Postgres(conn) => {
+            // The lock ends with the transaction.
+            conn.transaction(|conn| {
+                conn.batch_execute("SELECT pg_advisory_xact_lock(7405141)")?;
+                conn.run_pending_migrations(POSTGRES_MIGRATIONS)
+                    .map(|v| v.len())
+                    .map_err(|e| diesel::result::Error::QueryBuilderError(e.to_string().into()))
+            })?
+        }
+    };
+    if applied > 0 {
+        tracing::info!(applied, "database migrations applied");
     }
+    Ok(())
 }
 
 /// A transaction that will write. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`), so

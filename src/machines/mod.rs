@@ -2,6 +2,7 @@
 //! counts of the VM Machines section (the status rule itself is [`MachineStatus::from_last_seen`]).
 
 pub mod contacts;
+pub mod memory;
 
 use std::net::IpAddr;
 

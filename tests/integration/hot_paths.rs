@@ -9,6 +9,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
+use diesel::{PgConnection, SqliteConnection};
 use granite::db::schema::{api_keys, machines, runs};
 use granite::db::{DatabaseUrl, DbConnection, Pool};
 use serde_json::json;
@@ -20,6 +21,7 @@ use crate::process::{Server, WorkDir, agent};
 both_backends!(
     every_acknowledged_enqueue_survives_a_kill,
     a_quiet_machine_goes_offline_on_another_replica,
+    a_remembered_machine_follows_every_change_on_every_replica,
 );
 
 /// How long a replica may keep trusting a key after it was revoked or rolled elsewhere.
@@ -422,5 +424,137 @@ fn a_quiet_machine_goes_offline_on_another_replica(backend: Backend) {
          ({answered_before_written} answered before their contact was written); \
          Offline {offline_at:?} after the last (offline_after {OFFLINE_AFTER:?})",
         last_answered - started
+    );
+}
+
+/// Pauses or resumes a machine behind the servers' backs: on SQLite through a connection of its own
+/// (without the server's triggers), on PostgreSQL with triggers off for the session.
+fn pause_unannounced(db: &TestDb, machine_id: i64, paused: bool) {
+    let paused_at = paused.then(|| chrono::Utc::now().naive_utc());
+    let mut conn = match &db.url {
+        DatabaseUrl::Sqlite(path) => {
+            DbConnection::Sqlite(SqliteConnection::establish(&path.to_string_lossy()).unwrap())
+        }
+        DatabaseUrl::Postgres(url) => {
+            let mut pg = PgConnection::establish(url).unwrap();
+            diesel::sql_query("SET session_replication_role = replica")
+                .execute(&mut pg)
+                .unwrap();
+            DbConnection::Postgres(pg)
+        }
+    };
+    diesel::update(machines::table.find(machine_id))
+        .set(machines::paused_at.eq(paused_at))
+        .execute(&mut conn)
+        .unwrap();
+}
+
+/// Heartbeats to A until `expected` holds of the answer, failing after [`PROPAGATION`].
+fn a_hears(
+    a: &TestApp,
+    credential: &str,
+    running: Option<&str>,
+    what: &str,
+    expected: impl Fn(&crate::helpers::Reply) -> bool,
+) -> Duration {
+    let body = match running {
+        Some(run) => json!({ "status": "busy", "current_run_id": run }),
+        None => json!({ "status": "idle" }),
+    };
+    let since = Instant::now();
+    within(since, PROPAGATION, what, || {
+        let reply = a.post_json("/api/v1/driver/heartbeat", &body, Some(credential));
+        expected(&reply).then_some(())
+    })
+    .1
+}
+
+fn a_remembered_machine_follows_every_change_on_every_replica(backend: Backend) {
+    let db = TestDb::new(backend);
+    let a = TestApp::spawn(&db);
+    // On PostgreSQL every change below is made through a second replica; SQLite has one server.
+    let second = (backend == Backend::Postgres).then(|| TestApp::spawn(&db));
+    let b = second.as_ref().unwrap_or(&a);
+    let mut admin_a = a.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (_, key) = admin_a.create_api_key("caller");
+    let (_, token) = admin_a.create_enrollment_token("remembered");
+    let (machine_id, credential) = a.enroll(&token, "vm-remembered");
+    let mut admin_b = b.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let beat = |running: Option<&str>| {
+        let body = match running {
+            Some(run) => json!({ "status": "busy", "current_run_id": run }),
+            None => json!({ "status": "idle" }),
+        };
+        let reply = a.post_json("/api/v1/driver/heartbeat", &body, Some(&credential));
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.json()
+    };
+    for _ in 0..3 {
+        assert_eq!(beat(None)["paused"], false);
+    }
+
+    // The control: A answers from memory. A pause no server announced goes unheard.
+    pause_unannounced(&db, machine_id, true);
+    assert_eq!(
+        beat(None)["paused"],
+        false,
+        "A remembers the machine and does not read it again"
+    );
+    pause_unannounced(&db, machine_id, false);
+
+    // Paused and resumed on B's dashboard: A's answers follow.
+    let path = |action: &str| format!("/api-management/machines/{machine_id}/{action}");
+    assert_eq!(admin_b.htmx_post(&path("pause"), &[]).status, 200);
+    let took = a_hears(
+        &a,
+        &credential,
+        None,
+        "A tells the driver it is paused",
+        |r| r.json()["paused"] == true,
+    );
+    eprintln!("paused on B: heard through A {took:?} later");
+    assert_eq!(admin_b.htmx_post(&path("resume"), &[]).status, 200);
+    a_hears(
+        &a,
+        &credential,
+        None,
+        "A tells the driver it is resumed",
+        |r| r.json()["paused"] == false,
+    );
+
+    // A run claimed through B: reporting it to A is the steady state again.
+    let id = b.start_run(&key, "default/remembered", &json!({})).run_id();
+    assert_eq!(b.claim(&credential, 0).json()["runId"], id.as_str());
+    for _ in 0..3 {
+        assert_eq!(beat(Some(&id))["cancel"], json!([]));
+    }
+    // Cancelled through B's API: A tells the driver to stop.
+    let cancelled = b.post_json_with(
+        &format!("/api/agent-runs/{id}/cancel"),
+        &json!({}),
+        &[("X-Granite-API-Key", &key)],
+    );
+    assert_eq!(
+        cancelled.json()["status"],
+        "cancelled",
+        "{}",
+        cancelled.body
+    );
+    let took = a_hears(&a, &credential, Some(&id), "A cancels the run", |r| {
+        r.json()["cancel"] == json!([id])
+    });
+    eprintln!("cancelled on B: heard through A {took:?} later");
+    for _ in 0..3 {
+        assert_eq!(beat(None)["cancel"], json!([]));
+    }
+
+    // Removed on B's dashboard: A refuses the credential.
+    assert_eq!(admin_b.htmx_post(&path("remove"), &[]).status, 200);
+    a_hears(
+        &a,
+        &credential,
+        None,
+        "A refuses the removed machine",
+        |r| r.status != 200 && r.api_error() == (401, "machine_removed".into()),
     );
 }

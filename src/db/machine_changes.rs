@@ -1,0 +1,82 @@
+//! On SQLite, which machines a write changed, for the memory a heartbeat answers from
+//! (`machines::memory`). PostgreSQL sends these as `NOTIFY` from triggers (migration
+//! `machine_changes`); SQLite has one server, so each pooled connection carries temporary triggers
+//! that call back into this process. The ids are collected per connection and handed on when the
+//! connection comes back to the pool, after its transaction ended: a change is never announced before
+//! it is visible, and one rolled back is announced for nothing (harmless: the machine is read again).
+//!
+//! The triggers are `TEMP`: they exist only on Granite's own connections, so other tools that open the
+//! file (the `sqlite3` shell, a backup) are unaffected.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use diesel::connection::SimpleConnection;
+use diesel::expression::functions::declare_sql_function;
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
+
+#[declare_sql_function]
+extern "SQL" {
+    fn granite_machine_changed(machine_id: BigInt) -> BigInt;
+}
+
+/// The same conditions as the PostgreSQL triggers: what a heartbeat's answer depends on.
+const TRIGGERS: &str = "
+CREATE TEMP TRIGGER machines_changed AFTER UPDATE ON machines FOR EACH ROW
+WHEN OLD.current_run_id IS NOT NEW.current_run_id
+  OR OLD.paused_at IS NOT NEW.paused_at
+  OR OLD.removed_at IS NOT NEW.removed_at
+  OR OLD.reported_status IS NOT NEW.reported_status
+  OR OLD.credential_hash IS NOT NEW.credential_hash
+BEGIN SELECT granite_machine_changed(OLD.id); END;
+CREATE TEMP TRIGGER machines_deleted AFTER DELETE ON machines FOR EACH ROW
+BEGIN SELECT granite_machine_changed(OLD.id); END;
+CREATE TEMP TRIGGER runs_of_machine_changed AFTER UPDATE OF status ON runs FOR EACH ROW
+WHEN OLD.status IS NOT NEW.status AND COALESCE(OLD.machine_id, NEW.machine_id) IS NOT NULL
+BEGIN SELECT granite_machine_changed(COALESCE(OLD.machine_id, NEW.machine_id)); END;
+";
+
+/// Machines changed by writes on one connection, not yet handed on.
+pub type Pending = Arc<Mutex<Vec<i64>>>;
+
+/// Installs the function and triggers on a new connection (after migrations created the tables).
+pub fn watch(conn: &mut diesel::SqliteConnection) -> QueryResult<Pending> {
+    let pending = Pending::default();
+    let collected = pending.clone();
+    granite_machine_changed_utils::register_nondeterministic_impl(conn, move |id: i64| {
+        collected.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+        id
+    })?;
+    conn.batch_execute(TRIGGERS)?;
+    Ok(pending)
+}
+
+type Listener = Box<dyn Fn(Vec<i64>) + Send + Sync>;
+
+/// Where the pool hands the changed machines (set once, by the application).
+#[derive(Default)]
+pub struct MachineChanges(OnceLock<Listener>);
+
+impl std::fmt::Debug for MachineChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MachineChanges")
+            .field("listening", &self.0.get().is_some())
+            .finish()
+    }
+}
+
+impl MachineChanges {
+    pub fn listen(&self, listener: impl Fn(Vec<i64>) + Send + Sync + 'static) {
+        if self.0.set(Box::new(listener)).is_err() {
+            panic!("one listener for machine changes per pool");
+        }
+    }
+
+    /// Hands on what `pending` collected.
+    pub fn hand_on(&self, pending: &Pending) {
+        let ids = std::mem::take(&mut *pending.lock().unwrap_or_else(|e| e.into_inner()));
+        if let (false, Some(listener)) = (ids.is_empty(), self.0.get()) {
+            listener(ids);
+        }
+    }
+}
