@@ -128,15 +128,20 @@ pub fn random_base62(len: usize) -> String {
     out
 }
 
-/// CRC32 (IEEE, as zlib) written as 6 base62 digits, most significant first, left-padded with `0`.
-fn checksum(bytes: &[u8]) -> String {
-    let mut value = crc32fast::hash(bytes) as u64;
-    let mut digits = [b'0'; CHECKSUM_LEN];
+/// `value` as exactly `width` base62 digits, most significant first, left-padded with `0` (higher
+/// digits are dropped), so that byte order is numeric order.
+pub fn base62_fixed(mut value: u64, width: usize) -> String {
+    let mut digits = vec![b'0'; width];
     for slot in digits.iter_mut().rev() {
         *slot = BASE62[(value % 62) as usize];
         value /= 62;
     }
-    String::from_utf8(digits.to_vec()).expect("base62 is ASCII")
+    String::from_utf8(digits).expect("base62 is ASCII")
+}
+
+/// CRC32 (IEEE, as zlib) written as 6 base62 digits.
+fn checksum(bytes: &[u8]) -> String {
+    base62_fixed(crc32fast::hash(bytes) as u64, CHECKSUM_LEN)
 }
 
 #[cfg(test)]

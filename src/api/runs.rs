@@ -12,7 +12,7 @@ use crate::db::Pool;
 use crate::machines::parse_capabilities;
 use crate::runs::dispatch::{Dispatcher, Signal};
 use crate::runs::intake::Intake;
-use crate::runs::{self, NewRun};
+use crate::runs::{self, NewRun, QueuedRow};
 use crate::status::RunStatus;
 use crate::wire::public::{QueuedResponse, StartRunQuery};
 use crate::wire::{ErrorBody, RunObject};
@@ -117,17 +117,20 @@ pub async fn start(
         requires: options.requires,
         priority: options.priority,
     };
-    let (organization_id, key_id) = (caller.organization.id, caller.key.id);
-    let run = intake.enqueue(organization_id, key_id, new).await?;
+    let organization_id = caller.organization.id;
+    let row = QueuedRow::new(organization_id, caller.key.id, new);
+    let message = format!("Run of {} queued.", row.endpoint());
+    let run_id = row.public_id().to_owned();
+    intake.enqueue(row).await?;
     let Some(timeout) = options.wait else {
         return Ok(HttpResponse::Accepted().json(QueuedResponse {
-            message: format!("Run of {} queued.", run.endpoint),
-            run_id: run.public_id,
+            message,
+            run_id,
             status: RunStatus::Queued,
         }));
     };
     let find = || {
-        let id = run.public_id.clone();
+        let id = run_id.clone();
         let pool = pool.clone();
         async move {
             pool.run(move |conn| runs::find(conn, organization_id, &id).map_err(ApiError::from))

@@ -150,7 +150,7 @@ impl ConnectionManager {
                 // Per connection: wait for a writer instead of failing with SQLITE_BUSY, enforce
                 // foreign keys, and keep WAL's durability/throughput trade-off sensible.
                 conn.batch_execute(
-                    "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+                    "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 10000;",
                 )
                 .map_err(r2d2::Error::QueryError)?;
                 DbConnection::Sqlite(conn)

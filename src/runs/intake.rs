@@ -8,18 +8,16 @@ use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 
 use tokio::sync::oneshot;
 
+use super::QueuedRow;
 use super::dispatch::Dispatcher;
-use super::{NewRun, Run};
 use crate::db::{DbConnection, DbError, Pool, write_transaction};
 
 /// The most runs one transaction stores.
 const MAX_BATCH: usize = 256;
 
 struct Request {
-    organization_id: i64,
-    api_key_id: i64,
-    run: NewRun,
-    reply: oneshot::Sender<Result<Run, DbError>>,
+    row: QueuedRow,
+    reply: oneshot::Sender<Result<(), DbError>>,
 }
 
 pub struct Intake {
@@ -38,20 +36,10 @@ impl Intake {
     }
 
     /// Stores a queued run; resolves once it has committed.
-    pub async fn enqueue(
-        &self,
-        organization_id: i64,
-        api_key_id: i64,
-        run: NewRun,
-    ) -> Result<Run, DbError> {
+    pub async fn enqueue(&self, row: QueuedRow) -> Result<(), DbError> {
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send(Request {
-                organization_id,
-                api_key_id,
-                run,
-                reply,
-            })
+            .send(Request { row, reply })
             .map_err(|_| DbError::Cancelled)?;
         answer.await.map_err(|_| DbError::Cancelled)?
     }
@@ -66,54 +54,44 @@ fn write_batches(pool: &Pool, dispatcher: &Dispatcher, incoming: &Receiver<Reque
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
+        let (rows, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|r| (r.row, r.reply)).unzip();
         let mut conn = match pool.get() {
             Ok(conn) => conn,
             Err(error) => {
-                tracing::warn!(%error, runs = batch.len(), "no connection to store queued runs");
-                for request in batch {
-                    let _ = request.reply.send(Err(DbError::Cancelled));
+                tracing::warn!(%error, runs = rows.len(), "no connection to store queued runs");
+                for reply in replies {
+                    let _ = reply.send(Err(DbError::Cancelled));
                 }
                 continue;
             }
         };
-        for (request, stored) in store(&mut conn, dispatcher, &batch).into_iter().zip(batch) {
-            let _ = stored.reply.send(request);
+        for (stored, reply) in store(&mut conn, dispatcher, &rows).into_iter().zip(replies) {
+            let _ = reply.send(stored);
         }
     }
 }
 
-/// Stores the batch in one transaction; if that fails, each run in its own, so one bad run does
-/// not fail the others.
+/// Stores the batch in one transaction (one statement); if that fails, each run in its own, so one
+/// bad run does not fail the others.
 fn store(
     conn: &mut DbConnection,
     dispatcher: &Dispatcher,
-    batch: &[Request],
-) -> Vec<Result<Run, DbError>> {
-    let together = dispatcher.run_blocking(conn, |conn, changes| {
-        let runs = write_transaction(conn, |conn| {
-            batch
-                .iter()
-                .map(|r| super::enqueue(conn, r.organization_id, r.api_key_id, &r.run))
-                .collect::<Result<Vec<_>, _>>()
-        })?;
-        for request in batch {
-            changes.queued(request.organization_id);
-        }
-        Ok::<_, DbError>(runs)
-    });
-    match together {
-        Ok(runs) => runs.into_iter().map(Ok).collect(),
-        Err(_) if batch.len() > 1 => batch
+    rows: &[QueuedRow],
+) -> Vec<Result<(), DbError>> {
+    let stored = |conn: &mut DbConnection, rows: &[QueuedRow]| {
+        dispatcher.run_blocking(conn, |conn, changes| {
+            write_transaction(conn, |conn| super::store_queued(conn, rows))?;
+            for row in rows {
+                changes.queued(row.organization_id());
+            }
+            Ok::<_, DbError>(())
+        })
+    };
+    match stored(conn, rows) {
+        Ok(()) => rows.iter().map(|_| Ok(())).collect(),
+        Err(_) if rows.len() > 1 => rows
             .iter()
-            .map(|r| {
-                dispatcher.run_blocking(conn, |conn, changes| {
-                    let run = write_transaction(conn, |conn| {
-                        super::enqueue(conn, r.organization_id, r.api_key_id, &r.run)
-                    })?;
-                    changes.queued(r.organization_id);
-                    Ok(run)
-                })
-            })
+            .map(|row| stored(conn, std::slice::from_ref(row)))
             .collect(),
         Err(error) => vec![Err(error)],
     }
