@@ -16,6 +16,7 @@ use crate::api_keys::usage::{FLUSH_EVERY, UsageRecorder};
 use crate::config::Settings;
 use crate::db::{DatabaseUrl, DbError, Pool};
 use crate::machines::contacts::{self, Contacts};
+use crate::machines::fleet::{self, Fleet};
 use crate::machines::memory::Presences;
 use crate::metrics::Metrics;
 use crate::ops;
@@ -80,6 +81,8 @@ impl Application {
         let replicated = matches!(settings.database.database_url, DatabaseUrl::Postgres(_));
         let keys = actix_web::web::Data::new(VerifiedKeys::new(replicated));
         let presences = actix_web::web::Data::new(Presences::new(replicated));
+        let fleet = actix_web::web::Data::new(Fleet::new(settings.offline_after()));
+        spawn_fleet_census(pool.clone(), fleet.clone());
         match &settings.database.database_url {
             DatabaseUrl::Postgres(url) => {
                 let dispatcher: Arc<dyn Subscriber> = dispatcher.clone().into_inner();
@@ -96,7 +99,11 @@ impl Application {
             }
             DatabaseUrl::Sqlite(_) => {
                 let presences = Arc::downgrade(&presences.clone().into_inner());
+                let fleet = Arc::downgrade(&fleet.clone().into_inner());
                 pool.on_machines_changed(move |ids| {
+                    if let Some(fleet) = fleet.upgrade() {
+                        fleet.changed();
+                    }
                     if let Some(presences) = presences.upgrade() {
                         presences.forget(ids);
                     }
@@ -120,6 +127,7 @@ impl Application {
                 .app_data(keys.clone())
                 .app_data(data_contacts.clone())
                 .app_data(presences.clone())
+                .app_data(fleet.clone())
                 .app_data(intake.clone())
                 .app_data(dispatcher.clone())
                 .app_data(metrics.clone())
@@ -248,6 +256,28 @@ fn spawn_contact_flusher(pool: Pool, contacts: actix_web::web::Data<Contacts>) {
                 .await;
             if let Err(error) = flushed {
                 tracing::warn!(%error, "could not write machine contacts; keeping them for the next try");
+            }
+        }
+    });
+}
+
+/// Keeps each replica's fleet census at most a second old, so dashboard reads seldom take one.
+fn spawn_fleet_census(pool: Pool, fleet: actix_web::web::Data<Fleet>) {
+    actix_web::rt::spawn(async move {
+        let mut every = actix_web::rt::time::interval(fleet::FRESH_FOR);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let fleet = fleet.clone();
+            let taken = pool
+                .run(move |conn| {
+                    fleet
+                        .refresh(conn, chrono::Utc::now().naive_utc())
+                        .map_err(DbError::from)
+                })
+                .await;
+            if let Err(error) = taken {
+                tracing::warn!(%error, "could not count the fleet");
             }
         }
     });

@@ -16,7 +16,7 @@ use prometheus_client::registry::Registry;
 
 use crate::db::DbConnection;
 use crate::db::schema::{queue_counts, runs};
-use crate::machines::{self, StatusCounts};
+use crate::machines::StatusCounts;
 use crate::status::{MachineStatus, RunStatus};
 
 /// The content type of [`Metrics::render`]'s text.
@@ -181,10 +181,11 @@ pub struct Gauges {
 }
 
 impl Gauges {
+    /// `drivers`: from the fleet census ([`crate::machines::fleet`]).
     pub fn load(
         conn: &mut DbConnection,
         now: NaiveDateTime,
-        offline_after: chrono::Duration,
+        drivers: StatusCounts,
     ) -> QueryResult<Self> {
         // The counts the database keeps (see `queue::counts`), not a scan of the runs.
         let counts: Vec<(i64, i64)> = queue_counts::table
@@ -198,7 +199,7 @@ impl Gauges {
             queued: counts.iter().map(|c| c.0).sum(),
             running: counts.iter().map(|c| c.1).sum(),
             oldest_queued_seconds: oldest.map(|t| (now - t).as_seconds_f64().max(0.0)),
-            drivers: machines::count_by_status(conn, None, now, offline_after)?,
+            drivers,
         })
     }
 }

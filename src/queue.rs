@@ -7,7 +7,7 @@ use chrono::DurationRound;
 
 use crate::db::schema::{queue_counts, queue_samples, runs};
 use crate::db::{DbConnection, write_transaction};
-use crate::machines;
+use crate::machines::fleet::OrgFleet;
 use crate::status::RunStatus;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -36,7 +36,7 @@ impl QueueStatus {
         conn: &mut DbConnection,
         organization_id: i64,
         now: NaiveDateTime,
-        offline_after: chrono::Duration,
+        fleet: &OrgFleet,
     ) -> QueryResult<Self> {
         let counts = counts(conn, organization_id)?;
         let oldest_queued: Option<NaiveDateTime> = runs::table
@@ -64,7 +64,7 @@ impl QueueStatus {
             (!waits.is_empty()).then(|| waits.iter().sum::<f64>() / waits.len() as f64);
         waits.sort_by(f64::total_cmp);
         let p95_wait_seconds = percentile(&waits, 0.95);
-        let machines = machines::count_by_status(conn, Some(organization_id), now, offline_after)?;
+        let machines = fleet.counts;
         Ok(Self {
             jobs_queued: counts.iter().map(|c| c.queued).sum(),
             jobs_running: counts.iter().map(|c| c.running).sum(),
@@ -232,8 +232,7 @@ pub struct Unrunnable {
 pub fn unrunnable(
     conn: &mut DbConnection,
     organization_id: i64,
-    now: NaiveDateTime,
-    offline_after: chrono::Duration,
+    fleet: &OrgFleet,
 ) -> QueryResult<Vec<Unrunnable>> {
     let waiting: Vec<Counts> = counts(conn, organization_id)?
         .into_iter()
@@ -242,8 +241,7 @@ pub fn unrunnable(
     if waiting.is_empty() {
         return Ok(Vec::new());
     }
-    let capability_sets: Vec<Vec<String>> =
-        machines::capabilities_in_contact(conn, organization_id, now, offline_after)?;
+    let capability_sets = &fleet.in_contact;
     Ok(waiting
         .into_iter()
         .filter_map(|counts| {

@@ -244,15 +244,17 @@ impl MachineStatus {
         now: NaiveDateTime,
         offline_after: chrono::Duration,
     ) -> Self {
-        match last_seen_at {
-            Some(seen) if seen > now - offline_after => {
-                if has_running_job {
-                    Self::Busy
-                } else {
-                    Self::Online
-                }
-            }
-            _ => Self::Offline,
+        let in_contact = last_seen_at.is_some_and(|seen| seen > now - offline_after);
+        Self::from_contact(in_contact, has_running_job)
+    }
+
+    /// The rule once contact is known: in contact within the window, Busy with a run, else Online;
+    /// out of contact, Offline.
+    pub fn from_contact(in_contact: bool, has_running_job: bool) -> Self {
+        match (in_contact, has_running_job) {
+            (false, _) => Self::Offline,
+            (true, true) => Self::Busy,
+            (true, false) => Self::Online,
         }
     }
 

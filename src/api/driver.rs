@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::db::Pool;
 use crate::enrollment::{self, EnrollError};
 use crate::machines::contacts::Contacts;
+use crate::machines::fleet::Fleet;
 use crate::machines::memory::Presences;
 use crate::machines::{
     self, CredentialRejection, DriverAnnouncement, Machine, MachineProfile, Presence,
@@ -172,6 +173,7 @@ pub async fn heartbeat(
     dispatcher: web::Data<Dispatcher>,
     contacts: web::Data<Contacts>,
     memory: web::Data<Presences>,
+    fleet: web::Data<Fleet>,
     Json(body): Json<HeartbeatRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let now = chrono::Utc::now().naive_utc();
@@ -206,8 +208,10 @@ pub async fn heartbeat(
         }
     }
     let machine = credential.touch(&pool, Some(body.status)).await?;
-    // Written at once: what was remembered (its contact time, at least) is out of date.
+    // Written at once: what was remembered (its contact time, at least) is out of date, and the
+    // machine may be back in contact.
     memory.forget([machine.id]);
+    fleet.changed();
     let paused = machine.paused_at.is_some();
     let cancel = if announced.is_empty() && machine.current_run_id.is_none() && reported.is_none() {
         Vec::new()

@@ -4,8 +4,8 @@ use actix_web::{HttpResponse, web};
 
 use super::auth::ApiCaller;
 use super::error::ApiError;
-use crate::config::Settings;
 use crate::db::Pool;
+use crate::machines::fleet::Fleet;
 use crate::queue::QueueStatus;
 use crate::wire::ErrorBody;
 use crate::wire::public::QueueStatusResponse;
@@ -24,19 +24,14 @@ use crate::wire::public::QueueStatusResponse;
 pub async fn show(
     ApiCaller(caller): ApiCaller,
     pool: web::Data<Pool>,
-    settings: web::Data<Settings>,
+    fleet: web::Data<Fleet>,
 ) -> Result<HttpResponse, ApiError> {
     let organization_id = caller.organization.id;
-    let offline_after = settings.offline_after();
     let status = pool
         .run(move |conn| {
-            QueueStatus::load(
-                conn,
-                organization_id,
-                chrono::Utc::now().naive_utc(),
-                offline_after,
-            )
-            .map_err(ApiError::from)
+            let now = chrono::Utc::now().naive_utc();
+            let machines = fleet.of(conn, organization_id, now)?;
+            QueueStatus::load(conn, organization_id, now, &machines).map_err(ApiError::from)
         })
         .await?;
     Ok(HttpResponse::Ok().json(QueueStatusResponse {

@@ -20,7 +20,8 @@ extern "SQL" {
     fn granite_machine_changed(machine_id: BigInt) -> BigInt;
 }
 
-/// The same conditions as the PostgreSQL triggers: what a heartbeat's answer depends on.
+/// The same conditions as the PostgreSQL triggers: a machine enrolled or deleted, or a change to what a
+/// heartbeat's answer and the fleet's counts depend on.
 const TRIGGERS: &str = "
 CREATE TEMP TRIGGER machines_changed AFTER UPDATE ON machines FOR EACH ROW
 WHEN OLD.current_run_id IS NOT NEW.current_run_id
@@ -31,6 +32,8 @@ WHEN OLD.current_run_id IS NOT NEW.current_run_id
 BEGIN SELECT granite_machine_changed(OLD.id); END;
 CREATE TEMP TRIGGER machines_deleted AFTER DELETE ON machines FOR EACH ROW
 BEGIN SELECT granite_machine_changed(OLD.id); END;
+CREATE TEMP TRIGGER machines_enrolled AFTER INSERT ON machines FOR EACH ROW
+BEGIN SELECT granite_machine_changed(NEW.id); END;
 CREATE TEMP TRIGGER runs_of_machine_changed AFTER UPDATE OF status ON runs FOR EACH ROW
 WHEN OLD.status IS NOT NEW.status AND COALESCE(OLD.machine_id, NEW.machine_id) IS NOT NULL
 BEGIN SELECT granite_machine_changed(COALESCE(OLD.machine_id, NEW.machine_id)); END;

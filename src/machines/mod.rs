@@ -2,6 +2,7 @@
 //! counts of the VM Machines section (the status rule itself is [`MachineStatus::from_last_seen`]).
 
 pub mod contacts;
+pub mod fleet;
 pub mod memory;
 
 use std::net::IpAddr;
@@ -542,42 +543,54 @@ fn with_status(
     }
 }
 
-/// Machines per status, of one organization or (`None`) of all.
-pub fn count_by_status(
-    conn: &mut DbConnection,
-    organization_id: Option<i64>,
-    now: NaiveDateTime,
-    offline_after: chrono::Duration,
-) -> QueryResult<StatusCounts> {
-    let cutoff = now - offline_after;
-    let count = |conn: &mut DbConnection, status| -> QueryResult<i64> {
-        with_status(live(organization_id), status, cutoff)
-            .count()
-            .get_result(conn)
-    };
-    Ok(StatusCounts {
-        online: count(conn, MachineStatus::Online)?,
-        busy: count(conn, MachineStatus::Busy)?,
-        offline: count(conn, MachineStatus::Offline)?,
-    })
+/// Live machines of an organization sharing a capability list, a run held or not, and contact since
+/// the cutoff or not: how many. One grouped read of every organization's fleet ([`fleet::Fleet`]).
+#[derive(QueryableByName)]
+pub struct CensusGroup {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub organization_id: i64,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub capabilities: String,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pub busy: i32,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pub in_contact: i32,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub machines: i64,
 }
 
-/// The capability lists of the organization's machines that are Online or Busy now.
-pub fn capabilities_in_contact(
-    conn: &mut DbConnection,
-    organization_id: i64,
-    now: NaiveDateTime,
-    offline_after: chrono::Duration,
-) -> QueryResult<Vec<Vec<String>>> {
-    let lists: Vec<String> = live(Some(organization_id))
-        .filter(machines::last_seen_at.gt(now - offline_after))
-        .select(machines::capabilities)
-        .distinct()
-        .load(conn)?;
-    Ok(lists
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap_or_default())
-        .collect())
+/// On PostgreSQL, how many machine changes the triggers have counted (a sequence every replica
+/// reads); on SQLite `None` (the one server hears of every change: [`crate::db::machine_changes`]).
+pub fn changes_counted(conn: &mut DbConnection) -> QueryResult<Option<i64>> {
+    match conn {
+        DbConnection::Postgres(pg) => {
+            diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+                // Before its first use a sequence's last_value is its start, not yet returned.
+                "CASE WHEN is_called THEN last_value ELSE 0 END FROM machine_changes",
+            ))
+            .get_result(pg)
+            .map(Some)
+        }
+        DbConnection::Sqlite(_) => Ok(None),
+    }
+}
+
+/// The status rule's inputs ([`MachineStatus::from_contact`]) for every live machine, grouped.
+pub fn census(conn: &mut DbConnection, cutoff: NaiveDateTime) -> QueryResult<Vec<CensusGroup>> {
+    const CENSUS: &str = "SELECT organization_id, capabilities, \
+           CASE WHEN current_run_id IS NULL THEN 0 ELSE 1 END AS busy, \
+           CASE WHEN last_seen_at > $1 THEN 1 ELSE 0 END AS in_contact, \
+           COUNT(*) AS machines \
+         FROM machines WHERE removed_at IS NULL \
+         GROUP BY organization_id, capabilities, 3, 4";
+    match conn {
+        DbConnection::Postgres(pg) => diesel::sql_query(CENSUS)
+            .bind::<diesel::sql_types::Timestamp, _>(cutoff)
+            .load(pg),
+        DbConnection::Sqlite(sqlite) => diesel::sql_query(CENSUS.replace("$1", "?"))
+            .bind::<diesel::sql_types::Timestamp, _>(cutoff)
+            .load(sqlite),
+    }
 }
 
 diesel::define_sql_function! {
@@ -592,7 +605,25 @@ pub struct MachineFilter {
     pub name_contains: String,
 }
 
-/// One page of machines, by name, and how many match in all.
+/// The organization's live machines that pass the filter, as a query.
+fn filtered(
+    organization_id: i64,
+    filter: &MachineFilter,
+    cutoff: NaiveDateTime,
+) -> machines::BoxedQuery<'static, crate::db::DbConnectionBackend> {
+    let mut query = live(Some(organization_id));
+    if let Some(status) = filter.status {
+        query = with_status(query, status, cutoff);
+    }
+    let needle = filter.name_contains.trim();
+    if !needle.is_empty() {
+        let pattern = format!("%{}%", escape_like(&needle.to_lowercase()));
+        query = query.filter(lower(machines::name).like(pattern).escape('\\'));
+    }
+    query
+}
+
+/// One page of machines that pass the filter, by name.
 pub fn list(
     conn: &mut DbConnection,
     organization_id: i64,
@@ -601,28 +632,26 @@ pub fn list(
     offline_after: chrono::Duration,
     offset: i64,
     limit: i64,
-) -> QueryResult<(Vec<Machine>, i64)> {
-    let cutoff = now - offline_after;
-    let filtered = || {
-        let mut query = live(Some(organization_id));
-        if let Some(status) = filter.status {
-            query = with_status(query, status, cutoff);
-        }
-        let needle = filter.name_contains.trim();
-        if !needle.is_empty() {
-            let pattern = format!("%{}%", escape_like(&needle.to_lowercase()));
-            query = query.filter(lower(machines::name).like(pattern).escape('\\'));
-        }
-        query
-    };
-    let total = filtered().count().get_result(conn)?;
-    let page = filtered()
+) -> QueryResult<Vec<Machine>> {
+    filtered(organization_id, filter, now - offline_after)
         .order((machines::name.asc(), machines::id.asc()))
         .offset(offset)
         .limit(limit)
         .select(Machine::as_select())
-        .load(conn)?;
-    Ok((page, total))
+        .load(conn)
+}
+
+/// How many machines pass the filter (a search; the counts per status come from the census).
+pub fn count_matching(
+    conn: &mut DbConnection,
+    organization_id: i64,
+    filter: &MachineFilter,
+    now: NaiveDateTime,
+    offline_after: chrono::Duration,
+) -> QueryResult<i64> {
+    filtered(organization_id, filter, now - offline_after)
+        .count()
+        .get_result(conn)
 }
 
 fn escape_like(text: &str) -> String {

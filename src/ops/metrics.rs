@@ -3,18 +3,19 @@
 use actix_web::{HttpResponse, web};
 
 use crate::db::{DbError, Pool};
+use crate::machines::fleet::Fleet;
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn show(
     pool: web::Data<Pool>,
     metrics: web::Data<crate::metrics::Metrics>,
-    settings: web::Data<crate::config::Settings>,
+    fleet: web::Data<Fleet>,
 ) -> HttpResponse {
-    let offline_after = settings.offline_after();
     let gauges = pool
         .run(move |conn| {
-            crate::metrics::Gauges::load(conn, chrono::Utc::now().naive_utc(), offline_after)
-                .map_err(DbError::from)
+            let now = chrono::Utc::now().naive_utc();
+            let drivers = fleet.all(conn, now)?;
+            crate::metrics::Gauges::load(conn, now, drivers).map_err(DbError::from)
         })
         .await;
     match gauges {

@@ -6,6 +6,7 @@ use askama::Template;
 
 use crate::config::Settings;
 use crate::db::Pool;
+use crate::machines::fleet::Fleet;
 use crate::web::access::{CurrentUser, Viewer};
 use crate::web::error::WebError;
 use crate::web::middleware::session::DashboardSession;
@@ -36,6 +37,7 @@ pub async fn page(
     session: Session,
     pool: web::Data<Pool>,
     settings: web::Data<Settings>,
+    fleet: web::Data<Fleet>,
 ) -> Result<HttpResponse, WebError> {
     let offline_after = settings.offline_after();
     let for_load = user.clone();
@@ -46,8 +48,9 @@ pub async fn page(
             let api_keys = ApiKeysSection::load(conn, &for_load, now)?;
             let enrollment_tokens =
                 EnrollmentTokensSection::load(conn, &for_load, default_token_hours, now)?;
-            let machines = MachinesSection::load(conn, &for_load, now, offline_after)?;
-            let queue = QueueSection::load(conn, for_load.organization.id, now, offline_after)?;
+            let fleet = fleet.of(conn, for_load.organization.id, now)?;
+            let machines = MachinesSection::load(conn, &for_load, now, offline_after, &fleet)?;
+            let queue = QueueSection::load(conn, for_load.organization.id, now, &fleet)?;
             Ok::<_, WebError>((api_keys, enrollment_tokens, machines, queue))
         })
         .await?;

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Settings;
 use crate::db::{DbConnection, Pool};
 use crate::enrollment;
+use crate::machines::fleet::{Fleet, OrgFleet};
 use crate::machines::{self, Machine, MachineFilter, StatusCounts};
 use crate::runs::dispatch::Dispatcher;
 use crate::runs::{self, RunSummary};
@@ -128,11 +129,20 @@ impl MachineList {
         query: &ListQuery,
         now: NaiveDateTime,
         offline_after: chrono::Duration,
+        fleet: &OrgFleet,
     ) -> Result<Self, WebError> {
         let organization_id = user.organization.id;
         let filter = query.filter();
-        let counts = machines::count_by_status(conn, Some(organization_id), now, offline_after)?;
-        let (mut page_rows, matching) = machines::list(
+        let counts = fleet.counts;
+        // The census has the counts per status; only a name search is counted here.
+        let matching = if filter.name_contains.trim().is_empty() {
+            filter
+                .status
+                .map_or(counts.total(), |status| counts.of(&status))
+        } else {
+            machines::count_matching(conn, organization_id, &filter, now, offline_after)?
+        };
+        let mut page_rows = machines::list(
             conn,
             organization_id,
             &filter,
@@ -153,8 +163,7 @@ impl MachineList {
                 offline_after,
                 (page - 1) * PAGE_SIZE,
                 PAGE_SIZE,
-            )?
-            .0;
+            )?;
         }
         let running: Vec<i64> = page_rows.iter().filter_map(|m| m.current_run_id).collect();
         let jobs: HashMap<i64, RunSummary> = runs::summaries(conn, &running)?
@@ -200,9 +209,10 @@ impl MachinesSection {
         user: &CurrentUser,
         now: NaiveDateTime,
         offline_after: chrono::Duration,
+        fleet: &OrgFleet,
     ) -> Result<Self, WebError> {
         Ok(Self {
-            list: MachineList::load(conn, user, &ListQuery::default(), now, offline_after)?,
+            list: MachineList::load(conn, user, &ListQuery::default(), now, offline_after, fleet)?,
             statuses: MachineStatus::ALL,
         })
     }
@@ -220,6 +230,7 @@ pub async fn list(
     Viewer(user): Viewer,
     pool: web::Data<Pool>,
     settings: web::Data<Settings>,
+    fleet: web::Data<Fleet>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, WebError> {
     if let Some(page) = page_instead_of_fragment(&req, "machines") {
@@ -228,13 +239,9 @@ pub async fn list(
     let (query, offline_after) = (query.into_inner(), settings.offline_after());
     let list = pool
         .run(move |conn| {
-            MachineList::load(
-                conn,
-                &user,
-                &query,
-                chrono::Utc::now().naive_utc(),
-                offline_after,
-            )
+            let now = chrono::Utc::now().naive_utc();
+            let machines = fleet.of(conn, user.organization.id, now)?;
+            MachineList::load(conn, &user, &query, now, offline_after, &machines)
         })
         .await?;
     render_with_status(StatusCode::OK, &ListFragment { list: &list })

@@ -7,8 +7,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use chrono::NaiveDateTime;
 
-use crate::config::Settings;
 use crate::db::{DbConnection, Pool};
+use crate::machines::fleet::{Fleet, OrgFleet};
 use crate::queue::{self, QueueStatus, Unrunnable};
 use crate::web::access::Viewer;
 use crate::web::error::WebError;
@@ -33,9 +33,9 @@ impl QueueSection {
         conn: &mut DbConnection,
         organization_id: i64,
         now: NaiveDateTime,
-        offline_after: chrono::Duration,
+        fleet: &OrgFleet,
     ) -> Result<Self, WebError> {
-        let status = QueueStatus::load(conn, organization_id, now, offline_after)?;
+        let status = QueueStatus::load(conn, organization_id, now, fleet)?;
         let depth: Vec<Point> = queue::depth_last_hour(conn, organization_id, now)?
             .into_iter()
             .map(|(at, depth)| Point {
@@ -45,7 +45,7 @@ impl QueueSection {
             })
             .collect();
         let peak = depth.iter().map(|p| p.primary).max().unwrap_or(0);
-        let unrunnable = queue::unrunnable(conn, organization_id, now, offline_after)?;
+        let unrunnable = queue::unrunnable(conn, organization_id, fleet)?;
         Ok(Self {
             avg_wait: queue::seconds_display(status.avg_wait_seconds),
             p95_wait: queue::seconds_display(status.p95_wait_seconds),
@@ -71,20 +71,17 @@ pub async fn show(
     req: HttpRequest,
     Viewer(user): Viewer,
     pool: web::Data<Pool>,
-    settings: web::Data<Settings>,
+    fleet: web::Data<Fleet>,
 ) -> Result<HttpResponse, WebError> {
     if let Some(page) = page_instead_of_fragment(&req, "queue-status") {
         return Ok(page);
     }
-    let (organization_id, offline_after) = (user.organization.id, settings.offline_after());
+    let organization_id = user.organization.id;
     let queue = pool
         .run(move |conn| {
-            QueueSection::load(
-                conn,
-                organization_id,
-                chrono::Utc::now().naive_utc(),
-                offline_after,
-            )
+            let now = chrono::Utc::now().naive_utc();
+            let machines = fleet.of(conn, organization_id, now)?;
+            QueueSection::load(conn, organization_id, now, &machines)
         })
         .await?;
     render_with_status(StatusCode::OK, &SectionFragment { queue: &queue })
