@@ -27,7 +27,8 @@ fn scale() -> f64 {
         .unwrap_or(1.0)
 }
 
-/// Bulk SQL: machines, finished runs, queued runs.
+/// Bulk SQL: machines, finished runs, queued runs, and the per-minute waits the triggers would have
+/// kept for the runs started in the last two hours.
 fn seed(conn: &mut DbConnection) {
     let n = |count: f64| ((count * scale()) as i64).max(1);
     let (machines, finished, queued) = (n(10_000.0), n(1_000_000.0), n(100_000.0));
@@ -57,6 +58,11 @@ fn seed(conn: &mut DbConnection) {
                  CASE WHEN i % 10 = 0 THEN '[\"gpu\"]' ELSE '[]' END, i % 3, 'queued', 0,
                  strftime('%Y-%m-%d %H:%M:%f', 'now', printf('-%d seconds', i % 3600))
              FROM n;
+             INSERT INTO run_waits (organization_id, minute, started, waited_ms)
+             SELECT organization_id, strftime('%Y-%m-%d %H:%M:00', started_at), COUNT(*),
+                 SUM(CAST(ROUND((julianday(started_at) - julianday(created_at)) * 86400000) AS INTEGER))
+             FROM runs WHERE started_at >= strftime('%Y-%m-%d %H:%M:%f', 'now', '-2 hours')
+             GROUP BY 1, 2;
              ANALYZE;"
         ),
         DbConnection::Postgres(_) => format!(
@@ -80,6 +86,11 @@ fn seed(conn: &mut DbConnection) {
                  CASE WHEN i % 10 = 0 THEN '[\"gpu\"]' ELSE '[]' END, i % 3, 'queued', 0,
                  now() AT TIME ZONE 'utc' - make_interval(secs => i % 3600)
              FROM generate_series(1, {queued}) AS i;
+             INSERT INTO run_waits (organization_id, minute, started, waited_ms)
+             SELECT organization_id, date_trunc('minute', started_at), COUNT(*),
+                 SUM(ROUND(EXTRACT(EPOCH FROM started_at - created_at) * 1000))::bigint
+             FROM runs WHERE started_at >= (now() AT TIME ZONE 'utc') - interval '2 hours'
+             GROUP BY 1, 2;
              ANALYZE;"
         ),
     };

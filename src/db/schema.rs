@@ -165,6 +165,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    run_waits (organization_id, minute) {
+        organization_id -> BigInt,
+        minute -> Timestamp,
+        started -> BigInt,
+        waited_ms -> BigInt,
+    }
+}
+
 diesel::joinable!(users -> organizations (organization_id));
 diesel::joinable!(api_keys -> organizations (organization_id));
 diesel::joinable!(enrollment_tokens -> organizations (organization_id));
@@ -185,4 +194,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     server_settings,
     queue_counts,
     queue_samples,
+    run_waits,
 );

@@ -1,11 +1,11 @@
-//! Queue Status reads counts the database keeps (triggers on runs) and per-minute samples, not the
-//! runs themselves: these tests hold those counts to the runs through every path that changes a
-//! run's status.
+//! Queue Status reads counts the database keeps (triggers on runs: runs queued and running, waits per
+//! minute of start) and per-minute samples, not the runs themselves: these tests hold those counts to
+//! the runs through every path that changes a run's status.
 
 use diesel::prelude::*;
 use serde_json::json;
 
-use granite::db::schema::runs;
+use granite::db::schema::{run_waits, runs};
 use granite::queue;
 use granite::status::RunStatus;
 
@@ -47,6 +47,28 @@ fn kept(app: &TestApp) -> Vec<(String, i64, i64)> {
     counts
 }
 
+/// Runs started (at their latest start) and their waits in all, counted from the runs.
+fn counted_waits(app: &TestApp) -> (i64, i64) {
+    let rows: Vec<(chrono::NaiveDateTime, Option<chrono::NaiveDateTime>)> = runs::table
+        .select((runs::created_at, runs::started_at))
+        .load(&mut *app.pool.get().unwrap())
+        .unwrap();
+    rows.into_iter()
+        .filter_map(|(created, started)| started.map(|s| (s - created).num_milliseconds()))
+        .fold((0, 0), |(n, ms), wait| (n + 1, ms + wait))
+}
+
+/// The same, as the per-minute waits kept for Avg Wait Time say them.
+fn kept_waits(app: &TestApp) -> (i64, i64) {
+    let rows: Vec<(i64, i64)> = run_waits::table
+        .select((run_waits::started, run_waits::waited_ms))
+        .load(&mut *app.pool.get().unwrap())
+        .unwrap();
+    rows.into_iter().fold((0, 0), |(n, ms), (started, waited)| {
+        (n + started, ms + waited)
+    })
+}
+
 fn kept_counts_match_the_runs_through_every_change(backend: Backend) {
     let db = TestDb::new(backend);
     let app = TestApp::spawn(&db);
@@ -56,6 +78,13 @@ fn kept_counts_match_the_runs_through_every_change(backend: Backend) {
     let (_, credential) = app.enroll(&token, "vm-1");
     let check = |step: &str| {
         assert_eq!(kept(&app), counted(&app), "after {step}");
+        let (kept_started, kept_ms) = kept_waits(&app);
+        let (started, waited_ms) = counted_waits(&app);
+        assert_eq!(kept_started, started, "starts kept after {step}");
+        assert!(
+            (kept_ms - waited_ms).abs() <= started,
+            "waits kept after {step}: {kept_ms} ms, counted {waited_ms} ms"
+        );
     };
     check("nothing");
 

@@ -36,6 +36,7 @@ impl QueueSection {
         fleet: &OrgFleet,
     ) -> Result<Self, WebError> {
         let status = QueueStatus::load(conn, organization_id, now, fleet)?;
+        let p95_wait_seconds = queue::p95_wait_seconds(conn, organization_id, now)?;
         let depth: Vec<Point> = queue::depth_last_hour(conn, organization_id, now)?
             .into_iter()
             .map(|(at, depth)| Point {
@@ -48,7 +49,7 @@ impl QueueSection {
         let unrunnable = queue::unrunnable(conn, organization_id, fleet)?;
         Ok(Self {
             avg_wait: queue::seconds_display(status.avg_wait_seconds),
-            p95_wait: queue::seconds_display(status.p95_wait_seconds),
+            p95_wait: queue::seconds_display(p95_wait_seconds),
             oldest_queued: queue::seconds_display(status.oldest_queued_seconds),
             idle_drivers: status.active_drivers - status.busy_drivers,
             depth: BarChart::new("Jobs queued, last hour (UTC)", "Queued", None, &depth, 10)
