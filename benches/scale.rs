@@ -231,15 +231,30 @@ fn bench(label: &str, empty: DatabaseUrl, seeded: DatabaseUrl) {
     }
     println!("  goal: every ratio ≤ 3× and every seeded median under 25 ms");
     println!(
-        "  resident memory of this process (server and client): {:.0} MB (goal ≤ 150 MB)",
+        "  resident memory of this run's process (server and client): {:.0} MB (goal ≤ 150 MB)",
         resident_mb()
     );
 }
 
+/// Each backend runs in a process of its own, so the resident memory printed is that backend's
+/// server (and its client) only.
 fn main() {
-    bench("SQLite", support::sqlite_url(), support::sqlite_url());
-    match (support::postgres_url(), support::postgres_url()) {
-        (Some(empty), Some(seeded)) => bench("PostgreSQL", empty, seeded),
-        _ => println!("\nPostgreSQL: not reachable (GRANITE_BENCH_POSTGRES_URL), skipped"),
+    const BACKEND: &str = "GRANITE_BENCH_SCALE_BACKEND";
+    match std::env::var(BACKEND).as_deref() {
+        Ok("sqlite") => bench("SQLite", support::sqlite_url(), support::sqlite_url()),
+        Ok("postgres") => match (support::postgres_url(), support::postgres_url()) {
+            (Some(empty), Some(seeded)) => bench("PostgreSQL", empty, seeded),
+            _ => println!("\nPostgreSQL: not reachable (GRANITE_BENCH_POSTGRES_URL), skipped"),
+        },
+        _ => {
+            for backend in ["sqlite", "postgres"] {
+                let status = std::process::Command::new(std::env::current_exe().unwrap())
+                    .args(std::env::args().skip(1))
+                    .env(BACKEND, backend)
+                    .status()
+                    .expect("the benchmark runs itself");
+                assert!(status.success(), "the {backend} run failed");
+            }
+        }
     }
 }
