@@ -17,7 +17,7 @@ use crate::machines::contacts::Contacts;
 use crate::machines::fleet::Fleet;
 use crate::machines::memory::Presences;
 use crate::machines::{
-    self, CredentialRejection, DriverAnnouncement, Machine, MachineProfile, Presence,
+    self, CredentialRejection, DriverAnnouncement, Heard, Machine, MachineProfile,
 };
 use crate::metrics::Metrics;
 use crate::runs::dispatch::{Dispatcher, Signal};
@@ -57,30 +57,29 @@ impl FromRequest for Credential {
 }
 
 impl Credential {
-    /// Authenticates the machine from memory, or by one read; writes nothing (a heartbeat's steady
-    /// state).
-    pub async fn presence(&self, pool: &Pool, memory: &Presences) -> Result<Presence, ApiError> {
-        let found = match memory.get(&self.hash) {
-            Some(presence) => Some(presence),
-            None => {
-                let ticket = memory.ticket();
-                let hash = self.hash.clone();
-                let found = pool
-                    .run(move |conn| machines::presence(conn, &hash).map_err(ApiError::from))
-                    .await?;
-                if let Some(presence) = &found {
-                    memory.remember(ticket, self.hash.clone(), presence.clone());
-                }
-                found
-            }
-        };
-        match found {
-            None => Err(ApiError::InvalidCredential),
-            Some(presence) if presence.machine.removed_at.is_some() => {
-                Err(ApiError::MachineRemoved)
-            }
-            Some(presence) => Ok(presence),
+    /// What a heartbeat reporting `status` and `reported` finds, from memory or by one read (then
+    /// remembered); writes nothing (a heartbeat's steady state).
+    pub async fn hear(
+        &self,
+        pool: &Pool,
+        memory: &Presences,
+        status: ReportedStatus,
+        reported: Option<&str>,
+        now: chrono::NaiveDateTime,
+        offline_after: chrono::Duration,
+    ) -> Result<Heard, ApiError> {
+        if let Some(heard) = memory.hear(&self.hash, status, reported, now, offline_after) {
+            return Ok(heard);
         }
+        let ticket = memory.ticket();
+        let hash = self.hash.clone();
+        let presence = pool
+            .run(move |conn| machines::presence(conn, &hash).map_err(ApiError::from))
+            .await?
+            .ok_or(ApiError::InvalidCredential)?;
+        let heard = presence.heard(status, reported, now, offline_after);
+        memory.remember(ticket, self.hash.clone(), presence);
+        Ok(heard)
     }
 
     /// Authenticates the machine and records the contact (and a reported status) in one statement.
@@ -197,16 +196,23 @@ pub async fn heartbeat(
     let reported = body.current_run_id;
     // The steady state: the machine as remembered (or one read), and the contact joins the next batch.
     if announced.is_empty() {
-        let presence = credential.presence(&pool, &memory).await?;
-        if presence.unchanged_by(
-            body.status,
-            reported.as_deref(),
-            now,
-            settings.offline_after(),
-        ) {
-            memory.heard(&credential.hash, now);
-            contacts.record(presence.machine.id, now);
-            return Ok(reply(Vec::new(), presence.machine.paused_at.is_some()));
+        let heard = credential
+            .hear(
+                &pool,
+                &memory,
+                body.status,
+                reported.as_deref(),
+                now,
+                settings.offline_after(),
+            )
+            .await?;
+        match heard {
+            Heard::Removed => return Err(ApiError::MachineRemoved),
+            Heard::Unchanged { machine_id, paused } => {
+                contacts.record(machine_id, now);
+                return Ok(reply(Vec::new(), paused));
+            }
+            Heard::Changed => {}
         }
     }
     let machine = credential.touch(&pool, Some(body.status)).await?;

@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use chrono::NaiveDateTime;
 
-use super::Presence;
+use super::{Heard, Presence};
 use crate::remembered::{Remembered, Ticket};
 use crate::replicas::{Subscriber, Topic};
+use crate::status::ReportedStatus;
 
 /// The longest a remembered machine is trusted without being read again.
 const REMEMBER_FOR: Duration = Duration::from_secs(30);
@@ -30,8 +31,23 @@ impl Presences {
         Self(Remembered::new(replicated, REMEMBER_FOR, CAPACITY))
     }
 
-    pub fn get(&self, credential_hash: &str) -> Option<Presence> {
-        self.0.with(credential_hash, |presence| presence.clone())
+    /// What a heartbeat finds, if the machine is remembered: answered in place, without copying it;
+    /// an unchanged machine's contact time in memory moves on (its Online/Offline status follows).
+    pub fn hear(
+        &self,
+        credential_hash: &str,
+        status: ReportedStatus,
+        reported: Option<&str>,
+        now: NaiveDateTime,
+        offline_after: chrono::Duration,
+    ) -> Option<Heard> {
+        self.0.with(credential_hash, |presence| {
+            let heard = presence.heard(status, reported, now, offline_after);
+            if let Heard::Unchanged { .. } = heard {
+                presence.machine.last_seen_at = Some(now);
+            }
+            heard
+        })
     }
 
     pub fn ticket(&self) -> Ticket {
@@ -42,15 +58,6 @@ impl Presences {
     pub fn remember(&self, ticket: Ticket, credential_hash: String, presence: Presence) {
         let id = presence.machine.id;
         self.0.remember(ticket, credential_hash, id, presence);
-    }
-
-    /// The machine was heard from at `at` (its Online/Offline status in memory follows).
-    pub fn heard(&self, credential_hash: &str, at: NaiveDateTime) {
-        self.0.with(credential_hash, |presence| {
-            if presence.machine.last_seen_at < Some(at) {
-                presence.machine.last_seen_at = Some(at);
-            }
-        });
     }
 
     /// Forgets machines whose state changed (written by this replica, or announced).

@@ -315,12 +315,45 @@ pub struct Presence {
     pub held: Option<(String, RunStatus)>,
 }
 
+/// What a heartbeat that announces nothing finds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Heard {
+    Removed,
+    /// Nothing changes but the time of contact.
+    Unchanged {
+        machine_id: i64,
+        paused: bool,
+    },
+    /// Something is news: the heartbeat is written at once.
+    Changed,
+}
+
 impl Presence {
+    /// What a heartbeat reporting `status` and the run `reported` finds ([`Presence::unchanged_by`]).
+    pub fn heard(
+        &self,
+        status: ReportedStatus,
+        reported: Option<&str>,
+        now: NaiveDateTime,
+        offline_after: chrono::Duration,
+    ) -> Heard {
+        if self.machine.removed_at.is_some() {
+            Heard::Removed
+        } else if self.unchanged_by(status, reported, now, offline_after) {
+            Heard::Unchanged {
+                machine_id: self.machine.id,
+                paused: self.machine.paused_at.is_some(),
+            }
+        } else {
+            Heard::Changed
+        }
+    }
+
     /// Whether a heartbeat that reports `status` and the run `reported` (and announces nothing)
     /// changes nothing but the time of contact: the machine is Online or Busy already (one coming
     /// back is news), same status, and the driver runs exactly the run it holds, still running (or
     /// none and it holds none).
-    pub fn unchanged_by(
+    fn unchanged_by(
         &self,
         status: ReportedStatus,
         reported: Option<&str>,
