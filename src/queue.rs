@@ -25,6 +25,8 @@ pub struct QueueStatus {
     pub active_drivers: i64,
     /// Machines Busy now.
     pub busy_drivers: i64,
+    /// The queued and running runs per capability set the totals above add up.
+    pub by_requirement: Vec<Counts>,
 }
 
 impl QueueStatus {
@@ -63,6 +65,7 @@ impl QueueStatus {
             avg_wait_seconds,
             active_drivers: fleet.counts.online + fleet.counts.busy,
             busy_drivers: fleet.counts.busy,
+            by_requirement: counts,
         })
     }
 
@@ -249,24 +252,16 @@ pub struct Unrunnable {
     pub count: i64,
 }
 
-pub fn unrunnable(
-    conn: &mut DbConnection,
-    organization_id: i64,
-    fleet: &OrgFleet,
-) -> QueryResult<Vec<Unrunnable>> {
-    let waiting: Vec<Counts> = counts(conn, organization_id)?
-        .into_iter()
-        .filter(|c| c.queued > 0)
-        .collect();
-    if waiting.is_empty() {
-        return Ok(Vec::new());
-    }
-    let capability_sets = &fleet.in_contact;
-    Ok(waiting
-        .into_iter()
+/// From the counts the status was loaded with and the fleet census: no further read.
+pub fn unrunnable(status: &QueueStatus, fleet: &OrgFleet) -> Vec<Unrunnable> {
+    status
+        .by_requirement
+        .iter()
+        .filter(|counts| counts.queued > 0)
         .filter_map(|counts| {
             let requires: Vec<String> = serde_json::from_str(&counts.requires).unwrap_or_default();
-            let runnable = capability_sets
+            let runnable = fleet
+                .in_contact
                 .iter()
                 .any(|caps| requires.iter().all(|r| caps.contains(r)));
             (!runnable).then_some(Unrunnable {
@@ -274,7 +269,7 @@ pub fn unrunnable(
                 count: counts.queued,
             })
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]
@@ -289,6 +284,7 @@ mod tests {
             avg_wait_seconds: s,
             active_drivers: 0,
             busy_drivers: 0,
+            by_requirement: Vec::new(),
         }
     }
 

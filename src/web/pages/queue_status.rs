@@ -46,7 +46,7 @@ impl QueueSection {
             })
             .collect();
         let peak = depth.iter().map(|p| p.primary).max().unwrap_or(0);
-        let unrunnable = queue::unrunnable(conn, organization_id, fleet)?;
+        let unrunnable = queue::unrunnable(&status, fleet);
         Ok(Self {
             avg_wait: queue::seconds_display(status.avg_wait_seconds),
             p95_wait: queue::seconds_display(p95_wait_seconds),
