@@ -14,7 +14,7 @@ use crate::api;
 use crate::api_keys::cache::VerifiedKeys;
 use crate::api_keys::usage::{FLUSH_EVERY, UsageRecorder};
 use crate::config::Settings;
-use crate::db::{DatabaseUrl, DbError, Pool};
+use crate::db::{DatabaseUrl, DbConnection, DbError, Pool};
 use crate::machines::contacts::{self, Contacts};
 use crate::machines::fleet::{self, Fleet};
 use crate::machines::memory::Presences;
@@ -224,79 +224,69 @@ fn spawn_lease_keeper(
     });
 }
 
-/// Writes the API key usage tallied in memory every few seconds.
-/// Samples queue depth for the depth chart (see [`queue::sample`]).
-fn spawn_queue_sampler(pool: Pool) {
+/// Runs `work` on a pooled connection every `period` for as long as the server runs; a failure is
+/// logged with `failed` and the next tick tries again.
+fn spawn_every<T: Send + 'static>(
+    pool: Pool,
+    period: Duration,
+    failed: &'static str,
+    work: impl Fn(&mut DbConnection) -> diesel::QueryResult<T> + Send + Sync + 'static,
+) {
+    let work = Arc::new(work);
     actix_web::rt::spawn(async move {
-        let mut every = actix_web::rt::time::interval(queue::SAMPLE_EVERY);
+        let mut every = actix_web::rt::time::interval(period);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
-            let sampled = pool
-                .run(|conn| {
-                    queue::sample(conn, chrono::Utc::now().naive_utc()).map_err(DbError::from)
-                })
+            let work = work.clone();
+            let done = pool
+                .run(move |conn| work(conn).map_err(DbError::from))
                 .await;
-            if let Err(error) = sampled {
-                tracing::warn!(%error, "could not sample queue depth");
+            if let Err(error) = done {
+                tracing::warn!(%error, "{failed}");
             }
         }
     });
+}
+
+/// Samples queue depth for the depth chart (see [`queue::sample`]).
+fn spawn_queue_sampler(pool: Pool) {
+    spawn_every(
+        pool,
+        queue::SAMPLE_EVERY,
+        "could not sample queue depth",
+        |conn| queue::sample(conn, chrono::Utc::now().naive_utc()),
+    );
 }
 
 /// Writes the machine contacts each second (see [`Contacts`]).
 fn spawn_contact_flusher(pool: Pool, contacts: actix_web::web::Data<Contacts>) {
-    actix_web::rt::spawn(async move {
-        let mut every = actix_web::rt::time::interval(contacts::FLUSH_EVERY);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            every.tick().await;
-            let contacts = contacts.clone();
-            let flushed = pool
-                .run(move |conn| contacts.flush(conn).map_err(DbError::from))
-                .await;
-            if let Err(error) = flushed {
-                tracing::warn!(%error, "could not write machine contacts; keeping them for the next try");
-            }
-        }
-    });
+    spawn_every(
+        pool,
+        contacts::FLUSH_EVERY,
+        "could not write machine contacts; keeping them for the next try",
+        move |conn| contacts.flush(conn),
+    );
 }
 
 /// Keeps each replica's fleet census at most a second old, so dashboard reads seldom take one.
 fn spawn_fleet_census(pool: Pool, fleet: actix_web::web::Data<Fleet>) {
-    actix_web::rt::spawn(async move {
-        let mut every = actix_web::rt::time::interval(fleet::FRESH_FOR);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            every.tick().await;
-            let fleet = fleet.clone();
-            let taken = pool
-                .run(move |conn| {
-                    fleet
-                        .refresh(conn, chrono::Utc::now().naive_utc())
-                        .map_err(DbError::from)
-                })
-                .await;
-            if let Err(error) = taken {
-                tracing::warn!(%error, "could not count the fleet");
-            }
-        }
-    });
+    spawn_every(
+        pool,
+        fleet::FRESH_FOR,
+        "could not count the fleet",
+        move |conn| fleet.refresh(conn, chrono::Utc::now().naive_utc()),
+    );
 }
 
+/// Writes the API key usage tallied in memory every few seconds.
 fn spawn_usage_flusher(pool: Pool, usage: actix_web::web::Data<UsageRecorder>) {
-    actix_web::rt::spawn(async move {
-        let mut every = actix_web::rt::time::interval(FLUSH_EVERY);
-        loop {
-            every.tick().await;
-            let usage = usage.clone();
-            let written = pool
-                .run(move |conn| usage.flush(conn).map_err(DbError::from))
-                .await;
-            if let Err(error) = written {
-                tracing::warn!(%error, "could not write API key usage; keeping it for the next try");
-            }
-        }
-    });
+    spawn_every(
+        pool,
+        FLUSH_EVERY,
+        "could not write API key usage; keeping it for the next try",
+        move |conn| usage.flush(conn),
+    );
 }
 
 /// The admin from GRANITE_ADMIN_EMAIL/GRANITE_ADMIN_PASSWORD, checked before anything is written.
