@@ -45,7 +45,7 @@ pub fn publish(conn: &mut DbConnection, topic: Topic, payload: &str) -> QueryRes
     if let DbConnection::Postgres(pg) = conn {
         // Channels are per database; the schema in the payload keeps installations that share one
         // database in separate schemas from hearing each other.
-        diesel::sql_query("SELECT pg_notify($1, current_schema() || '/' || $2)")
+        crate::db::statement::statement("SELECT pg_notify($1, current_schema() || '/' || $2)")
             .bind::<diesel::sql_types::Text, _>(topic.channel())
             .bind::<diesel::sql_types::Text, _>(payload)
             .execute(pg)?;

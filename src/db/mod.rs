@@ -4,6 +4,7 @@ pub mod backup;
 pub mod machine_changes;
 pub mod schema;
 pub mod server_settings;
+pub mod statement;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

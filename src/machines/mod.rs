@@ -12,6 +12,7 @@ use diesel::prelude::*;
 
 use crate::audit::{self, Actor};
 use crate::db::schema::{machines, runs};
+use crate::db::statement::statement;
 use crate::db::{DbConnection, write_transaction};
 use crate::runs::dispatch::Changes;
 use crate::status::{MachineStatus, ReportedStatus, RunStatus};
@@ -617,10 +618,10 @@ pub fn census(conn: &mut DbConnection, cutoff: NaiveDateTime) -> QueryResult<Vec
          FROM machines WHERE removed_at IS NULL \
          GROUP BY organization_id, capabilities, 3, 4";
     match conn {
-        DbConnection::Postgres(pg) => diesel::sql_query(CENSUS)
+        DbConnection::Postgres(pg) => statement(CENSUS)
             .bind::<diesel::sql_types::Timestamp, _>(cutoff)
             .load(pg),
-        DbConnection::Sqlite(sqlite) => diesel::sql_query(CENSUS.replace("$1", "?"))
+        DbConnection::Sqlite(sqlite) => statement(CENSUS)
             .bind::<diesel::sql_types::Timestamp, _>(cutoff)
             .load(sqlite),
     }

@@ -10,6 +10,7 @@ use diesel::sql_types::{BigInt, Text, Timestamp};
 
 use super::Run;
 use crate::db::schema::{machines, runs};
+use crate::db::statement::statement;
 use crate::db::{DbConnection, write_transaction};
 use crate::machines::Machine;
 use crate::status::RunStatus;
@@ -37,9 +38,9 @@ const CLAIM_POSTGRES: &str = "WITH gate AS ( \
 
 /// The same pick, for SQLite.
 const PICK_SQLITE: &str = "SELECT id FROM runs \
-     WHERE organization_id = ? AND status = ? \
+     WHERE organization_id = $1 AND status = $2 \
        AND NOT EXISTS (SELECT 1 FROM json_each(runs.requires) AS needed \
-                       WHERE needed.value NOT IN (SELECT value FROM json_each(?))) \
+                       WHERE needed.value NOT IN (SELECT value FROM json_each($3))) \
      ORDER BY priority DESC, created_at, id \
      LIMIT 1";
 
@@ -67,7 +68,7 @@ pub fn claim(
         // analysed the table.
         DbConnection::Postgres(pg) => pg.transaction(|pg| {
             pg.batch_execute("SET LOCAL enable_sort = off")?;
-            diesel::sql_query(CLAIM_POSTGRES)
+            statement(CLAIM_POSTGRES)
                 .bind::<BigInt, _>(machine.organization_id)
                 .bind::<Text, _>(&machine.capabilities)
                 .bind::<BigInt, _>(machine.id)
@@ -99,7 +100,7 @@ fn claim_sqlite(
     let DbConnection::Sqlite(sqlite) = conn else {
         unreachable!("called for SQLite only")
     };
-    let picked = diesel::sql_query(PICK_SQLITE)
+    let picked = statement(PICK_SQLITE)
         .bind::<BigInt, _>(machine.organization_id)
         .bind::<Text, _>(RunStatus::Queued)
         .bind::<Text, _>(&machine.capabilities)
