@@ -23,6 +23,7 @@ use crate::ops;
 use crate::queue;
 use crate::replicas::{self, Subscriber};
 use crate::runs::dispatch::Dispatcher;
+use crate::runs::group_commit::GroupCommit;
 use crate::runs::intake::Intake;
 use crate::runs::{leases, retention};
 use crate::setup::{self, ConfiguredAdmin, FirstStart};
@@ -114,6 +115,10 @@ impl Application {
 
         let intake =
             actix_web::web::Data::new(Intake::start(pool.clone(), dispatcher.clone().into_inner()));
+        let reports = actix_web::web::Data::new(GroupCommit::start(
+            pool.clone(),
+            dispatcher.clone().into_inner(),
+        ));
 
         let settings = actix_web::web::Data::new(settings);
         let data_pool = actix_web::web::Data::new(pool.clone());
@@ -129,6 +134,7 @@ impl Application {
                 .app_data(presences.clone())
                 .app_data(fleet.clone())
                 .app_data(intake.clone())
+                .app_data(reports.clone())
                 .app_data(dispatcher.clone())
                 .app_data(metrics.clone())
                 .configure(api::routes)

@@ -33,6 +33,16 @@ struct RouteLabels {
     status: u16,
 }
 
+/// Upper bounds of the group-commit histogram: how many writes shared a transaction.
+const BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriterLabel {
+    writer: &'static str,
+}
+
+type BatchSizes = Family<WriterLabel, Histogram, fn() -> Histogram>;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {
     status: &'static str,
@@ -43,6 +53,7 @@ pub struct Metrics {
     http_requests: Family<RouteLabels, Counter>,
     run_wait: Histogram,
     runs_finished: Family<StatusLabel, Counter>,
+    batch_sizes: BatchSizes,
     queue_depth: Gauge,
     oldest_queued: Gauge<f64, std::sync::atomic::AtomicU64>,
     runs: Family<StatusLabel, Gauge>,
@@ -71,6 +82,13 @@ impl Default for Metrics {
             "granite_runs_finished",
             "Runs finished through this replica, by outcome",
             runs_finished.clone(),
+        );
+        let batch_sizes: BatchSizes =
+            Family::new_with_constructor(|| Histogram::new(BATCH_BUCKETS));
+        registry.register(
+            "granite_group_commit_size",
+            "How many writes shared one transaction, by writer (intake: enqueues; reports: completes)",
+            batch_sizes.clone(),
         );
         let queue_depth = Gauge::default();
         registry.register(
@@ -109,6 +127,7 @@ impl Default for Metrics {
             http_requests,
             run_wait,
             runs_finished,
+            batch_sizes,
             queue_depth,
             oldest_queued,
             runs,
@@ -140,6 +159,13 @@ impl Metrics {
                 status: status.as_str(),
             })
             .inc();
+    }
+
+    /// `size` writes of `writer` shared one transaction.
+    pub fn observe_batch(&self, writer: &'static str, size: usize) {
+        self.batch_sizes
+            .get_or_create(&WriterLabel { writer })
+            .observe(size as f64);
     }
 
     /// The OpenMetrics text of everything, with the gauges set from `gauges`.

@@ -21,6 +21,7 @@ use crate::machines::{
 };
 use crate::metrics::Metrics;
 use crate::runs::dispatch::{Dispatcher, Signal};
+use crate::runs::group_commit::GroupCommit;
 use crate::runs::{self, Outcome, leases};
 use crate::secret::{Secret, SecretKind};
 use crate::status::{ReportedStatus, RunStatus};
@@ -323,13 +324,13 @@ pub async fn complete(
     run_id: web::Path<String>,
     Json(body): Json<CompleteRequest>,
     pool: web::Data<Pool>,
-    dispatcher: web::Data<Dispatcher>,
+    reports: web::Data<GroupCommit>,
 ) -> Result<HttpResponse, ApiError> {
     let outcome = Outcome::from_wire(body);
     let machine = credential.touch(&pool, None).await?;
     let organization_id = machine.organization_id;
-    let run = dispatcher
-        .run(&pool, move |conn, changes| {
+    let run = reports
+        .run(move |conn, changes| {
             let run = runs::complete(conn, machine.id, &run_id, &outcome)?;
             // A run cancelled while it ran was announced when it was cancelled.
             if run.status != RunStatus::Cancelled {

@@ -37,6 +37,9 @@ pub enum DbError {
     Query(#[from] diesel::result::Error),
     #[error("database task was cancelled")]
     Cancelled,
+    /// The shared transaction this work was part of failed (group commit): every caller hears it.
+    #[error("{0}")]
+    Shared(std::sync::Arc<DbError>),
 }
 
 /// Where the data lives, parsed from `GRANITE_DATABASE_URL`. `Debug` shows it without its password.
@@ -309,7 +312,8 @@ where
     E: From<diesel::result::Error>,
 {
     use diesel::connection::{AnsiTransactionManager, TransactionManager};
-    if matches!(conn, DbConnection::Postgres(_)) {
+    if matches!(conn, DbConnection::Postgres(_)) || in_transaction(conn)? {
+        // Inside a transaction (group commit), a savepoint: the write lock is already held.
         return conn.transaction(work);
     }
     // The enum delegates its transaction state to the inner connection, so a transaction begun on the
@@ -334,6 +338,19 @@ where
             Err(error)
         }
     }
+}
+
+fn in_transaction(conn: &mut DbConnection) -> diesel::QueryResult<bool> {
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    let depth = match conn {
+        DbConnection::Sqlite(sqlite) => {
+            AnsiTransactionManager::transaction_manager_status_mut(sqlite).transaction_depth()?
+        }
+        DbConnection::Postgres(pg) => {
+            AnsiTransactionManager::transaction_manager_status_mut(pg).transaction_depth()?
+        }
+    };
+    Ok(depth.is_some())
 }
 
 /// Creates the database's folder (readable by this user only) and the file itself with mode 0600

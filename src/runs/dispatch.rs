@@ -62,6 +62,14 @@ impl Changes {
         self.finished.push(status);
     }
 
+    /// Adds what other work noted (work that shared this one's transaction).
+    pub fn absorb(&mut self, other: Changes) {
+        for (organization_id, signal) in other.signals {
+            self.signal(organization_id, signal);
+        }
+        self.finished.extend(other.finished);
+    }
+
     fn signal(&mut self, organization_id: i64, signal: Signal) {
         if !self.signals.contains(&(organization_id, signal)) {
             self.signals.push((organization_id, signal));
@@ -105,6 +113,11 @@ impl Dispatcher {
     {
         let shared = self.shared.clone();
         pool.run(move |conn| shared.changing(conn, work)).await
+    }
+
+    /// Where changes to runs are counted (also how writes were batched).
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
     }
 
     /// [`Dispatcher::run`] for work already off the async executor, on a connection it holds.

@@ -54,6 +54,7 @@ fn write_batches(pool: &Pool, dispatcher: &Dispatcher, incoming: &Receiver<Reque
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
+        dispatcher.metrics().observe_batch("intake", batch.len());
         let (rows, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|r| (r.row, r.reply)).unzip();
         let mut conn = match pool.get() {
             Ok(conn) => conn,

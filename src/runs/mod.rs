@@ -4,6 +4,7 @@
 pub mod attempts;
 pub mod claim;
 pub mod dispatch;
+pub mod group_commit;
 pub mod intake;
 pub mod leases;
 pub mod retention;

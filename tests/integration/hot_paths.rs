@@ -1,6 +1,7 @@
 //! The hot paths, proven against real servers: a verified key that a replica remembers is forgotten on
 //! every replica within a second of its revocation or roll; a run is acknowledged (202) only once it
-//! is stored, so killing the server outright loses none that were; and heartbeats that change nothing,
+//! is stored, and a run's outcome only once it is stored, so killing the server outright loses none
+//! that were; and heartbeats that change nothing,
 //! written in batches, keep a machine Online on every replica until it goes quiet.
 
 use std::collections::HashSet;
@@ -20,6 +21,7 @@ use crate::process::{Server, WorkDir, agent};
 
 both_backends!(
     every_acknowledged_enqueue_survives_a_kill,
+    every_acknowledged_completion_survives_a_kill,
     a_quiet_machine_goes_offline_on_another_replica,
     a_remembered_machine_follows_every_change_on_every_replica,
 );
@@ -138,36 +140,120 @@ struct Acknowledged {
 
 const ENQUEUERS: usize = 8;
 
-fn every_acknowledged_enqueue_survives_a_kill(backend: Backend) {
-    let work = WorkDir::new();
-    // PostgreSQL: the test's own schema. SQLite: a relative path in the server's working folder.
-    let pg = (backend == Backend::Postgres).then(|| TestDb::new(Backend::Postgres));
-    let (url, db_url) = match &pg {
-        Some(db) => (db.url_text.clone(), db.url.clone()),
-        None => (
-            "sqlite://granite.db".to_owned(),
-            DatabaseUrl::Sqlite(work.0.join("granite.db")),
-        ),
-    };
-    let mut server = Server::start(&work, &url, "first");
-    assert_eq!(
-        work.0.join("granite.db").exists(),
-        backend == Backend::Sqlite,
-        "the relative path is the server's working folder"
-    );
-    let key = {
-        // A real key, made through the domain on the server's own database.
-        let pool = Pool::open(&db_url, 1).unwrap();
-        let actor = granite::audit::Actor {
-            user_id: 1,
-            email: ADMIN_EMAIL.into(),
-            source_ip: None,
+/// A server started as an operator would (on PostgreSQL the test's own schema; on SQLite a relative
+/// path in the server's working folder), to be killed and started again on the same database.
+struct Crashable {
+    work: WorkDir,
+    _pg: Option<TestDb>,
+    url: String,
+    db_url: DatabaseUrl,
+}
+
+impl Crashable {
+    fn new(backend: Backend) -> (Self, Server) {
+        let work = WorkDir::new();
+        let pg = (backend == Backend::Postgres).then(|| TestDb::new(Backend::Postgres));
+        let (url, db_url) = match &pg {
+            Some(db) => (db.url_text.clone(), db.url.clone()),
+            None => (
+                "sqlite://granite.db".to_owned(),
+                DatabaseUrl::Sqlite(work.0.join("granite.db")),
+            ),
         };
+        let server = Server::start(&work, &url, "first");
+        assert_eq!(
+            work.0.join("granite.db").exists(),
+            backend == Backend::Sqlite,
+            "the relative path is the server's working folder"
+        );
+        let crashable = Self {
+            work,
+            _pg: pg,
+            url,
+            db_url,
+        };
+        (crashable, server)
+    }
+
+    fn restart(&self) -> Server {
+        Server::start(&self.work, &self.url, "restarted")
+    }
+
+    fn pool(&self) -> Pool {
+        Pool::open(&self.db_url, 1).unwrap()
+    }
+
+    /// A real API key, made through the domain on the server's own database.
+    fn api_key(&self) -> String {
         let name = granite::api_keys::KeyName::parse("stream").unwrap();
         let (_, secret) =
-            granite::api_keys::create(&mut pool.get().unwrap(), 1, &name, &actor).unwrap();
+            granite::api_keys::create(&mut self.pool().get().unwrap(), 1, &name, &actor()).unwrap();
         secret.expose().to_owned()
+    }
+
+    /// A one-time enrollment token, made the same way.
+    fn enrollment_token(&self) -> String {
+        let (_, secret) =
+            granite::enrollment::create(&mut self.pool().get().unwrap(), 1, "stream", 1, &actor())
+                .unwrap();
+        secret.expose().to_owned()
+    }
+}
+
+fn actor() -> granite::audit::Actor {
+    granite::audit::Actor {
+        user_id: 1,
+        email: ADMIN_EMAIL.into(),
+        source_ip: None,
+    }
+}
+
+/// On PostgreSQL, how many transactions wrote the runs (rows a transaction wrote last share its id,
+/// `xmin`); `None` on SQLite.
+fn writing_transactions(conn: &mut DbConnection) -> Option<usize> {
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    match conn {
+        DbConnection::Postgres(pg) => {
+            let count: Count =
+                diesel::sql_query("SELECT count(DISTINCT xmin::text) AS n FROM runs")
+                    .get_result(pg)
+                    .unwrap();
+            Some(count.n as usize)
+        }
+        DbConnection::Sqlite(_) => None,
+    }
+}
+
+/// From the server's metrics: how many transactions `writer` committed, and how many writes they held.
+fn group_commits(metrics: &str, writer: &str) -> (u64, u64) {
+    let value = |name: &str| {
+        let prefix = format!("granite_group_commit_size_{name}{{writer=\"{writer}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .map_or(0.0, |v| v.trim().parse::<f64>().unwrap()) as u64
     };
+    (value("count"), value("sum"))
+}
+
+/// Streams for about 1.5 s (longer, up to 5 s, on a machine too busy to acknowledge 150 by then).
+fn stream_until_enough(acks: &AtomicUsize) -> Instant {
+    let streaming = Instant::now();
+    while streaming.elapsed() < Duration::from_millis(1500)
+        || (acks.load(Ordering::Relaxed) < 150 && streaming.elapsed() < Duration::from_secs(5))
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    streaming
+}
+
+fn every_acknowledged_enqueue_survives_a_kill(backend: Backend) {
+    let (crashable, mut server) = Crashable::new(backend);
+    let key = crashable.api_key();
 
     // Enqueue from 8 threads as fast as they can until the server dies under them.
     let address = server.address;
@@ -207,13 +293,10 @@ fn every_acknowledged_enqueue_survives_a_kill(backend: Backend) {
         })
         .collect();
     go.wait();
-    let streaming = Instant::now();
-    // ~1.5 s of streaming; on a machine too busy to acknowledge 150 runs by then, a little longer.
-    while streaming.elapsed() < Duration::from_millis(1500)
-        || (acks.load(Ordering::Relaxed) < 150 && streaming.elapsed() < Duration::from_secs(5))
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let streaming = stream_until_enough(&acks);
+    // How the reports were committed so far (the server counts transactions and what they held).
+    let (status, metrics) = server.get("/metrics", None);
+    assert_eq!(status, 200, "{metrics}");
     server.kill();
     let mut acknowledged = Vec::new();
     let mut other_statuses = Vec::new();
@@ -237,8 +320,8 @@ fn every_acknowledged_enqueue_survives_a_kill(backend: Backend) {
     assert_eq!(distinct.len(), acknowledged.len(), "each run id once");
 
     // Back up on the same database: every acknowledged run is there.
-    let restarted = Server::start(&work, &url, "restarted");
-    let pool = Pool::open(&db_url, 1).unwrap();
+    let restarted = crashable.restart();
+    let pool = crashable.pool();
     let mut conn = pool.get().unwrap();
     let stored: HashSet<String> = runs::table
         .select(runs::public_id)
@@ -246,22 +329,7 @@ fn every_acknowledged_enqueue_survives_a_kill(backend: Backend) {
         .unwrap()
         .into_iter()
         .collect();
-    // On PostgreSQL the rows a transaction wrote share its id (xmin): concurrent enqueues shared them.
-    let transactions = match &mut *conn {
-        DbConnection::Postgres(pg) => {
-            #[derive(QueryableByName)]
-            struct Count {
-                #[diesel(sql_type = diesel::sql_types::BigInt)]
-                n: i64,
-            }
-            let count: Count =
-                diesel::sql_query("SELECT count(DISTINCT xmin::text) AS n FROM runs")
-                    .get_result(pg)
-                    .unwrap();
-            Some(count.n as usize)
-        }
-        DbConnection::Sqlite(_) => None,
-    };
+    let transactions = writing_transactions(&mut conn);
     drop(conn);
     let lost: Vec<&String> = acknowledged
         .iter()
@@ -312,6 +380,214 @@ fn every_acknowledged_enqueue_survives_a_kill(backend: Backend) {
             stored.len()
         );
     }
+    let (transactions, enqueues) = group_commits(&metrics, "intake");
+    assert!(
+        transactions > 0 && enqueues > transactions,
+        "the server counted enqueues sharing transactions: {enqueues} in {transactions}"
+    );
+}
+
+const MACHINES: usize = 8;
+
+/// Lets threads go on together: each waits until all have arrived, or 200 ms (a thread that stopped
+/// does not hold up the others for long).
+struct Gate {
+    arrived: std::sync::Mutex<(u64, usize)>,
+    all_in: std::sync::Condvar,
+    parties: usize,
+}
+
+impl Gate {
+    fn new(parties: usize) -> Self {
+        Self {
+            arrived: std::sync::Mutex::new((0, 0)),
+            all_in: std::sync::Condvar::new(),
+            parties,
+        }
+    }
+
+    fn pass(&self) {
+        let mut state = self.arrived.lock().unwrap();
+        let generation = state.0;
+        state.1 += 1;
+        if state.1 == self.parties {
+            *state = (generation + 1, 0);
+            self.all_in.notify_all();
+            return;
+        }
+        let (mut state, waited) = self
+            .all_in
+            .wait_timeout_while(state, Duration::from_millis(200), |s| s.0 == generation)
+            .unwrap();
+        if waited.timed_out() {
+            state.1 -= 1;
+        }
+    }
+}
+
+/// Machines report runs done (`complete`, 200) as fast as they can until the server is killed: every
+/// outcome acknowledged is stored after a restart, and on PostgreSQL reports that arrived together
+/// shared a transaction (group commit).
+fn every_acknowledged_completion_survives_a_kill(backend: Backend) {
+    let (crashable, mut server) = Crashable::new(backend);
+    let key = crashable.api_key();
+    let address = server.address;
+    let client = agent(Duration::from_secs(10));
+    let credentials: Vec<String> = (0..MACHINES)
+        .map(|m| {
+            let token = crashable.enrollment_token();
+            let mut reply = client
+                .post(format!("http://{address}/api/v1/driver/enroll"))
+                .send_json(json!({
+                    "token": token, "name": format!("reporter-{m}"), "os_version": "Ubuntu 24.04",
+                    "capabilities": [], "driver_version": "1.0.0",
+                }))
+                .unwrap();
+            let body = reply.body_mut().read_to_string().unwrap();
+            assert_eq!(reply.status(), 201, "{body}");
+            let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+            json["credential"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    // More runs than the machines can finish before the kill.
+    const QUEUED: usize = 3000;
+    std::thread::scope(|scope| {
+        for t in 0..ENQUEUERS {
+            let (client, key) = (&client, &key);
+            scope.spawn(move || {
+                for n in (t..QUEUED).step_by(ENQUEUERS) {
+                    let reply = client
+                        .post(format!("http://{address}/api/default/report"))
+                        .header("X-Granite-API-Key", key)
+                        .send_json(json!({ "n": n }))
+                        .unwrap();
+                    assert_eq!(reply.status(), 202);
+                }
+            });
+        }
+    });
+
+    // Each machine claims a run and reports it completed, with its number as the result, until
+    // the server dies under it. The reports of a round go out together, as a fleet's do when a
+    // burst of short runs ends.
+    let go = Arc::new(Barrier::new(MACHINES + 1));
+    let gate = Arc::new(Gate::new(MACHINES));
+    let acks = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = credentials
+        .into_iter()
+        .map(|credential| {
+            let (go, gate, acks) = (go.clone(), gate.clone(), acks.clone());
+            std::thread::spawn(move || {
+                let agent = agent(Duration::from_secs(10));
+                let bearer = format!("Bearer {credential}");
+                let mut seen = Acknowledged::default();
+                go.wait();
+                loop {
+                    let Ok(mut claimed) = agent
+                        .post(format!("http://{address}/api/v1/driver/jobs/claim"))
+                        .header("Authorization", &bearer)
+                        .send_json(json!({ "wait_seconds": 0 }))
+                    else {
+                        break;
+                    };
+                    let Ok(body) = claimed.body_mut().read_to_string() else {
+                        break;
+                    };
+                    if claimed.status() != 200 {
+                        seen.other_statuses.push((claimed.status().as_u16(), body));
+                        break;
+                    }
+                    let run: serde_json::Value = serde_json::from_str(&body).unwrap();
+                    let run_id = run["runId"].as_str().unwrap().to_owned();
+                    gate.pass();
+                    let Ok(mut reported) = agent
+                        .post(format!("http://{address}/api/v1/driver/jobs/{run_id}/complete"))
+                        .header("Authorization", &bearer)
+                        .send_json(json!({ "status": "completed", "result": { "n": run["parameters"]["n"] } }))
+                    else {
+                        break;
+                    };
+                    let Ok(body) = reported.body_mut().read_to_string() else {
+                        break;
+                    };
+                    if reported.status() == 200 {
+                        seen.run_ids.push(run_id);
+                        acks.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        seen.other_statuses.push((reported.status().as_u16(), body));
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    go.wait();
+    let streaming = stream_until_enough(&acks);
+    // How the reports were committed so far (the server counts transactions and what they held).
+    let (status, metrics) = server.get("/metrics", None);
+    assert_eq!(status, 200, "{metrics}");
+    server.kill();
+    let mut acknowledged = Vec::new();
+    let mut other_statuses = Vec::new();
+    for thread in threads {
+        let seen = thread.join().unwrap();
+        acknowledged.extend(seen.run_ids);
+        other_statuses.extend(seen.other_statuses);
+    }
+    let streamed_for = streaming.elapsed();
+    assert!(
+        other_statuses.is_empty(),
+        "every answer before the kill was a 200: {:?}",
+        &other_statuses[..other_statuses.len().min(5)]
+    );
+    assert!(
+        acknowledged.len() > 100 && acknowledged.len() < QUEUED,
+        "the test really streamed, and ran out of neither runs nor time: {} reports acknowledged",
+        acknowledged.len()
+    );
+
+    // Back up on the same database: every acknowledged outcome is stored, result and all.
+    let _restarted = crashable.restart();
+    let pool = crashable.pool();
+    let mut conn = pool.get().unwrap();
+    let completed: Vec<(String, String, Option<String>)> = runs::table
+        .filter(runs::status.eq("completed"))
+        .select((runs::public_id, runs::parameters, runs::result))
+        .load(&mut *conn)
+        .unwrap();
+    drop(conn);
+    let stored: HashSet<&String> = completed.iter().map(|(id, _, _)| id).collect();
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|id| !stored.contains(*id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged reports were lost, e.g. {:?}",
+        lost.len(),
+        acknowledged.len(),
+        &lost[..lost.len().min(5)]
+    );
+    for (id, parameters, result) in &completed {
+        let n = serde_json::from_str::<serde_json::Value>(parameters).unwrap()["n"].clone();
+        let result: serde_json::Value = serde_json::from_str(result.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            result,
+            json!({ "n": n }),
+            "{id}: each run stored its own outcome"
+        );
+    }
+    let (transactions, reports) = group_commits(&metrics, "reports");
+    eprintln!(
+        "{backend:?}: {} reports acknowledged in {streamed_for:?} by {MACHINES} machines before the kill, \
+         all stored ({} completed in all); {reports} reports in {transactions} transactions by then",
+        acknowledged.len(),
+        completed.len(),
+    );
+    assert!(
+        transactions > 0 && reports > transactions,
+        "reports that arrived together shared transactions: {reports} in {transactions}"
+    );
 }
 
 const OFFLINE_AFTER: Duration = Duration::from_secs(2);
