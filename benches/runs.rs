@@ -20,6 +20,8 @@ use granite::secret::{Secret, SecretKind};
 use support::{Call, Request, Server, measure, measure_call, median};
 
 const THREADS: usize = 4;
+/// A fleet finishing runs together: this many machines claim and complete at once.
+const FLEET: usize = 32;
 const ROUND: Duration = Duration::from_secs(2);
 const ROUNDS: usize = 3;
 const LATENCY_SAMPLES: usize = 200;
@@ -163,18 +165,19 @@ fn latency(base: &str, key: &str, credential: &str) -> (f64, f64) {
 
 fn bench(label: &str, url: DatabaseUrl) {
     let server = Server::start(url);
-    let (key, credentials) = setup(&server, THREADS + 1);
+    let (key, credentials) = setup(&server, FLEET + 1);
     let base = format!("http://{}", server.address);
     let static_file = Call::get(format!("{base}/static/favicon.svg"));
     let health = Call::get(format!("{base}/healthz"));
     let enqueue = enqueue(&base, &key);
     let cycle = claim_and_complete(&base, credentials[..THREADS].to_vec());
+    let fleet_cycle = claim_and_complete(&base, credentials[..FLEET].to_vec());
     // Latency on a fresh queue, and again below once the throughput rounds have churned through
     // thousands of runs (on PostgreSQL their dead index entries stay until autovacuum passes).
-    let (fresh_p50, fresh_p95) = latency(&base, &key, &credentials[THREADS]);
+    let (fresh_p50, fresh_p95) = latency(&base, &key, &credentials[FLEET]);
     measure_call(THREADS, Duration::from_millis(300), 200, &static_file);
     measure_call(THREADS, Duration::from_millis(300), 200, &health);
-    let mut rates = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    let mut rates = [Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     let mut enqueue_p99 = Vec::new();
     for _ in 0..ROUNDS {
         rates[0].push(measure_call(THREADS, ROUND, 200, &static_file).0);
@@ -184,8 +187,15 @@ fn bench(label: &str, url: DatabaseUrl) {
         rates[2].push(rate);
         enqueue_p99.push(p99);
         rates[3].push(measure(THREADS, ROUND / 2, 200, cycle.clone()));
+        rates[4].push(measure(FLEET, ROUND / 2, 200, fleet_cycle.clone()));
     }
-    let [static_rate, health_rate, enqueue_rate, cycle_rate] = rates.map(median);
+    let [
+        static_rate,
+        health_rate,
+        enqueue_rate,
+        cycle_rate,
+        fleet_rate,
+    ] = rates.map(median);
     println!(
         "  p99 of enqueue under load: {:.2} ms (median of rounds)",
         median(enqueue_p99)
@@ -205,9 +215,9 @@ fn bench(label: &str, url: DatabaseUrl) {
             .unwrap();
         println!("  ({left} runs left queued by the rounds were cancelled)");
     }
-    let (aged_p50, aged_p95) = latency(&base, &key, &credentials[THREADS]);
+    let (aged_p50, aged_p95) = latency(&base, &key, &credentials[FLEET]);
     println!(
-        "\n{label}: {} (claim + complete: {THREADS} built-in clients), median of {ROUNDS} rounds",
+        "\n{label}: {} (claim + complete: {THREADS} and {FLEET} built-in clients), median of {ROUNDS} rounds",
         support::load_label(THREADS)
     );
     println!("  static file (no database)      {static_rate:>9.0} req/s");
@@ -216,6 +226,10 @@ fn bench(label: &str, url: DatabaseUrl) {
     println!(
         "  claim + complete               {cycle_rate:>9.0} cycles/s ({:.0} req/s)",
         cycle_rate * 2.0
+    );
+    println!(
+        "  claim + complete, {FLEET} machines    {fleet_rate:>9.0} cycles/s ({:.0} req/s)",
+        fleet_rate * 2.0
     );
     println!(
         "  ratio enqueue / static file:        {:.3}",

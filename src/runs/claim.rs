@@ -16,19 +16,23 @@ use crate::machines::Machine;
 use crate::status::RunStatus;
 
 /// Picks the oldest highest-priority queued run of the organization whose `requires` are all among the
-/// capabilities (a JSON array), marks it running ($5 is the queued status, $6 the running one) on the machine, and the machine busy with it.
+/// capabilities (a JSON array), marks it running on the machine, and the machine busy with it.
+///
+/// The statuses are written into the text, not bound: the statement is prepared once and planned
+/// for any values of its parameters, and only a literal `status = 'queued'` lets that plan use the
+/// partial index of queued runs (`runs_queued`, the same words as [`RunStatus::Queued`]).
 const CLAIM_POSTGRES: &str = "WITH gate AS ( \
        SELECT id FROM machines \
        WHERE id = $3 AND removed_at IS NULL AND paused_at IS NULL AND current_run_id IS NULL \
        FOR UPDATE), \
      picked AS ( \
        SELECT id FROM runs \
-       WHERE organization_id = $1 AND status = $5 AND requires::jsonb <@ $2::jsonb \
+       WHERE organization_id = $1 AND status = 'queued' AND requires::jsonb <@ $2::jsonb \
          AND EXISTS (SELECT 1 FROM gate) \
        ORDER BY priority DESC, created_at, id \
        LIMIT 1 FOR UPDATE SKIP LOCKED), \
      claimed AS ( \
-       UPDATE runs SET status = $6, machine_id = $3, started_at = $4, attempts = runs.attempts + 1 \
+       UPDATE runs SET status = 'running', machine_id = $3, started_at = $4, attempts = runs.attempts + 1 \
        FROM picked WHERE runs.id = picked.id RETURNING runs.*), \
      busy AS ( \
        UPDATE machines SET current_run_id = claimed.id, last_seen_at = $4 FROM claimed WHERE machines.id = $3), \
@@ -36,11 +40,11 @@ const CLAIM_POSTGRES: &str = "WITH gate AS ( \
        INSERT INTO run_attempts (run_id, machine_id, started_at) SELECT id, $3, $4 FROM claimed) \
      SELECT * FROM claimed";
 
-/// The same pick, for SQLite.
+/// The same pick, for SQLite (the status written in for the same reason).
 const PICK_SQLITE: &str = "SELECT id FROM runs \
-     WHERE organization_id = $1 AND status = $2 \
+     WHERE organization_id = $1 AND status = 'queued' \
        AND NOT EXISTS (SELECT 1 FROM json_each(runs.requires) AS needed \
-                       WHERE needed.value NOT IN (SELECT value FROM json_each($3))) \
+                       WHERE needed.value NOT IN (SELECT value FROM json_each($2))) \
      ORDER BY priority DESC, created_at, id \
      LIMIT 1";
 
@@ -73,8 +77,6 @@ pub fn claim(
                 .bind::<Text, _>(&machine.capabilities)
                 .bind::<BigInt, _>(machine.id)
                 .bind::<Timestamp, _>(now)
-                .bind::<Text, _>(RunStatus::Queued)
-                .bind::<Text, _>(RunStatus::Running)
                 .get_result::<Run>(pg)
                 .optional()
         }),
@@ -102,7 +104,6 @@ fn claim_sqlite(
     };
     let picked = statement(PICK_SQLITE)
         .bind::<BigInt, _>(machine.organization_id)
-        .bind::<Text, _>(RunStatus::Queued)
         .bind::<Text, _>(&machine.capabilities)
         .get_result::<Picked>(sqlite)
         .optional()?;

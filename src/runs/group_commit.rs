@@ -1,12 +1,18 @@
-//! Group commit for the writes machines make when a run ends (`complete`): reports that arrive at the
-//! same moment share one transaction, so a fleet finishing runs together pays for one commit, and on
-//! SQLite one trip through the write lock, instead of one each. Each report runs in its own savepoint
-//! of that transaction, so one refused report (a run the machine does not hold, one already finished)
-//! undoes only its own writes. One writer thread takes whatever has arrived while it was committing
-//! the previous batch — no waiting to fill a batch, so a lone report is not slowed — and answers each
-//! caller only after the commit: a 200 still means the outcome is stored.
+//! Group commit for the writes machines make when a run ends (`complete`), on SQLite: reports that
+//! arrive at the same moment share one transaction, so a fleet finishing runs together takes the
+//! write lock once, instead of each report queueing for it in turn. Each report runs in its own
+//! savepoint of that transaction, so one refused report (a run the machine does not hold, one already
+//! finished) undoes only its own writes. One writer thread takes whatever has arrived while it was
+//! committing the previous batch — no waiting to fill a batch, so a lone report is not slowed — and
+//! answers each caller only after the commit: a 200 still means the outcome is stored.
 //!
-//! Enqueue has its own, leaner batching ([`super::intake`]): its work is one multi-row insert.
+//! On PostgreSQL each report is its own transaction, run side by side on the pool. Concurrent commits
+//! there already share one WAL flush (the server's own group commit), and a shared transaction would
+//! hold the queue counter's row (`queue_counts`, which every claim also updates) for the whole batch:
+//! measured, claims then waited on it and a fleet of 32 machines was slower, not faster.
+//!
+//! Enqueue has its own, leaner batching on both backends ([`super::intake`]): its work is one
+//! multi-row insert.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -16,7 +22,7 @@ use diesel::Connection;
 use tokio::sync::oneshot;
 
 use super::dispatch::{Changes, Dispatcher};
-use crate::db::{DbConnection, DbError, Pool, write_transaction};
+use crate::db::{DatabaseUrl, DbConnection, DbError, Pool, write_transaction};
 
 /// The most reports one transaction stores.
 const MAX_BATCH: usize = 64;
@@ -27,28 +33,43 @@ type Answer = Box<dyn FnOnce(Result<(), DbError>) + Send>;
 type Job = Box<dyn FnOnce(&mut DbConnection, &mut Changes) -> Answer + Send>;
 
 pub struct GroupCommit {
-    jobs: Sender<Job>,
+    pool: Pool,
+    dispatcher: Arc<Dispatcher>,
+    /// The writer thread's queue (SQLite); `None` when each report commits on its own (PostgreSQL).
+    jobs: Option<Sender<Job>>,
 }
 
 impl GroupCommit {
-    /// Starts the writer thread; it stops when the `GroupCommit` is dropped.
+    /// Starts the writer thread on SQLite; it stops when the `GroupCommit` is dropped.
     pub fn start(pool: Pool, dispatcher: Arc<Dispatcher>) -> Self {
-        let (jobs, incoming) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("granite-reports".into())
-            .spawn(move || write_batches(&pool, &dispatcher, &incoming))
-            .expect("a thread for run reports");
-        Self { jobs }
+        let jobs = matches!(pool.url(), DatabaseUrl::Sqlite(_)).then(|| {
+            let (jobs, incoming) = mpsc::channel();
+            let (pool, dispatcher) = (pool.clone(), dispatcher.clone());
+            std::thread::Builder::new()
+                .name("granite-reports".into())
+                .spawn(move || write_batches(&pool, &dispatcher, &incoming))
+                .expect("a thread for run reports");
+            jobs
+        });
+        Self {
+            pool,
+            dispatcher,
+            jobs,
+        }
     }
 
-    /// Runs `work` in a savepoint of the next batch's transaction, noting in [`Changes`] what it
-    /// changed (announced once the batch has committed); resolves with its result after the commit.
+    /// Runs `work` in a savepoint of the next batch's transaction (on PostgreSQL, on its own),
+    /// noting in [`Changes`] what it changed (announced once it has committed); resolves with its
+    /// result after the commit.
     pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
     where
         F: FnOnce(&mut DbConnection, &mut Changes) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
+        let Some(jobs) = &self.jobs else {
+            return self.dispatcher.run(&self.pool, work).await;
+        };
         let (reply, answer) = oneshot::channel::<Result<T, E>>();
         let job: Job = Box::new(move |conn, changes| {
             let mut noted = Changes::default();
@@ -60,9 +81,7 @@ impl GroupCommit {
                 let _ = reply.send(committed.map_err(E::from).and(done));
             })
         });
-        self.jobs
-            .send(job)
-            .map_err(|_| E::from(DbError::Cancelled))?;
+        jobs.send(job).map_err(|_| E::from(DbError::Cancelled))?;
         answer.await.map_err(|_| E::from(DbError::Cancelled))?
     }
 }
