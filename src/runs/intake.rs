@@ -72,7 +72,7 @@ fn write_batches(pool: &Pool, dispatcher: &Dispatcher, incoming: &Receiver<Reque
     }
 }
 
-/// Stores the batch in one transaction (one statement); if that fails, each run in its own, so one
+/// Stores the batch in one statement, its own transaction; if that fails, each run in its own, so one
 /// bad run does not fail the others.
 fn store(
     conn: &mut DbConnection,
@@ -81,7 +81,14 @@ fn store(
 ) -> Vec<Result<(), DbError>> {
     let stored = |conn: &mut DbConnection, rows: &[QueuedRow]| {
         dispatcher.run_blocking(conn, |conn, changes| {
-            write_transaction(conn, |conn| super::store_queued(conn, rows))?;
+            match conn {
+                // One statement is its own transaction: no BEGIN and COMMIT round trips.
+                DbConnection::Postgres(_) => super::store_queued(conn, rows)?,
+                // SQLite takes the write lock up front, as every writer does.
+                DbConnection::Sqlite(_) => {
+                    write_transaction(conn, |conn| super::store_queued(conn, rows))?
+                }
+            }
             for row in rows {
                 changes.queued(row.organization_id());
             }
