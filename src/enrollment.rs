@@ -68,6 +68,9 @@ impl EnrollmentToken {
 /// An optional note on what a token is for: trimmed, at most 200 characters.
 pub fn parse_description(text: &str) -> Result<String, String> {
     let text = text.trim();
+    if !crate::text::storable(text) {
+        return Err("A description cannot contain the NUL character.".into());
+    }
     if text.chars().count() > 200 {
         return Err("Use a description of at most 200 characters.".into());
     }

@@ -20,6 +20,7 @@ pub mod secret;
 pub mod setup;
 pub mod status;
 pub mod telemetry;
+pub mod text;
 pub mod users;
 pub mod web;
 pub mod wire;

@@ -14,6 +14,7 @@ use futures_util::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use crate::text;
 
 /// Request bodies: JSON only, at most 1 MiB.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -29,6 +30,26 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
         let req = req.clone();
         let payload = payload.take();
         Box::pin(async move { read_json(&req, payload).await.map(Json) })
+    }
+}
+
+/// The `{run_id}` of a path, refused (400, the field named) when it holds text no run id can.
+pub struct RunIdPath(pub String);
+
+impl FromRequest for RunIdPath {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let id = req.match_info().get("run_id").unwrap_or_default();
+        std::future::ready(if text::storable(id) {
+            Ok(Self(id.to_owned()))
+        } else {
+            Err(ApiError::invalid_field(
+                "run_id",
+                text::nul_refused("run_id"),
+            ))
+        })
     }
 }
 
@@ -84,11 +105,30 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             error.column()
         ))
     })?;
+    if let Some(field) = text::first_unstorable(&value) {
+        return Err(ApiError::InvalidField {
+            message: text::nul_refused(&field),
+            field,
+        });
+    }
     serde_path_to_error::deserialize(value).map_err(ApiError::from_deserialize)
 }
 
 /// A query string read into `T`.
 pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    if let Some((field, _)) = form_urlencoded::parse(query.as_bytes())
+        .find(|(name, value)| !text::storable(name) || !text::storable(value))
+    {
+        let field = if text::storable(&field) {
+            field.into_owned()
+        } else {
+            "query".into()
+        };
+        return Err(ApiError::InvalidField {
+            message: text::nul_refused(&field),
+            field,
+        });
+    }
     let deserializer =
         serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
     serde_path_to_error::deserialize(deserializer).map_err(ApiError::from_deserialize)

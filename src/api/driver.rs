@@ -8,7 +8,7 @@ use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 
-use super::body::Json;
+use super::body::{Json, RunIdPath};
 use super::error::ApiError;
 use crate::config::Settings;
 use crate::db::Pool;
@@ -321,7 +321,7 @@ pub async fn claim(
 )]
 pub async fn complete(
     credential: Credential,
-    run_id: web::Path<String>,
+    RunIdPath(run_id): RunIdPath,
     Json(body): Json<CompleteRequest>,
     pool: web::Data<Pool>,
     reports: web::Data<GroupCommit>,
@@ -360,7 +360,7 @@ pub async fn complete(
 )]
 pub async fn release(
     credential: Credential,
-    run_id: web::Path<String>,
+    RunIdPath(run_id): RunIdPath,
     pool: web::Data<Pool>,
     dispatcher: web::Data<Dispatcher>,
 ) -> Result<HttpResponse, ApiError> {

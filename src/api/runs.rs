@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Map, Value};
 
 use super::auth::ApiCaller;
-use super::body::{parse_query, read_json};
+use super::body::{RunIdPath, parse_query, read_json};
 use super::error::ApiError;
 use crate::db::Pool;
 use crate::machines::parse_capabilities;
@@ -171,7 +171,7 @@ pub async fn start(
 )]
 pub async fn show(
     ApiCaller(caller): ApiCaller,
-    run_id: web::Path<String>,
+    RunIdPath(run_id): RunIdPath,
     pool: web::Data<Pool>,
 ) -> Result<HttpResponse, ApiError> {
     let organization_id = caller.organization.id;
@@ -199,7 +199,7 @@ pub async fn show(
 )]
 pub async fn cancel(
     ApiCaller(caller): ApiCaller,
-    run_id: web::Path<String>,
+    RunIdPath(run_id): RunIdPath,
     pool: web::Data<Pool>,
     dispatcher: web::Data<Dispatcher>,
 ) -> Result<HttpResponse, ApiError> {

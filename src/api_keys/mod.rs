@@ -79,6 +79,9 @@ pub struct KeyName(String);
 impl KeyName {
     pub fn parse(text: &str) -> Result<Self, String> {
         let name = text.trim();
+        if !crate::text::storable(name) {
+            return Err("A name cannot contain the NUL character.".into());
+        }
         match name.chars().count() {
             0 => Err("Give the key a name, e.g. the service that will use it.".into()),
             1..=100 => Ok(Self(name.to_owned())),

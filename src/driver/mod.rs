@@ -208,11 +208,32 @@ fn report(client: &DriverClient, state: &DriverState, job: &Job, outcome: &Outco
         return;
     }
     let mut backoff = Backoff::new();
+    // What the server is told instead, once it refused the automation's own outcome.
+    let mut instead: Option<Outcome> = None;
     loop {
+        let outcome = instead.as_ref().unwrap_or(outcome);
         match client.complete(&job.run_id, outcome) {
             Ok(()) => {
                 tracing::info!(run = %job.run_id, succeeded = outcome.succeeded, "reported");
                 return;
+            }
+            // The outcome itself was refused (text the server cannot store, say): retrying would
+            // be refused again, so the run is reported failed, with the server's reason and none
+            // of the automation's text.
+            Err(CallError::Refused {
+                status: 400,
+                message,
+                ..
+            }) if instead.is_none() => {
+                tracing::error!(run = %job.run_id, reason = %message, "the server refused the automation's outcome; reporting the run failed instead");
+                instead = Some(Outcome {
+                    succeeded: false,
+                    result: None,
+                    error: Some((
+                        "invalid_outcome".to_owned(),
+                        format!("The automation's outcome could not be stored: {message}"),
+                    )),
+                });
             }
             Err(e) if e.code() == Some("machine_removed") => {
                 state.removed.store(true, Ordering::SeqCst);

@@ -52,7 +52,10 @@ impl Email {
         let well_formed = email.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty() && !domain.is_empty() && !domain.contains('@')
         });
-        if !well_formed || email.len() > 254 || email.chars().any(char::is_whitespace) {
+        if !well_formed
+            || email.len() > 254
+            || email.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
             return Err("Enter an email address like admin@example.com.".into());
         }
         Ok(Self(email))

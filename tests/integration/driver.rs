@@ -113,11 +113,11 @@ pub(crate) fn enroll(
     )
 }
 
-struct DriverProcess(Child);
+pub(crate) struct DriverProcess(Child);
 
 impl DriverProcess {
     /// Starts `granite driver run --automations ./automations` from the workspace, as the README shows.
-    fn start(workspace: &Workspace) -> Self {
+    pub(crate) fn start(workspace: &Workspace) -> Self {
         let child = granite()
             .current_dir(&workspace.dir)
             .args(["driver", "run", "--time-limit", "20", "--credentials"])
@@ -131,7 +131,7 @@ impl DriverProcess {
         Self(child)
     }
 
-    fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         assert!(
             Command::new("kill")
                 .args([&format!("-{name}"), &self.0.id().to_string()])
@@ -142,7 +142,7 @@ impl DriverProcess {
     }
 
     /// Waits for the process to end; returns its exit code and what it wrote to stderr.
-    fn wait_for_exit(&mut self, within: Duration) -> (Option<i32>, String) {
+    pub(crate) fn wait_for_exit(&mut self, within: Duration) -> (Option<i32>, String) {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Some(status) = self.0.try_wait().unwrap() {
@@ -169,7 +169,7 @@ impl Drop for DriverProcess {
     }
 }
 
-fn quick_heartbeats(db: &TestDb) -> TestApp {
+pub(crate) fn quick_heartbeats(db: &TestDb) -> TestApp {
     TestApp::spawn_with(db, |s| {
         s.admin_email = Some(ADMIN_EMAIL.into());
         s.admin_password = Some(ADMIN_PASSWORD.into());

@@ -12,6 +12,7 @@ mod contract;
 mod csrf;
 mod driver;
 mod first_start;
+mod hostile_input;
 mod hot_paths;
 mod jobs;
 mod lifecycle;

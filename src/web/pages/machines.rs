@@ -26,6 +26,8 @@ use crate::web::view::time::Moment;
 use crate::web::{actor, is_htmx, page_instead_of_fragment};
 
 pub const PAGE_SIZE: i64 = 50;
+/// Beyond a million machines no page is asked for on purpose.
+const MAX_PAGE: i64 = 1_000_000 / PAGE_SIZE;
 /// How often an open page refreshes the list (the contract asks for at most 5 s).
 pub const REFRESH_SECONDS: u32 = 4;
 
@@ -85,12 +87,14 @@ impl ListQuery {
     fn filter(&self) -> MachineFilter {
         MachineFilter {
             status: MachineStatus::parse(&self.status),
-            name_contains: self.q.chars().take(100).collect(),
+            // No stored name holds a NUL character (`crate::text`), so none can match one.
+            name_contains: self.q.chars().filter(|c| *c != '\0').take(100).collect(),
         }
     }
 
+    /// The page asked for, within 1 and the last page any fleet could have (offsets stay small).
     fn page(&self) -> i64 {
-        self.page.unwrap_or(1).max(1)
+        self.page.unwrap_or(1).clamp(1, MAX_PAGE)
     }
 
     /// The query string of this view at another page.

@@ -1,0 +1,209 @@
+//! Hostile bytes and numbers: text PostgreSQL cannot store (the NUL character) is refused where it
+//! comes in, with the field named, on both backends alike, and changes nothing; a page number far
+//! past the end is answered, not overflowed; and the reference driver whose automation answers such
+//! text reports the run failed instead of retrying forever.
+
+use std::time::{Duration, Instant};
+
+use diesel::prelude::*;
+use granite::db::schema::{api_keys, enrollment_tokens, machines};
+use serde_json::json;
+
+use crate::both_backends;
+use crate::driver::{DriverProcess, Workspace, enroll, quick_heartbeats};
+use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, Backend, Reply, TestApp, TestDb};
+
+both_backends!(
+    text_with_nul_is_refused_with_the_field_named,
+    page_numbers_past_any_end_are_answered,
+    a_driver_whose_automation_answers_unstorable_text_reports_the_run_failed,
+);
+
+/// A 400 `invalid_request` naming `field`.
+fn assert_refused(reply: &Reply, field: &str) {
+    assert_eq!(
+        reply.api_error(),
+        (400, "invalid_request".into()),
+        "{}",
+        reply.body
+    );
+    assert_eq!(reply.json()["field"], field, "{}", reply.body);
+    assert!(!reply.body.contains('\0') && !reply.body.contains("\\u0000\""));
+}
+
+fn text_with_nul_is_refused_with_the_field_named(backend: Backend) {
+    let db = TestDb::new(backend);
+    let app = TestApp::spawn(&db);
+    let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (_, key) = admin.create_api_key("caller");
+    let (_, token) = admin.create_enrollment_token("hostile");
+    let count = |app: &TestApp| -> (i64, i64, i64) {
+        let mut conn = app.pool.get().unwrap();
+        (
+            api_keys::table.count().get_result(&mut *conn).unwrap(),
+            enrollment_tokens::table
+                .count()
+                .get_result(&mut *conn)
+                .unwrap(),
+            machines::table.count().get_result(&mut *conn).unwrap(),
+        )
+    };
+
+    // Enrollment: the token is not spent by a refused request.
+    let refused = app.post_json(
+        "/api/v1/driver/enroll",
+        &json!({ "token": token, "name": "vm\u{0}1", "capabilities": ["shell"] }),
+        None,
+    );
+    assert_refused(&refused, "name");
+    let refused = app.post_json(
+        "/api/v1/driver/enroll",
+        &json!({ "token": token, "name": "vm-1", "capabilities": ["shell", "s\u{0}p"] }),
+        None,
+    );
+    assert_refused(&refused, "capabilities[1]");
+    let (_, credential) = app.enroll(&token, "vm-1");
+
+    // A run, claimed; a report with a NUL in its error or result changes nothing.
+    let queued = app.start_run(&key, "default/invoice", &json!({ "n": 1 }));
+    assert_eq!(queued.status, 202, "{}", queued.body);
+    let refused = app.start_run(&key, "default/invoice", &json!({ "note": "a\u{0}b" }));
+    assert_refused(&refused, "note");
+    let refused = app.start_run(&key, "default/invoice?priority=1%00", &json!({}));
+    assert_refused(&refused, "priority");
+    let claimed = app.claim(&credential, 0);
+    assert_eq!(claimed.status, 200, "{}", claimed.body);
+    let run_id = claimed.json()["runId"].as_str().unwrap().to_owned();
+    let refused = app.complete(
+        &credential,
+        &run_id,
+        &json!({ "status": "failed", "error": { "type": "crash", "message": "bad\u{0}" } }),
+    );
+    assert_refused(&refused, "error.message");
+    let refused = app.complete(
+        &credential,
+        &run_id,
+        &json!({ "status": "completed", "result": { "rows": ["ok", "n\u{0}"] } }),
+    );
+    assert_refused(&refused, "result.rows[1]");
+    assert_eq!(
+        app.run_of(&key, &run_id)["status"],
+        "running",
+        "nothing was written"
+    );
+    let refused = app.complete(&credential, "run_%00", &json!({ "status": "completed" }));
+    assert_refused(&refused, "run_id");
+    let refused = app.api(Some(&key)).get("/api/agent-runs/run_%00x");
+    assert_refused(&refused, "run_id");
+    let done = app.complete(&credential, &run_id, &json!({ "status": "completed" }));
+    assert_eq!(done.status, 200, "{}", done.body);
+
+    // The dashboard: forms answer with their message and create nothing.
+    let before = count(&app);
+    let reply = admin.htmx_post("/api-management/api-keys", &[("name", "billing\u{0}")]);
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert!(
+        reply.body.contains("cannot contain the NUL character"),
+        "{}",
+        reply.body
+    );
+    let reply = admin.htmx_post(
+        "/api-management/enrollment-tokens",
+        &[("description", "rack\u{0}4"), ("lifetime_hours", "24")],
+    );
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert!(
+        reply.body.contains("cannot contain the NUL character"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(count(&app), before, "nothing was created");
+    let search = admin.machine_list("q=vm%00");
+    assert!(
+        search.body.contains("vm-1"),
+        "the NUL is dropped from the search"
+    );
+
+    // Signing in: the same answer as any wrong address, not an error page.
+    let mut stranger = app.client();
+    let reply = stranger.sign_in("admin\u{0}@example.com", ADMIN_PASSWORD);
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert!(
+        reply.body.contains("Incorrect email or password."),
+        "{}",
+        reply.body
+    );
+}
+
+fn page_numbers_past_any_end_are_answered(backend: Backend) {
+    let db = TestDb::new(backend);
+    let app = TestApp::spawn(&db);
+    let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    for path in [
+        "/api-management/machines/list?page=9223372036854775807",
+        "/api-management/machines/list?page=-9223372036854775808",
+        "/api-management/jobs?page=9223372036854775807",
+        "/api-management/jobs?page=-5",
+    ] {
+        let reply = admin.get_with(path, &[("HX-Request", "true")]);
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+    }
+    for path in [
+        "/api-management/machines/list?page=99999999999999999999999",
+        "/api-management/jobs?page=1e9",
+    ] {
+        let reply = admin.get(path);
+        assert_eq!(
+            reply.status, 400,
+            "{path}: a page that is not a number is refused"
+        );
+    }
+}
+
+fn a_driver_whose_automation_answers_unstorable_text_reports_the_run_failed(backend: Backend) {
+    let db = TestDb::new(backend);
+    let app = quick_heartbeats(&db);
+    let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (_, key) = admin.create_api_key("caller");
+    let (_, token) = admin.create_enrollment_token("driver");
+    let workspace = Workspace::new();
+    workspace.script("nul", "#!/bin/sh\nprintf '{\"text\": \"a\\\\u0000b\"}'\n");
+    let (ok, output) = enroll(&app.url(""), &token, &workspace.credentials(), &[]);
+    assert!(ok, "{output}");
+    let mut driver = DriverProcess::start(&workspace);
+
+    let reply = app.start_run(&key, "default/nul?wait=true&timeout=30", &json!({}));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let run = reply.json();
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["error"]["type"], "invalid_outcome", "{run}");
+    assert!(
+        run["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("result.text"),
+        "the server's reason is kept: {run}"
+    );
+
+    // And the driver goes on taking work.
+    let started = Instant::now();
+    let next = app.start_run(
+        &key,
+        "default/square?wait=true&timeout=30",
+        &json!({ "n": 2 }),
+    );
+    assert_eq!(next.json()["status"], "completed", "{}", next.body);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    driver.signal("INT");
+    let (_, log) = driver.wait_for_exit(Duration::from_secs(20));
+    assert!(
+        log.contains("the server refused the automation's outcome"),
+        "a clear log line: {log}"
+    );
+    assert_eq!(
+        log.matches("the server refused the automation's outcome")
+            .count(),
+        1,
+        "refused once, not retried: {log}"
+    );
+}
