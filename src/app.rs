@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::ops;
 use crate::queue;
 use crate::replicas::{self, Subscriber};
+use crate::runs::claims::ClaimsInFlight;
 use crate::runs::dispatch::Dispatcher;
 use crate::runs::group_commit::GroupCommit;
 use crate::runs::intake::Intake;
@@ -115,6 +116,7 @@ impl Application {
 
         let intake =
             actix_web::web::Data::new(Intake::start(pool.clone(), dispatcher.clone().into_inner()));
+        let claims = actix_web::web::Data::new(ClaimsInFlight::default());
         let reports = actix_web::web::Data::new(GroupCommit::start(
             pool.clone(),
             dispatcher.clone().into_inner(),
@@ -135,6 +137,7 @@ impl Application {
                 .app_data(fleet.clone())
                 .app_data(intake.clone())
                 .app_data(reports.clone())
+                .app_data(claims.clone())
                 .app_data(dispatcher.clone())
                 .app_data(metrics.clone())
                 .configure(api::routes)

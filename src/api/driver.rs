@@ -20,6 +20,7 @@ use crate::machines::{
     self, CredentialRejection, DriverAnnouncement, Heard, Machine, MachineProfile,
 };
 use crate::metrics::Metrics;
+use crate::runs::claims::ClaimsInFlight;
 use crate::runs::dispatch::{Dispatcher, Signal};
 use crate::runs::group_commit::GroupCommit;
 use crate::runs::{self, Outcome, leases};
@@ -253,6 +254,7 @@ const MAX_CLAIM_WAIT: u64 = 30;
         (status = 204, description = "No run this machine can take within wait_seconds (always, while an admin has paused the machine)."),
         (status = 400, description = "A bad body.", body = ErrorBody),
         (status = 401, description = "No valid credential, or machine_removed.", body = ErrorBody),
+        (status = 409, description = "claim_in_progress: this machine already has a claim waiting.", body = ErrorBody),
     )
 )]
 pub async fn claim(
@@ -261,6 +263,7 @@ pub async fn claim(
     pool: web::Data<Pool>,
     dispatcher: web::Data<Dispatcher>,
     metrics: web::Data<Metrics>,
+    claims: web::Data<ClaimsInFlight>,
 ) -> Result<HttpResponse, ApiError> {
     let wait = body.wait_seconds.unwrap_or(0);
     if wait > MAX_CLAIM_WAIT {
@@ -270,6 +273,8 @@ pub async fn claim(
         ));
     }
     let machine = credential.touch(&pool, None).await?;
+    let _claiming =
+        ClaimsInFlight::begin(&claims.into_inner(), machine.id).ok_or(ApiError::ClaimInProgress)?;
     if machine.current_run_id.is_some() {
         let holder = machine.clone();
         dispatcher

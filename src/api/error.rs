@@ -54,6 +54,8 @@ pub enum ApiError {
     InvalidField { field: String, message: String },
     #[error("The request body is larger than 1 MiB.")]
     PayloadTooLarge,
+    #[error("This machine already has a claim waiting; wait for its answer before claiming again.")]
+    ClaimInProgress,
     #[error("Send the body as JSON (Content-Type: application/json).")]
     UnsupportedMediaType,
     #[error("The service is unavailable. Try again in a moment.")]
@@ -98,6 +100,7 @@ impl ApiError {
             Self::RunFinished => "run_finished",
             Self::InvalidRequest(_) | Self::InvalidField { .. } => "invalid_request",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::ClaimInProgress => "claim_in_progress",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Unavailable(_) => "unavailable",
         }
@@ -120,7 +123,7 @@ impl ResponseError for ApiError {
             | Self::MachineRemoved => StatusCode::UNAUTHORIZED,
             Self::TokenUsed | Self::TokenExpired | Self::TokenRevoked => StatusCode::GONE,
             Self::NotFound => StatusCode::NOT_FOUND,
-            Self::RunFinished => StatusCode::CONFLICT,
+            Self::RunFinished | Self::ClaimInProgress => StatusCode::CONFLICT,
             Self::InvalidRequest(_) | Self::InvalidField { .. } => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -217,15 +217,31 @@ pub fn release_lost(
 
 /// A claim means the driver holds nothing: whatever the machine still held (the claim handler asks
 /// only when it holds a run) goes back to the queue, or fails after its last attempt, before it is
-/// handed another run.
+/// handed another run. Except a run handed out within [`HANDOVER_GRACE`]: it may be the answer to
+/// another claim of the same machine still on its way (one on another replica), and taking it back
+/// would have it run twice; the machine stays busy with it, and the heartbeat settles it.
 pub fn release_before_claim(
     conn: &mut DbConnection,
     machine: &Machine,
     now: NaiveDateTime,
     changes: &mut Changes,
 ) -> QueryResult<()> {
-    let released =
-        crate::db::write_transaction(conn, |conn| release_machine(conn, machine.id, now))?;
+    let Some(run_id) = machine.current_run_id else {
+        return Ok(());
+    };
+    let released = crate::db::write_transaction(conn, |conn| {
+        let released = release_run(conn, machine.id, run_id, now - HANDOVER_GRACE, now)?;
+        let still_held: i64 = runs::table
+            .filter(runs::id.eq(run_id))
+            .filter(runs::machine_id.eq(machine.id))
+            .filter(runs::status.eq(RunStatus::Running))
+            .count()
+            .get_result(conn)?;
+        if still_held == 0 {
+            forget_run(conn, machine.id, run_id)?;
+        }
+        Ok::<_, diesel::result::Error>(released)
+    })?;
     released.announce(machine.organization_id, changes);
     Ok(())
 }

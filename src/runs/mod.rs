@@ -3,6 +3,7 @@
 
 pub mod attempts;
 pub mod claim;
+pub mod claims;
 pub mod dispatch;
 pub mod group_commit;
 pub mod intake;

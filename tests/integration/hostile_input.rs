@@ -1,7 +1,8 @@
-//! Hostile bytes and numbers: text PostgreSQL cannot store (the NUL character) is refused where it
-//! comes in, with the field named, on both backends alike, and changes nothing; a page number far
-//! past the end is answered, not overflowed; and the reference driver whose automation answers such
-//! text reports the run failed instead of retrying forever.
+//! Hostile bytes, numbers and races: text PostgreSQL cannot store (the NUL character) is refused where
+//! it comes in, with the field named, on both backends alike, and changes nothing; a page number far
+//! past the end is answered, not overflowed; the reference driver whose automation answers such text
+//! reports the run failed instead of retrying forever; and one credential claiming in parallel (on
+//! one server, or on two replicas) gets one run.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ both_backends!(
     text_with_nul_is_refused_with_the_field_named,
     page_numbers_past_any_end_are_answered,
     a_driver_whose_automation_answers_unstorable_text_reports_the_run_failed,
+    parallel_claims_of_one_machine_get_one_run,
 );
 
 /// A 400 `invalid_request` naming `field`.
@@ -206,4 +208,92 @@ fn a_driver_whose_automation_answers_unstorable_text_reports_the_run_failed(back
         1,
         "refused once, not retried: {log}"
     );
+}
+
+const PARALLEL_CLAIMS: usize = 10;
+
+fn parallel_claims_of_one_machine_get_one_run(backend: Backend) {
+    let db = TestDb::new(backend);
+    // On PostgreSQL the claims are split between two replicas of one database.
+    let replicas: Vec<TestApp> = match backend {
+        Backend::Sqlite => vec![TestApp::spawn(&db)],
+        Backend::Postgres => vec![TestApp::spawn(&db), TestApp::spawn(&db)],
+    };
+    let app = &replicas[0];
+    let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (_, key) = admin.create_api_key("caller");
+    let (_, token) = admin.create_enrollment_token("racer");
+    let (_, credential) = app.enroll(&token, "racer");
+    for n in 0..PARALLEL_CLAIMS {
+        let queued = app.start_run(&key, "default/race", &json!({ "n": n }));
+        assert_eq!(queued.status, 202, "{}", queued.body);
+    }
+
+    let go = std::sync::Barrier::new(PARALLEL_CLAIMS);
+    let answers: Vec<Reply> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..PARALLEL_CLAIMS)
+            .map(|i| {
+                let (replica, credential, go) = (&replicas[i % replicas.len()], &credential, &go);
+                scope.spawn(move || {
+                    go.wait();
+                    replica.claim(credential, 2)
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let won: Vec<&Reply> = answers.iter().filter(|r| r.status == 200).collect();
+    assert_eq!(
+        won.len(),
+        1,
+        "one claim wins: {:?}",
+        answers.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    for reply in answers.iter().filter(|r| r.status != 200) {
+        match reply.status {
+            409 => assert_eq!(reply.api_error(), (409, "claim_in_progress".into())),
+            204 => {}
+            other => panic!(
+                "a second claim answers 409 or, once the first is over, 204: {other} {}",
+                reply.body
+            ),
+        }
+    }
+    assert!(
+        answers.iter().any(|r| r.status == 409),
+        "claims that overlapped on one server were refused at once"
+    );
+
+    // The machine holds the one run it won; every other run is still queued, never handed out.
+    let run_id = won[0].json()["runId"].as_str().unwrap().to_owned();
+    let mut conn = app.pool.get().unwrap();
+    let held: Option<i64> = machines::table
+        .select(machines::current_run_id)
+        .first(&mut *conn)
+        .unwrap();
+    let statuses: Vec<(String, String, i32)> = granite::db::schema::runs::table
+        .select((
+            granite::db::schema::runs::public_id,
+            granite::db::schema::runs::status,
+            granite::db::schema::runs::attempts,
+        ))
+        .load(&mut *conn)
+        .unwrap();
+    drop(conn);
+    assert!(held.is_some(), "the machine is busy with its run");
+    for (id, status, attempts) in &statuses {
+        if *id == run_id {
+            assert_eq!((status.as_str(), *attempts), ("running", 1), "{id}");
+        } else {
+            assert_eq!(
+                (status.as_str(), *attempts),
+                ("queued", 0),
+                "{id} was never handed out"
+            );
+        }
+    }
+    // Once it reports, it claims again as usual.
+    let done = app.complete(&credential, &run_id, &json!({ "status": "completed" }));
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(app.claim(&credential, 0).status, 200);
 }
