@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod machine_changes;
+pub mod readiness;
 pub mod schema;
 pub mod server_settings;
 pub mod statement;
@@ -15,6 +16,9 @@ use diesel::prelude::*;
 use diesel::r2d2::{self, ManageConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use machine_changes::MachineChanges;
+
+/// How long a SQLite connection waits for another writer before giving up.
+const BUSY_TIMEOUT_MS: u32 = 5000;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -156,10 +160,11 @@ impl ConnectionManager {
                 // journals (every insert that fires a trigger inside a batch has one) stay in memory
                 // instead of a temporary file; the WAL is checkpointed every 10,000 pages (40 MB)
                 // rather than 1,000, so a stream of writes copies each hot page far less often.
-                conn.batch_execute(
-                    "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; \
-                     PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 10000;",
-                )
+                conn.batch_execute(&format!(
+                    "PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA foreign_keys = ON; \
+                     PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY; \
+                     PRAGMA wal_autocheckpoint = 10000;",
+                ))
                 .map_err(r2d2::Error::QueryError)?;
                 DbConnection::Sqlite(conn)
             }

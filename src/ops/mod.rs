@@ -10,7 +10,8 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::web;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::check))
+    cfg.route("/livez", web::get().to(health::live))
+        .route("/healthz", web::get().to(health::check))
         .route("/metrics", web::get().to(metrics::show))
         .route("/static/{name}", web::get().to(assets::serve));
 }

@@ -97,11 +97,52 @@ fn htmx_is_served_from_the_binary_with_a_long_cache_life(backend: Backend) {
 }
 
 fn health_reports_the_database(backend: Backend) {
+    use diesel::connection::SimpleConnection;
     let db = TestDb::new(backend);
     let app = TestApp::spawn(&db);
-    let reply = app.client().get("/healthz");
-    assert_eq!(reply.status, 200);
-    assert_eq!(reply.body, "ok");
+    let mut client = app.client();
+    let live = client.get("/livez");
+    assert_eq!((live.status, live.body.as_str()), (200, "ok"));
+    let ready = client.get("/healthz");
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert_eq!(ready.body, "ok\nread: ok\nwrite: ok\nschema: ok\n");
+
+    match &db.url {
+        // Another process holds SQLite's write lock: reads work, writes would wait; not ready.
+        granite::db::DatabaseUrl::Sqlite(path) => {
+            let mut other = diesel::SqliteConnection::establish(&path.to_string_lossy()).unwrap();
+            other.batch_execute("BEGIN IMMEDIATE").unwrap();
+            let locked = client.get("/healthz");
+            assert_eq!(locked.status, 503, "{}", locked.body);
+            assert!(
+                locked
+                    .body
+                    .starts_with("not ready\nread: ok\nwrite: FAILED: cannot take the write lock"),
+                "{}",
+                locked.body
+            );
+            assert_eq!(client.get("/livez").status, 200, "alive all the same");
+            other.batch_execute("ROLLBACK").unwrap();
+            assert_eq!(client.get("/healthz").status, 200);
+        }
+        // The schema was dropped under the server: not ready, and it says which part.
+        granite::db::DatabaseUrl::Postgres(url) => {
+            let mut other = diesel::PgConnection::establish(url).unwrap();
+            other
+                .batch_execute("DROP TABLE __diesel_schema_migrations")
+                .unwrap();
+            let missing = client.get("/healthz");
+            assert_eq!(missing.status, 503, "{}", missing.body);
+            assert!(
+                missing
+                    .body
+                    .contains("schema: FAILED: the schema is missing"),
+                "{}",
+                missing.body
+            );
+            assert_eq!(client.get("/livez").status, 200, "alive all the same");
+        }
+    }
 }
 
 #[derive(QueryableByName)]
