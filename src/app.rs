@@ -147,7 +147,7 @@ impl Application {
                     session_key.clone(),
                 )))
                 // Every response gets the security headers and a log line.
-                .wrap(ops::security_headers())
+                .wrap(ops::security_headers(settings.https_only()))
                 .wrap(from_fn(ops::request_log::log))
         })
         .listen(listener)?

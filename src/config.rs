@@ -73,6 +73,11 @@ pub struct Settings {
     #[arg(long, env = "GRANITE_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// Bearer token `GET /metrics` requires. Unset, /metrics answers loopback peers only (a scraper
+    /// on the same machine); it never lists organizations either way.
+    #[arg(long, env = "GRANITE_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
     /// Most database connections one replica opens.
     #[arg(long, env = "GRANITE_DB_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=512))]
     pub db_pool_size: u32,
@@ -123,11 +128,15 @@ impl Settings {
     }
 
     pub fn cookies_secure(&self) -> bool {
-        self.secure_cookies
-            || self
-                .public_url
-                .as_deref()
-                .is_some_and(|u| u.starts_with("https://"))
+        self.secure_cookies || self.https_only()
+    }
+
+    /// Users reach this server over HTTPS only (`GRANITE_PUBLIC_URL` is https): browsers are told to
+    /// keep to HTTPS (HSTS).
+    pub fn https_only(&self) -> bool {
+        self.public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"))
     }
 
     /// Base URL for links printed to the log, e.g. the one-time setup URL.

@@ -82,16 +82,23 @@ impl std::fmt::Debug for DatabaseUrl {
     }
 }
 
+/// The URL without its password, wherever it might be: everything between the user name and the last
+/// `@` goes (a password may hold `@`, `/` or `?` unencoded), and so does the query (libpq reads
+/// `?password=` too).
 fn redact_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+        return "(a database URL that does not parse)".to_owned();
     };
-    match rest.split_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}@{host}")
-        }
-        None => url.to_owned(),
+    let (user, place) = match rest.rsplit_once('@') {
+        Some((userinfo, place)) => (
+            format!("{}@", userinfo.split(':').next().unwrap_or_default()),
+            place,
+        ),
+        None => (String::new(), rest),
+    };
+    match place.split_once('?') {
+        Some((place, _)) => format!("{scheme}://{user}{place}?…"),
+        None => format!("{scheme}://{user}{place}"),
     }
 }
 
@@ -411,5 +418,30 @@ mod tests {
         let url = DatabaseUrl::parse("postgres://app:hunter2@db:5432/granite").unwrap();
         assert_eq!(url.redacted(), "postgres://app@db:5432/granite");
         assert!(!format!("{url:?}").contains("hunter2"));
+        // Unencoded `@`, `/` and `?` in a password, and a password in the query.
+        for (url, shown) in [
+            (
+                "postgres://app:p@ss@db/granite",
+                "postgres://app@db/granite",
+            ),
+            (
+                "postgres://app:a/b?c@db/granite",
+                "postgres://app@db/granite",
+            ),
+            (
+                "postgres://app@db/granite?password=s3cret",
+                "postgres://app@db/granite?…",
+            ),
+            ("postgresql://db/granite", "postgresql://db/granite"),
+        ] {
+            let redacted = DatabaseUrl::parse(url).unwrap().redacted();
+            assert_eq!(redacted, shown);
+            for secret in ["ss", "a/b", "s3cret"] {
+                assert!(
+                    !redacted.contains(secret) || shown.contains(secret),
+                    "{redacted}"
+                );
+            }
+        }
     }
 }

@@ -1,16 +1,52 @@
 //! `GET /metrics`: the Prometheus registry of [`crate::metrics`], with the gauges read at scrape time.
+//! Operators only: with `GRANITE_METRICS_TOKEN` set the scraper sends it as a bearer token; unset,
+//! only a peer on this machine (loopback) is answered.
 
-use actix_web::{HttpResponse, web};
+use std::net::IpAddr;
 
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::config::Settings;
 use crate::db::{DbError, Pool};
 use crate::machines::fleet::Fleet;
+use crate::secret::sha256_hex;
+
+/// Whether a scrape may read the metrics: the configured token, or no token configured and a
+/// loopback peer. Tokens are compared by their digests, so the comparison takes the same time
+/// however much of a wrong token matches.
+pub fn allowed(token: Option<&str>, bearer: Option<&str>, peer: Option<IpAddr>) -> bool {
+    match token {
+        Some(token) => bearer.is_some_and(|b| sha256_hex(b) == sha256_hex(token)),
+        None => peer.is_some_and(|ip| ip.is_loopback()),
+    }
+}
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn show(
+    req: HttpRequest,
+    settings: web::Data<Settings>,
     pool: web::Data<Pool>,
     metrics: web::Data<crate::metrics::Metrics>,
     fleet: web::Data<Fleet>,
 ) -> HttpResponse {
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let peer = req.peer_addr().map(|a| a.ip());
+    if !allowed(settings.metrics_token.as_deref(), bearer, peer) {
+        let reason = if settings.metrics_token.is_some() {
+            "Send the metrics token: Authorization: Bearer TOKEN (GRANITE_METRICS_TOKEN)."
+        } else {
+            "Metrics answer this machine only; set GRANITE_METRICS_TOKEN to scrape from elsewhere."
+        };
+        return HttpResponse::Unauthorized()
+            .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+            .content_type("text/plain")
+            .body(reason);
+    }
     let gauges = pool
         .run(move |conn| {
             let now = chrono::Utc::now().naive_utc();
@@ -28,5 +64,26 @@ pub async fn show(
                 .content_type("text/plain")
                 .body("database unreachable")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_or_this_machine() {
+        let here: Option<IpAddr> = Some("127.0.0.1".parse().unwrap());
+        let here6: Option<IpAddr> = Some("::1".parse().unwrap());
+        let elsewhere: Option<IpAddr> = Some("10.1.2.3".parse().unwrap());
+        assert!(allowed(None, None, here) && allowed(None, None, here6));
+        assert!(!allowed(None, None, elsewhere), "no token: loopback only");
+        assert!(!allowed(None, Some("guess"), elsewhere));
+        assert!(allowed(Some("s3cret"), Some("s3cret"), elsewhere));
+        assert!(
+            !allowed(Some("s3cret"), Some("s3cre"), here),
+            "with a token, loopback needs it too"
+        );
+        assert!(!allowed(Some("s3cret"), None, here));
     }
 }

@@ -19,6 +19,7 @@ both_backends!(
     page_numbers_past_any_end_are_answered,
     a_driver_whose_automation_answers_unstorable_text_reports_the_run_failed,
     parallel_claims_of_one_machine_get_one_run,
+    metrics_need_the_token_and_https_is_kept,
 );
 
 /// A 400 `invalid_request` naming `field`.
@@ -296,4 +297,41 @@ fn parallel_claims_of_one_machine_get_one_run(backend: Backend) {
     let done = app.complete(&credential, &run_id, &json!({ "status": "completed" }));
     assert_eq!(done.status, 200, "{}", done.body);
     assert_eq!(app.claim(&credential, 0).status, 200);
+}
+
+fn metrics_need_the_token_and_https_is_kept(backend: Backend) {
+    let db = TestDb::new(backend);
+    // No token: this machine (the test connects over loopback) may scrape; no HSTS over plain HTTP.
+    let open = TestApp::spawn(&db);
+    let reply = open.client().get("/metrics");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.header("Strict-Transport-Security"), None);
+    drop(open);
+
+    let guarded = TestApp::spawn_with(&db, |s| {
+        s.metrics_token = Some("scrape-7Hq2".into());
+        s.public_url = Some("https://granite.example.com".into());
+    });
+    for bearer in [None, Some("Bearer scrape-7Hq"), Some("Basic scrape-7Hq2")] {
+        let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("Authorization", *b)).collect();
+        let reply = guarded.client().get_with("/metrics", &headers);
+        assert_eq!(reply.status, 401, "{bearer:?}: {}", reply.body);
+        assert!(
+            !reply.body.contains("granite_"),
+            "nothing of the metrics shown"
+        );
+    }
+    let reply = guarded
+        .client()
+        .get_with("/metrics", &[("Authorization", "Bearer scrape-7Hq2")]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(reply.body.contains("granite_queue_depth"));
+    for path in ["/login", "/livez", "/api/openapi.json"] {
+        let reply = guarded.client().get(path);
+        assert_eq!(
+            reply.header("Strict-Transport-Security"),
+            Some("max-age=31536000"),
+            "{path}: browsers keep to HTTPS"
+        );
+    }
 }
