@@ -83,8 +83,8 @@ impl std::fmt::Debug for DatabaseUrl {
 }
 
 /// The URL without its password, wherever it might be: everything between the user name and the last
-/// `@` goes (a password may hold `@`, `/` or `?` unencoded), and so does the query (libpq reads
-/// `?password=` too).
+/// `@` goes (a password may hold `@`, `/` or `?` unencoded), and so do `password` parameters of the
+/// query (libpq reads `?password=` too).
 fn redact_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "(a database URL that does not parse)".to_owned();
@@ -97,7 +97,21 @@ fn redact_password(url: &str) -> String {
         None => (String::new(), rest),
     };
     match place.split_once('?') {
-        Some((place, _)) => format!("{scheme}://{user}{place}?…"),
+        Some((place, query)) => {
+            let kept: Vec<&str> = query
+                .split('&')
+                .filter(|pair| {
+                    let name = pair.split('=').next().unwrap_or_default();
+                    !name.eq_ignore_ascii_case("password")
+                        && !name.eq_ignore_ascii_case("sslpassword")
+                })
+                .collect();
+            if kept.is_empty() {
+                format!("{scheme}://{user}{place}")
+            } else {
+                format!("{scheme}://{user}{place}?{}", kept.join("&"))
+            }
+        }
         None => format!("{scheme}://{user}{place}"),
     }
 }
@@ -429,8 +443,8 @@ mod tests {
                 "postgres://app@db/granite",
             ),
             (
-                "postgres://app@db/granite?password=s3cret",
-                "postgres://app@db/granite?…",
+                "postgres://app@db/granite?password=s3cret&sslmode=require",
+                "postgres://app@db/granite?sslmode=require",
             ),
             ("postgresql://db/granite", "postgresql://db/granite"),
         ] {
