@@ -288,7 +288,7 @@ fn spawn_fleet_census(pool: Pool, fleet: actix_web::web::Data<Fleet>) {
     );
 }
 
-/// Writes the API key usage tallied in memory every few seconds.
+/// Writes the API key usage tallied in memory every second.
 fn spawn_usage_flusher(pool: Pool, usage: actix_web::web::Data<UsageRecorder>) {
     spawn_every(
         pool,

@@ -1,5 +1,5 @@
 //! Usage of API keys without a database write per request: calls are tallied in memory and flushed
-//! every few seconds (and at shutdown) as last-used details per key and counts per key per hour.
+//! every second (and at shutdown) as last-used details per key and counts per key per hour.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,7 +11,8 @@ use crate::db::schema::{api_key_usage, api_keys};
 use crate::db::{DbConnection, write_transaction};
 
 /// How often a replica writes what it has tallied.
-pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// Also the most usage a crash (`kill -9`, power loss) can lose: calls counted since the last flush.
+pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 const MAX_USER_AGENT_CHARS: usize = 200;
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -326,6 +326,18 @@ fn metrics_need_the_token_and_https_is_kept(backend: Backend) {
         .get_with("/metrics", &[("Authorization", "Bearer scrape-7Hq2")]);
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert!(reply.body.contains("granite_queue_depth"));
+    // The enroll command shown with a new token names the public URL, not the request's Host.
+    let mut admin = guarded.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let reply = admin.htmx_post(
+        "/api-management/enrollment-tokens",
+        &[("description", "rack 4"), ("lifetime_hours", "24")],
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(
+        reply.body.contains("granite driver enroll --server https://granite.example.com"),
+        "{}",
+        reply.body
+    );
     for path in ["/login", "/livez", "/api/openapi.json"] {
         let reply = guarded.client().get(path);
         assert_eq!(

@@ -22,6 +22,7 @@ use crate::process::{Server, WorkDir, agent};
 both_backends!(
     every_acknowledged_enqueue_survives_a_kill,
     every_acknowledged_completion_survives_a_kill,
+    usage_older_than_a_flush_survives_a_kill,
     a_quiet_machine_goes_offline_on_another_replica,
     a_remembered_machine_follows_every_change_on_every_replica,
 );
@@ -592,6 +593,32 @@ fn every_acknowledged_completion_survives_a_kill(backend: Backend) {
         // Concurrent commits share WAL flushes there; each report is its own transaction.
         Backend::Postgres => assert_eq!(transactions, 0, "no report batches on PostgreSQL"),
     }
+}
+
+/// API key usage is tallied in memory and written every [`FLUSH_EVERY`]: a crash loses at most the
+/// calls of the last interval. Calls made longer ago than that are all counted after a `kill -9`.
+fn usage_older_than_a_flush_survives_a_kill(backend: Backend) {
+    use granite::api_keys::usage::FLUSH_EVERY;
+    use granite::db::schema::api_key_usage;
+    let (crashable, mut server) = Crashable::new(backend);
+    let key = crashable.api_key();
+    const CALLS: i64 = 150;
+    for _ in 0..CALLS {
+        let (status, body) = server.get("/api/me", Some(&key));
+        assert_eq!(status, 200, "{body}");
+    }
+    std::thread::sleep(FLUSH_EVERY + Duration::from_millis(700));
+    server.kill();
+    let pool = crashable.pool();
+    let counted: Vec<i64> = api_key_usage::table
+        .select(api_key_usage::success_count)
+        .load(&mut *pool.get().unwrap())
+        .unwrap();
+    assert_eq!(
+        counted.iter().sum::<i64>(),
+        CALLS,
+        "every call older than one flush interval ({FLUSH_EVERY:?}) was counted"
+    );
 }
 
 const OFFLINE_AFTER: Duration = Duration::from_secs(2);

@@ -261,9 +261,14 @@ pub async fn create(
         })
         .await?;
     tracing::info!(token_id = token.id, hint = %token.hint, "enrollment token created");
-    let server = {
-        let info = req.connection_info();
-        format!("{}://{}", info.scheme(), info.host())
+    // Where machines reach this server: GRANITE_PUBLIC_URL when set (behind a proxy the request's
+    // own Host may be an internal name), else the address this request came to.
+    let server = match &settings.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let info = req.connection_info();
+            format!("{}://{}", info.scheme(), info.host())
+        }
     };
     let shown = NewSecret {
         element_id: "new-enrollment-token",
