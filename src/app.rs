@@ -150,6 +150,10 @@ impl Application {
                 .wrap(ops::security_headers(settings.https_only()))
                 .wrap(from_fn(ops::request_log::log))
         })
+        // A client gets 5 s to send a request's head and 1 s to close after the answer; bodies have
+        // their own deadline (`api::body::BODY_WITHIN`). A slow client cannot hold a connection.
+        .client_request_timeout(std::time::Duration::from_secs(5))
+        .client_disconnect_timeout(std::time::Duration::from_secs(1))
         .listen(listener)?
         .shutdown_timeout(30)
         .run();

@@ -19,6 +19,9 @@ use crate::text;
 /// Request bodies: JSON only, at most 1 MiB.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// The longest a body may take to arrive (a slow or stalled client is answered 408 and let go).
+pub const BODY_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A JSON body read into `T`.
 pub struct Json<T>(pub T);
 
@@ -61,7 +64,12 @@ where
     S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
 {
     let mut body = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
+    let deadline = tokio::time::Instant::now() + BODY_WITHIN;
+    loop {
+        let next = tokio::time::timeout_at(deadline, payload.next())
+            .await
+            .map_err(|_| ApiError::BodyTimeout)?;
+        let Some(chunk) = next else { break };
         let chunk =
             chunk.map_err(|_| ApiError::InvalidRequest("The body could not be read.".into()))?;
         if body.len() + chunk.len() > MAX_BODY_BYTES {

@@ -56,6 +56,8 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("This machine already has a claim waiting; wait for its answer before claiming again.")]
     ClaimInProgress,
+    #[error("The request body did not arrive within 10 seconds.")]
+    BodyTimeout,
     #[error("Send the body as JSON (Content-Type: application/json).")]
     UnsupportedMediaType,
     #[error("The service is unavailable. Try again in a moment.")]
@@ -101,6 +103,7 @@ impl ApiError {
             Self::InvalidRequest(_) | Self::InvalidField { .. } => "invalid_request",
             Self::PayloadTooLarge => "payload_too_large",
             Self::ClaimInProgress => "claim_in_progress",
+            Self::BodyTimeout => "request_timeout",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Unavailable(_) => "unavailable",
         }
@@ -126,6 +129,7 @@ impl ResponseError for ApiError {
             Self::RunFinished | Self::ClaimInProgress => StatusCode::CONFLICT,
             Self::InvalidRequest(_) | Self::InvalidField { .. } => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }

@@ -20,6 +20,7 @@ both_backends!(
     a_driver_whose_automation_answers_unstorable_text_reports_the_run_failed,
     parallel_claims_of_one_machine_get_one_run,
     metrics_need_the_token_and_https_is_kept,
+    slow_clients_are_let_go,
 );
 
 /// A 400 `invalid_request` naming `field`.
@@ -334,7 +335,9 @@ fn metrics_need_the_token_and_https_is_kept(backend: Backend) {
     );
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert!(
-        reply.body.contains("granite driver enroll --server https://granite.example.com"),
+        reply
+            .body
+            .contains("granite driver enroll --server https://granite.example.com"),
         "{}",
         reply.body
     );
@@ -346,4 +349,43 @@ fn metrics_need_the_token_and_https_is_kept(backend: Backend) {
             "{path}: browsers keep to HTTPS"
         );
     }
+}
+
+/// Sends `request` on a new connection and stalls; returns what the server answered and how long it
+/// took to close the connection.
+fn stall(app: &TestApp, request: &str) -> (String, Duration) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(app.address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let started = Instant::now();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    // Until the server closes the connection (or resets it).
+    let _ = stream.read_to_end(&mut answer);
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        started.elapsed(),
+    )
+}
+
+fn slow_clients_are_let_go(backend: Backend) {
+    let db = TestDb::new(backend);
+    let app = TestApp::spawn(&db);
+    // A body that stops arriving, on the unauthenticated enroll route: 408 after 10 s, then closed.
+    let (answer, took) = stall(
+        &app,
+        "POST /api/v1/driver/enroll HTTP/1.1\r\nHost: granite\r\nContent-Type: application/json\r\n\
+         Content-Length: 200\r\n\r\n{\"token\": \"enroll_",
+    );
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(15),
+        "let go after the body deadline: {took:?}"
+    );
+    // A head that never ends: let go within a few seconds.
+    let (answer, took) = stall(&app, "POST /api/v1/driver/enroll HTTP/1.1\r\nHost: gran");
+    assert!(took < Duration::from_secs(9), "{took:?}: {answer}");
 }
