@@ -78,6 +78,11 @@ pub struct Settings {
     #[arg(long, env = "GRANITE_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
 
+    /// Proxies (CIDRs, comma-separated, e.g. 10.0.0.0/8) whose X-Forwarded-For names the client. From
+    /// any other peer the header is ignored.
+    #[arg(long, env = "GRANITE_TRUSTED_PROXIES", default_value = "", value_parser = crate::ops::client_address::parse_trusted)]
+    pub trusted_proxies: crate::ops::client_address::TrustedProxies,
+
     /// Most database connections one replica opens.
     #[arg(long, env = "GRANITE_DB_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=512))]
     pub db_pool_size: u32,

@@ -42,7 +42,7 @@ impl FromRequest for ApiCaller {
             .app_data::<web::Data<UsageRecorder>>()
             .expect("UsageRecorder registered")
             .clone();
-        let ip = req.peer_addr().map(|a| a.ip().to_string());
+        let ip = crate::ops::client_address::client_ip(req).map(|ip| ip.to_string());
         let user_agent = req
             .headers()
             .get(header::USER_AGENT)

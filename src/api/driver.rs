@@ -129,7 +129,7 @@ pub async fn enroll(
         &body.name,
         &body.os_version,
         body.ip_address.as_deref(),
-        req.peer_addr().map(|a| a.ip()),
+        crate::ops::client_address::client_ip(&req),
         &body.capabilities,
         &body.driver_version,
     )

@@ -35,7 +35,8 @@ pub async fn show(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let peer = req.peer_addr().map(|a| a.ip());
+    // Behind a proxy on this machine, the client it forwards for, not the proxy.
+    let peer = super::client_address::client_ip(&req);
     if !allowed(settings.metrics_token.as_deref(), bearer, peer) {
         let reason = if settings.metrics_token.is_some() {
             "Send the metrics token: Authorization: Bearer TOKEN (GRANITE_METRICS_TOKEN)."

@@ -1,7 +1,9 @@
-//! What the whole server shares, outside the dashboard and the APIs: `/healthz`, `/metrics`, the
-//! embedded static files, and the middleware around every request (security headers, the request log).
+//! What the whole server shares, outside the dashboard and the APIs: `/livez`, `/healthz`, `/metrics`,
+//! the embedded static files, who the client is behind a proxy, and the middleware around every request
+//! (security headers, the request log).
 
 pub mod assets;
+pub mod client_address;
 pub mod health;
 pub mod metrics;
 pub mod request_log;

@@ -124,8 +124,7 @@ pub fn actor(req: &HttpRequest, user: &access::CurrentUser) -> crate::audit::Act
     }
 }
 
-/// The address of the peer that sent the request, for the audit log. Forwarding headers are not
-/// trusted: any client can set them.
+/// The client's address, for the audit log ([`crate::ops::client_address`]).
 pub fn client_ip(req: &HttpRequest) -> Option<String> {
-    req.peer_addr().map(|addr| addr.ip().to_string())
+    crate::ops::client_address::client_ip(req).map(|ip| ip.to_string())
 }

@@ -633,12 +633,20 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn get(&self, path: &str) -> Reply {
+        self.get_with(path, &[])
+    }
+
+    /// A GET with more headers.
+    pub fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
         let mut request = self
             .agent
             .get(format!("http://{}{path}", self.address))
             .header("User-Agent", "granite-tests/1.0");
         if let Some(key) = &self.key {
             request = request.header("X-Granite-API-Key", key);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         reply_of(request.call().expect("GET failed"))
     }

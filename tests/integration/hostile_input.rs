@@ -21,6 +21,7 @@ both_backends!(
     parallel_claims_of_one_machine_get_one_run,
     metrics_need_the_token_and_https_is_kept,
     slow_clients_are_let_go,
+    forwarded_addresses_only_from_trusted_proxies,
 );
 
 /// A 400 `invalid_request` naming `field`.
@@ -388,4 +389,64 @@ fn slow_clients_are_let_go(backend: Backend) {
     // A head that never ends: let go within a few seconds.
     let (answer, took) = stall(&app, "POST /api/v1/driver/enroll HTTP/1.1\r\nHost: gran");
     assert!(took < Duration::from_secs(9), "{took:?}: {answer}");
+}
+
+fn forwarded_addresses_only_from_trusted_proxies(backend: Backend) {
+    let db = TestDb::new(backend);
+    let last_used_ip = |app: &TestApp, secret: &str| -> Option<String> {
+        // Usage is written every second.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let ip: Option<String> = api_keys::table
+                .filter(api_keys::secret_hash.eq(granite::secret::sha256_hex(secret)))
+                .select(api_keys::last_used_ip)
+                .first(&mut *app.pool.get().unwrap())
+                .unwrap();
+            if ip.is_some() || Instant::now() > deadline {
+                return ip;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let forged = [("X-Forwarded-For", "203.0.113.5")];
+
+    // No trusted proxies: anyone can send the header, so it is ignored.
+    let direct = TestApp::spawn(&db);
+    let (_, key) = direct
+        .signed_in(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .create_api_key("direct");
+    assert_eq!(
+        direct.api(Some(&key)).get_with("/api/me", &forged).status,
+        200
+    );
+    assert_eq!(last_used_ip(&direct, &key).as_deref(), Some("127.0.0.1"));
+    drop(direct);
+
+    // Behind a trusted proxy (the test's loopback peer): the client it forwards for.
+    let proxied = TestApp::spawn_with(&db, |s| {
+        s.trusted_proxies =
+            granite::ops::client_address::parse_trusted("127.0.0.0/8, 10.0.0.0/8").unwrap();
+    });
+    let mut admin = proxied.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (_, key) = admin.create_api_key("proxied");
+    let chain = [("X-Forwarded-For", "198.51.100.1, 203.0.113.5, 10.0.0.3")];
+    assert_eq!(
+        proxied.api(Some(&key)).get_with("/api/me", &chain).status,
+        200
+    );
+    assert_eq!(last_used_ip(&proxied, &key).as_deref(), Some("203.0.113.5"));
+    // And a machine enrolling through it is recorded at the client's address.
+    let (_, token) = admin.create_enrollment_token("proxied");
+    let enrolled = proxied.post_json_with(
+        "/api/v1/driver/enroll",
+        &json!({ "token": token, "name": "behind-proxy" }),
+        &forged,
+    );
+    assert_eq!(enrolled.status, 201, "{}", enrolled.body);
+    let ip: String = machines::table
+        .filter(machines::name.eq("behind-proxy"))
+        .select(machines::ip_address)
+        .first(&mut *proxied.pool.get().unwrap())
+        .unwrap();
+    assert_eq!(ip, "203.0.113.5");
 }
