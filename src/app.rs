@@ -30,6 +30,7 @@ use crate::runs::{leases, retention};
 use crate::setup::{self, ConfiguredAdmin, FirstStart};
 use crate::users::Email;
 use crate::users::password::Password;
+use crate::users::throttle::PasswordChecks;
 use crate::web as dashboard;
 use crate::web::middleware::{session, session_key};
 
@@ -117,6 +118,8 @@ impl Application {
         let intake =
             actix_web::web::Data::new(Intake::start(pool.clone(), dispatcher.clone().into_inner()));
         let claims = actix_web::web::Data::new(ClaimsInFlight::default());
+        let password_checks = actix_web::web::Data::new(PasswordChecks::default());
+        let latest_check = actix_web::web::Data::new(ops::health::LatestCheck::default());
         let reports = actix_web::web::Data::new(GroupCommit::start(
             pool.clone(),
             dispatcher.clone().into_inner(),
@@ -138,6 +141,8 @@ impl Application {
                 .app_data(intake.clone())
                 .app_data(reports.clone())
                 .app_data(claims.clone())
+                .app_data(password_checks.clone())
+                .app_data(latest_check.clone())
                 .app_data(dispatcher.clone())
                 .app_data(metrics.clone())
                 .configure(api::routes)

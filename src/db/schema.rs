@@ -149,6 +149,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    sign_in_failures (subject) {
+        subject -> Text,
+        failures -> Integer,
+        last_failed_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     queue_counts (organization_id, requires) {
         organization_id -> BigInt,
         requires -> Text,
@@ -194,5 +202,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     server_settings,
     queue_counts,
     queue_samples,
+    sign_in_failures,
     run_waits,
 );

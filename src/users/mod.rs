@@ -1,6 +1,7 @@
 //! Users: people who sign in to the dashboard. Each belongs to one organization with one role.
 
 pub mod password;
+pub mod throttle;
 
 use diesel::prelude::*;
 

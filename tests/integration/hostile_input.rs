@@ -22,6 +22,8 @@ both_backends!(
     metrics_need_the_token_and_https_is_kept,
     slow_clients_are_let_go,
     forwarded_addresses_only_from_trusted_proxies,
+    a_guesser_waits_and_the_owner_signs_in_elsewhere,
+    a_flood_of_sign_ins_is_turned_away_at_once,
 );
 
 /// A 400 `invalid_request` naming `field`.
@@ -449,4 +451,127 @@ fn forwarded_addresses_only_from_trusted_proxies(backend: Backend) {
         .first(&mut *proxied.pool.get().unwrap())
         .unwrap();
     assert_eq!(ip, "203.0.113.5");
+}
+
+/// Signs in as a client at `ip` (the test's loopback peer is a trusted proxy): the reply.
+fn sign_in_from(app: &TestApp, ip: &str, password: &str) -> Reply {
+    let mut client = app.client();
+    let token = client.get("/login").csrf_token();
+    client.post_form_with(
+        "/login",
+        &[
+            ("email", ADMIN_EMAIL),
+            ("password", password),
+            ("csrf_token", &token),
+        ],
+        &[("X-Forwarded-For", ip)],
+    )
+}
+
+fn behind_a_proxy(db: &TestDb) -> TestApp {
+    TestApp::spawn_with(db, |s| {
+        s.admin_email = Some(ADMIN_EMAIL.into());
+        s.admin_password = Some(ADMIN_PASSWORD.into());
+        s.trusted_proxies = granite::ops::client_address::parse_trusted("127.0.0.0/8").unwrap();
+    })
+}
+
+fn a_guesser_waits_and_the_owner_signs_in_elsewhere(backend: Backend) {
+    let db = TestDb::new(backend);
+    let a = behind_a_proxy(&db);
+    // On PostgreSQL the failures counted through one replica hold on the other.
+    let b = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(behind_a_proxy(&db)),
+    };
+    let guesser = "203.0.113.66";
+    for _ in 0..5 {
+        assert_eq!(sign_in_from(&a, guesser, "wrong password").status, 401);
+    }
+    for replica in std::iter::once(&a).chain(b.as_ref()) {
+        let refused = sign_in_from(replica, guesser, ADMIN_PASSWORD);
+        assert_eq!(
+            refused.status, 429,
+            "even the right password waits: {}",
+            refused.body
+        );
+        assert!(
+            refused
+                .body
+                .contains("Too many failed sign-ins from this address")
+        );
+        let retry: u64 = refused.header("Retry-After").unwrap().parse().unwrap();
+        assert!((1..=2).contains(&retry), "{retry}");
+    }
+    // The owner, elsewhere, is not held up.
+    assert_eq!(sign_in_from(&a, "198.51.100.7", ADMIN_PASSWORD).status, 303);
+    // After the wait the guesser's next guess is checked again, and the next wait is longer.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(sign_in_from(&a, guesser, "wrong again").status, 401);
+    let refused = sign_in_from(&a, guesser, "and again");
+    assert_eq!(refused.status, 429);
+    let retry: u64 = refused.header("Retry-After").unwrap().parse().unwrap();
+    assert!((2..=3).contains(&retry), "the wait doubled: {retry}");
+    // Nothing stored names the address or the account.
+    let subjects: Vec<String> = granite::db::schema::sign_in_failures::table
+        .select(granite::db::schema::sign_in_failures::subject)
+        .load(&mut *a.pool.get().unwrap())
+        .unwrap();
+    assert!(!subjects.is_empty());
+    assert!(
+        subjects
+            .iter()
+            .all(|s| !s.contains("203.0") && !s.contains("admin"))
+    );
+}
+
+fn a_flood_of_sign_ins_is_turned_away_at_once(backend: Backend) {
+    let db = TestDb::new(backend);
+    let app = behind_a_proxy(&db);
+    const FLOOD: usize = 24;
+    let go = std::sync::Barrier::new(FLOOD);
+    let started = Instant::now();
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..FLOOD)
+            .map(|i| {
+                let (app, go) = (&app, &go);
+                scope.spawn(move || {
+                    let ip = format!("192.0.2.{}", i + 1);
+                    let mut client = app.client();
+                    let token = client.get("/login").csrf_token();
+                    go.wait();
+                    client
+                        .post_form_with(
+                            "/login",
+                            &[
+                                ("email", ADMIN_EMAIL),
+                                ("password", "guess"),
+                                ("csrf_token", &token),
+                            ],
+                            &[("X-Forwarded-For", &ip)],
+                        )
+                        .status
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "refused or turned away, never an error: {statuses:?}"
+    );
+    let turned_away = statuses.iter().filter(|s| **s == 429).count();
+    assert!(
+        turned_away >= FLOOD / 2,
+        "beyond the machine's processors, sign-ins wait for nothing: {statuses:?}"
+    );
+    eprintln!(
+        "{backend:?}: {turned_away} of {FLOOD} turned away in {:?}",
+        started.elapsed()
+    );
+    // And the owner signs in once the flood has passed.
+    assert_eq!(
+        sign_in_from(&app, "198.51.100.7", ADMIN_PASSWORD).status,
+        303
+    );
 }

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use crate::audit;
 use crate::config::Settings;
 use crate::db::Pool;
+use crate::users::throttle::{self, PasswordChecks};
 use crate::users::{self, Email, password};
 use crate::web::client_ip;
 use crate::web::error::WebError;
@@ -53,11 +54,44 @@ pub async fn submit(
     req: HttpRequest,
     session: Session,
     pool: web::Data<Pool>,
+    checks: web::Data<PasswordChecks>,
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, WebError> {
     let session = DashboardSession::new(session);
     let LoginForm { email, password } = form.into_inner();
     let source_ip = client_ip(&req);
+
+    // A client that keeps failing waits before its next guess is even checked, and only a few
+    // checks run at once (`users::throttle`).
+    let subjects = throttle::subjects(&email, source_ip.as_deref());
+    let now = chrono::Utc::now().naive_utc();
+    let waiting = {
+        let subjects = subjects.clone();
+        pool.run(move |conn| throttle::wait_remaining(conn, &subjects, now).map_err(WebError::from))
+            .await?
+    };
+    if let Some(wait) = waiting {
+        let seconds = (wait.as_secs_f64().ceil() as u64).max(1);
+        tracing::info!(
+            source_ip = source_ip.as_deref().unwrap_or("-"),
+            seconds,
+            "sign-in throttled"
+        );
+        return too_many(
+            &session,
+            &email,
+            seconds,
+            format!("Too many failed sign-ins from this address. Try again in {seconds} s."),
+        );
+    }
+    let Some(_turn) = checks.try_begin() else {
+        return too_many(
+            &session,
+            &email,
+            1,
+            "Granite is checking many sign-ins right now. Try again in a moment.".into(),
+        );
+    };
 
     let user = match Email::parse(&email) {
         Ok(parsed) => {
@@ -83,6 +117,7 @@ pub async fn submit(
                 (user.id, user.organization_id, user.email.clone());
             pool.run(move |conn| {
                 users::record_sign_in(conn, user_id)?;
+                throttle::succeeded(conn, &subjects)?;
                 audit::record(
                     conn,
                     audit::Event {
@@ -108,6 +143,8 @@ pub async fn submit(
                 source_ip = source_ip.as_deref().unwrap_or("-"),
                 "sign-in refused"
             );
+            pool.run(move |conn| throttle::failed(conn, &subjects, now).map_err(WebError::from))
+                .await?;
             let layout = Layout::new("Sign in", session.ensure_csrf_token());
             let page = LoginPage {
                 layout,
@@ -117,6 +154,27 @@ pub async fn submit(
             render_with_status(StatusCode::UNAUTHORIZED, &page)
         }
     }
+}
+
+/// 429 with the form as it was and why, and when to try again.
+fn too_many(
+    session: &DashboardSession,
+    email: &str,
+    retry_after_seconds: u64,
+    why: String,
+) -> Result<HttpResponse, WebError> {
+    let layout = Layout::new("Sign in", session.ensure_csrf_token());
+    let page = LoginPage {
+        layout,
+        email: email.trim().to_owned(),
+        error: Some(why),
+    };
+    let mut response = render_with_status(StatusCode::TOO_MANY_REQUESTS, &page)?;
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(retry_after_seconds),
+    );
+    Ok(response)
 }
 
 pub async fn sign_out(session: Session) -> HttpResponse {

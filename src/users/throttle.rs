@@ -1,0 +1,160 @@
+//! Sign-in throttling. A password check costs about 19 MiB and tens of milliseconds (Argon2id), so
+//! a flood of guesses must neither exhaust memory nor slow everyone else: only a few checks run at
+//! once ([`PasswordChecks`], sized to the machine; beyond it a sign-in is answered 429 at once), and
+//! a client that keeps failing waits longer and longer before its next guess is even checked.
+//!
+//! Failures are counted in the database, so every replica throttles the same guesser: per client
+//! address, and per account from that address. After [`FREE_FAILURES`] the wait doubles with each
+//! further failure, up to [`LONGEST_WAIT`]; a quiet [`FORGIVEN_AFTER`] forgets them. Nothing locks
+//! an account as such: its owner signs in from another address as usual.
+
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+use crate::db::schema::sign_in_failures;
+use crate::db::{DbConnection, write_transaction};
+use crate::secret::sha256_hex;
+
+/// Failures allowed before any wait.
+pub const FREE_FAILURES: i32 = 5;
+/// The longest wait between guesses.
+pub const LONGEST_WAIT: Duration = Duration::from_secs(15 * 60);
+/// Failures older than this are forgotten.
+pub const FORGIVEN_AFTER: chrono::Duration = chrono::Duration::hours(1);
+
+/// Who a sign-in counts against: the client address, and the account from that address. Both are
+/// hashed (no address or email is stored in plain text).
+pub fn subjects(email: &str, ip: Option<&str>) -> [String; 2] {
+    let ip = ip.unwrap_or("unknown");
+    [
+        sha256_hex(&format!("ip\u{1f}{ip}")),
+        sha256_hex(&format!(
+            "account\u{1f}{}\u{1f}{ip}",
+            email.trim().to_lowercase()
+        )),
+    ]
+}
+
+/// How long the wait is after `failures` failures.
+fn wait_after(failures: i32) -> Duration {
+    let over = failures - FREE_FAILURES;
+    if over < 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_secs(1u64 << over.min(20)).min(LONGEST_WAIT)
+}
+
+/// How much longer the client must wait before its next guess is checked; `None` if it need not.
+pub fn wait_remaining(
+    conn: &mut DbConnection,
+    subjects: &[String],
+    now: NaiveDateTime,
+) -> QueryResult<Option<Duration>> {
+    let rows: Vec<(i32, NaiveDateTime)> = sign_in_failures::table
+        .filter(sign_in_failures::subject.eq_any(subjects))
+        .filter(sign_in_failures::last_failed_at.gt(now - FORGIVEN_AFTER))
+        .select((sign_in_failures::failures, sign_in_failures::last_failed_at))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(failures, last)| {
+            let until = last + chrono::Duration::from_std(wait_after(failures)).ok()?;
+            (until > now).then(|| (until - now).to_std().ok()).flatten()
+        })
+        .max())
+}
+
+/// Counts a failed sign-in against each subject.
+pub fn failed(conn: &mut DbConnection, subjects: &[String], now: NaiveDateTime) -> QueryResult<()> {
+    write_transaction(conn, |conn| {
+        for subject in subjects {
+            // Forgotten failures start again from one.
+            diesel::delete(
+                sign_in_failures::table
+                    .find(subject)
+                    .filter(sign_in_failures::last_failed_at.le(now - FORGIVEN_AFTER)),
+            )
+            .execute(conn)?;
+            // One statement, so failures counted at once on two replicas both count.
+            macro_rules! count {
+                ($conn:expr) => {
+                    diesel::insert_into(sign_in_failures::table)
+                        .values((
+                            sign_in_failures::subject.eq(subject),
+                            sign_in_failures::failures.eq(1),
+                            sign_in_failures::last_failed_at.eq(now),
+                        ))
+                        .on_conflict(sign_in_failures::subject)
+                        .do_update()
+                        .set((
+                            sign_in_failures::failures.eq(sign_in_failures::failures + 1),
+                            sign_in_failures::last_failed_at.eq(now),
+                        ))
+                        .execute($conn)
+                };
+            }
+            match conn {
+                DbConnection::Sqlite(conn) => count!(conn)?,
+                DbConnection::Postgres(conn) => count!(conn)?,
+            };
+        }
+        Ok(())
+    })
+}
+
+/// A successful sign-in clears the account's failures from that address (the address's own count
+/// stays: a guesser that hits one account's password is still throttled on the others).
+pub fn succeeded(conn: &mut DbConnection, subjects: &[String]) -> QueryResult<()> {
+    diesel::delete(
+        sign_in_failures::table.filter(sign_in_failures::subject.eq_any(&subjects[1..])),
+    )
+    .execute(conn)?;
+    Ok(())
+}
+
+/// How many password checks run at once: one per processor (each takes a processor and ~19 MiB).
+pub struct PasswordChecks(Semaphore);
+
+impl Default for PasswordChecks {
+    fn default() -> Self {
+        let processors = std::thread::available_parallelism().map_or(2, usize::from);
+        Self(Semaphore::new(processors))
+    }
+}
+
+impl PasswordChecks {
+    /// A turn to check a password, or `None` at once when every turn is taken.
+    pub fn try_begin(&self) -> Option<SemaphorePermit<'_>> {
+        self.0.try_acquire().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_doubles_after_the_free_failures_and_is_capped() {
+        assert_eq!(wait_after(1), Duration::ZERO);
+        assert_eq!(wait_after(4), Duration::ZERO);
+        assert_eq!(wait_after(5), Duration::from_secs(1));
+        assert_eq!(wait_after(6), Duration::from_secs(2));
+        assert_eq!(wait_after(10), Duration::from_secs(32));
+        assert_eq!(wait_after(40), LONGEST_WAIT);
+        assert_eq!(wait_after(i32::MAX), LONGEST_WAIT);
+    }
+
+    #[test]
+    fn subjects_hide_who_and_where() {
+        let [ip, account] = subjects("Admin@Example.com ", Some("203.0.113.5"));
+        assert_eq!(
+            subjects("admin@example.com", Some("203.0.113.5"))[1],
+            account
+        );
+        assert_ne!(subjects("admin@example.com", Some("203.0.113.6"))[0], ip);
+        assert!(!ip.contains("203.0") && !account.contains("admin"));
+    }
+}
