@@ -2,8 +2,9 @@
 //! the same run: `cargo bench --bench api_auth`.
 //!
 //! Routes: `/static/favicon.svg` (no database: the bare cost of a request through every middleware),
-//! `/healthz` (one database round trip), `GET /api/me` with a valid key (checksum, hash, one indexed
-//! lookup, usage tally) and with malformed keys (refused by checksum, no database work).
+//! `/healthz` (readiness, answered from a check made at most a second ago), `GET /api/me` with a
+//! valid key (checksum, hash, one indexed lookup, usage tally) and with malformed keys (refused by
+//! checksum, no database work).
 //! Logging is off (no subscriber), as it would cost every route alike.
 
 mod support;
@@ -42,7 +43,7 @@ fn bench(label: &str, url: DatabaseUrl) {
             200,
         ),
         (
-            "/healthz (database ping)",
+            "/healthz (readiness, checked once a second)",
             Call::get(format!("{base}/healthz")),
             200,
         ),

@@ -88,7 +88,7 @@ fn bench(label: &str, url: DatabaseUrl) {
             200,
         ),
         (
-            "/healthz (database ping)",
+            "/healthz (readiness, checked once a second)",
             Call::get(format!("{base}/healthz")),
             200,
         ),

@@ -112,6 +112,8 @@ fn health_reports_the_database(backend: Backend) {
         granite::db::DatabaseUrl::Sqlite(path) => {
             let mut other = diesel::SqliteConnection::establish(&path.to_string_lossy()).unwrap();
             other.batch_execute("BEGIN IMMEDIATE").unwrap();
+            // An answer serves for a second.
+            std::thread::sleep(std::time::Duration::from_millis(1100));
             let locked = client.get("/healthz");
             assert_eq!(locked.status, 503, "{}", locked.body);
             assert!(
@@ -123,6 +125,7 @@ fn health_reports_the_database(backend: Backend) {
             );
             assert_eq!(client.get("/livez").status, 200, "alive all the same");
             other.batch_execute("ROLLBACK").unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(1100));
             assert_eq!(client.get("/healthz").status, 200);
         }
         // The schema was dropped under the server: not ready, and it says which part.
@@ -131,6 +134,7 @@ fn health_reports_the_database(backend: Backend) {
             other
                 .batch_execute("DROP TABLE __diesel_schema_migrations")
                 .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(1100));
             let missing = client.get("/healthz");
             assert_eq!(missing.status, 503, "{}", missing.body);
             assert!(
