@@ -304,8 +304,14 @@ pub fn enroll(
                 action: "machine_enrolled",
                 target_type: "machine",
                 target_id: Some(machine.id.to_string()),
-                source_ip: Some(&machine.ip_address),
-                details: serde_json::json!({ "token_id": spent.id, "token_hint": spent.hint, "token_created_by": spent.created_by_user_id }),
+                // Where the request came from; what the machine says about itself is kept apart.
+                source_ip: profile.request_ip.as_deref(),
+                details: serde_json::json!({
+                    "token_id": spent.id,
+                    "token_hint": spent.hint,
+                    "token_created_by": spent.created_by_user_id,
+                    "claimed_ip_address": machine.ip_address,
+                }),
             },
         )?;
         Ok(Enrolled {

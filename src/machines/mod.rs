@@ -63,9 +63,12 @@ impl Machine {
 pub struct MachineProfile {
     pub name: String,
     pub os_version: String,
+    /// The address the machine says it has (shown in the list), else the one it enrolled from.
     pub ip_address: String,
     pub capabilities: Vec<String>,
     pub driver_version: String,
+    /// The address the enrollment came from, as the server saw it: what the audit log records.
+    pub request_ip: Option<String>,
 }
 
 pub const MAX_CAPABILITIES: usize = 32;
@@ -101,6 +104,7 @@ impl MachineProfile {
             ip_address,
             capabilities,
             driver_version,
+            request_ip: request_ip.map(|ip| ip.to_string()),
         })
     }
 }

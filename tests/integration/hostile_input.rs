@@ -24,6 +24,7 @@ both_backends!(
     forwarded_addresses_only_from_trusted_proxies,
     a_guesser_waits_and_the_owner_signs_in_elsewhere,
     a_flood_of_sign_ins_is_turned_away_at_once,
+    the_audit_log_keeps_the_peer_apart_from_the_claimed_address,
 );
 
 /// A 400 `invalid_request` naming `field`.
@@ -574,4 +575,38 @@ fn a_flood_of_sign_ins_is_turned_away_at_once(backend: Backend) {
         sign_in_from(&app, "198.51.100.7", ADMIN_PASSWORD).status,
         303
     );
+}
+
+fn the_audit_log_keeps_the_peer_apart_from_the_claimed_address(backend: Backend) {
+    use granite::db::schema::audit_events;
+    let db = TestDb::new(backend);
+    let app = TestApp::spawn(&db);
+    let (_, token) = app
+        .signed_in(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .create_enrollment_token("claims");
+    // The machine says it is somewhere else than where its request came from.
+    let enrolled = app.post_json(
+        "/api/v1/driver/enroll",
+        &json!({ "token": token, "name": "claimer", "ip_address": "10.9.9.9" }),
+        None,
+    );
+    assert_eq!(enrolled.status, 201, "{}", enrolled.body);
+    let (source_ip, details): (Option<String>, String) = audit_events::table
+        .filter(audit_events::action.eq("machine_enrolled"))
+        .select((audit_events::source_ip, audit_events::details))
+        .first(&mut *app.pool.get().unwrap())
+        .unwrap();
+    assert_eq!(
+        source_ip.as_deref(),
+        Some("127.0.0.1"),
+        "the peer, as the server saw it"
+    );
+    let details: serde_json::Value = serde_json::from_str(&details).unwrap();
+    assert_eq!(details["claimed_ip_address"], "10.9.9.9", "{details}");
+    // The machine list shows what the machine says.
+    let ip: String = machines::table
+        .select(machines::ip_address)
+        .first(&mut *app.pool.get().unwrap())
+        .unwrap();
+    assert_eq!(ip, "10.9.9.9");
 }
