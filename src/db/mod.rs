@@ -82,38 +82,46 @@ impl std::fmt::Debug for DatabaseUrl {
     }
 }
 
-/// The URL without its password, wherever it might be: everything between the user name and the last
-/// `@` goes (a password may hold `@`, `/` or `?` unencoded), and so do `password` parameters of the
-/// query (libpq reads `?password=` too).
+/// The URL without its password, wherever it might be. First every `password` or `sslpassword`
+/// parameter goes (libpq reads `?password=` too; a parameter's name is compared decoded, and its value
+/// may hold `@`); then everything between the user name and the last `@` left (a password may hold
+/// `@`, `/` or `?` unencoded).
 fn redact_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "(a database URL that does not parse)".to_owned();
     };
+    let rest = without_password_parameters(rest);
     let (user, place) = match rest.rsplit_once('@') {
         Some((userinfo, place)) => (
             format!("{}@", userinfo.split(':').next().unwrap_or_default()),
             place,
         ),
-        None => (String::new(), rest),
+        None => (String::new(), rest.as_str()),
     };
-    match place.split_once('?') {
-        Some((place, query)) => {
-            let kept: Vec<&str> = query
-                .split('&')
-                .filter(|pair| {
-                    let name = pair.split('=').next().unwrap_or_default();
-                    !name.eq_ignore_ascii_case("password")
-                        && !name.eq_ignore_ascii_case("sslpassword")
-                })
+    format!("{scheme}://{user}{place}")
+}
+
+/// `text` without the pieces (after a `?` or `&`) that set a password; the pieces kept follow the
+/// first one as a query again (`?a&b`).
+fn without_password_parameters(text: &str) -> String {
+    let mut pieces = text.split(['?', '&']);
+    let mut kept = pieces.next().unwrap_or_default().to_owned();
+    let parameters: Vec<&str> = pieces
+        .filter(|piece| {
+            let Some((name, _)) = piece.split_once('=') else {
+                return !piece.is_empty();
+            };
+            let name: String = form_urlencoded::parse(name.as_bytes())
+                .map(|(n, _)| n.into_owned())
                 .collect();
-            if kept.is_empty() {
-                format!("{scheme}://{user}{place}")
-            } else {
-                format!("{scheme}://{user}{place}?{}", kept.join("&"))
-            }
-        }
-        None => format!("{scheme}://{user}{place}"),
+            !name.eq_ignore_ascii_case("password") && !name.eq_ignore_ascii_case("sslpassword")
+        })
+        .collect();
+    if !parameters.is_empty() {
+        kept.push('?');
+        kept.push_str(&parameters.join("&"));
     }
+    kept
 }
 
 /// Opens connections of the backend the URL names. Written by hand rather than the derived
@@ -446,11 +454,20 @@ mod tests {
                 "postgres://app@db/granite?password=s3cret&sslmode=require",
                 "postgres://app@db/granite?sslmode=require",
             ),
+            ("postgres://app@db/g?password=p@ss", "postgres://app@db/g"),
+            (
+                "postgres://app@db/g?pass%77ord=p@ss&x=1",
+                "postgres://app@db/g?x=1",
+            ),
+            (
+                "postgres://app:a@b@db/g?options=-c%20x",
+                "postgres://app@db/g?options=-c%20x",
+            ),
             ("postgresql://db/granite", "postgresql://db/granite"),
         ] {
             let redacted = DatabaseUrl::parse(url).unwrap().redacted();
             assert_eq!(redacted, shown);
-            for secret in ["ss", "a/b", "s3cret"] {
+            for secret in ["ss", "a/b", "s3cret", "p@"] {
                 assert!(
                     !redacted.contains(secret) || shown.contains(secret),
                     "{redacted}"

@@ -90,17 +90,21 @@ pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
     if !is_trusted(peer) {
         return Some(peer);
     }
-    let forwarded: Vec<&str> = req
+    // Split the raw bytes: one piece that is not text (a client may send anything, and proxies
+    // append to what it sent) must not cost the pieces the proxies added after it.
+    let forwarded: Vec<&[u8]> = req
         .headers()
         .get_all("x-forwarded-for")
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
         .collect();
     // Each trusted hop vouches for the address to its left; an entry that is not an address ends
     // what can be believed, and the nearest trusted hop is all that is known.
     let mut nearest = peer;
     for part in forwarded.iter().rev() {
-        let Ok(ip) = part.trim().parse::<IpAddr>() else {
+        let Some(ip) = std::str::from_utf8(part)
+            .ok()
+            .and_then(|text| text.trim().parse::<IpAddr>().ok())
+        else {
             break;
         };
         nearest = ip;
@@ -187,5 +191,21 @@ mod tests {
             ),
             Some(ip("10.0.0.7"))
         );
+        // Bytes that are not text in the client's part do not hide what the proxy appended.
+        let mut settings = Settings::new(
+            crate::db::DatabaseUrl::parse("sqlite://x.db").unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        );
+        settings.trusted_proxies = parse_trusted("10.0.0.0/8").unwrap();
+        let request = TestRequest::default()
+            .peer_addr("10.0.0.2:5000".parse().unwrap())
+            .app_data(web::Data::new(settings))
+            .insert_header((
+                "X-Forwarded-For",
+                actix_web::http::header::HeaderValue::from_bytes(b"\xff\xfe, 198.51.100.4")
+                    .unwrap(),
+            ))
+            .to_http_request();
+        assert_eq!(client_ip(&request), Some(ip("198.51.100.4")));
     }
 }

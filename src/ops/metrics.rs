@@ -15,10 +15,17 @@ use crate::secret::sha256_hex;
 /// Whether a scrape may read the metrics: the configured token, or no token configured and a
 /// loopback peer. Tokens are compared by their digests, so the comparison takes the same time
 /// however much of a wrong token matches.
-pub fn allowed(token: Option<&str>, bearer: Option<&str>, peer: Option<IpAddr>) -> bool {
+/// A request a proxy forwarded (it carries a forwarding header) is never "this machine", even when
+/// the proxy runs here and is not listed in `GRANITE_TRUSTED_PROXIES`.
+pub fn allowed(
+    token: Option<&str>,
+    bearer: Option<&str>,
+    peer: Option<IpAddr>,
+    forwarded: bool,
+) -> bool {
     match token {
         Some(token) => bearer.is_some_and(|b| sha256_hex(b) == sha256_hex(token)),
-        None => peer.is_some_and(|ip| ip.is_loopback()),
+        None => !forwarded && peer.is_some_and(|ip| ip.is_loopback()),
     }
 }
 
@@ -37,7 +44,10 @@ pub async fn show(
         .and_then(|v| v.strip_prefix("Bearer "));
     // Behind a proxy on this machine, the client it forwards for, not the proxy.
     let peer = super::client_address::client_ip(&req);
-    if !allowed(settings.metrics_token.as_deref(), bearer, peer) {
+    let forwarded = ["x-forwarded-for", "forwarded", "x-real-ip"]
+        .iter()
+        .any(|name| req.headers().contains_key(*name));
+    if !allowed(settings.metrics_token.as_deref(), bearer, peer, forwarded) {
         let reason = if settings.metrics_token.is_some() {
             "Send the metrics token: Authorization: Bearer TOKEN (GRANITE_METRICS_TOKEN)."
         } else {
@@ -77,14 +87,21 @@ mod tests {
         let here: Option<IpAddr> = Some("127.0.0.1".parse().unwrap());
         let here6: Option<IpAddr> = Some("::1".parse().unwrap());
         let elsewhere: Option<IpAddr> = Some("10.1.2.3".parse().unwrap());
-        assert!(allowed(None, None, here) && allowed(None, None, here6));
-        assert!(!allowed(None, None, elsewhere), "no token: loopback only");
-        assert!(!allowed(None, Some("guess"), elsewhere));
-        assert!(allowed(Some("s3cret"), Some("s3cret"), elsewhere));
+        assert!(allowed(None, None, here, false) && allowed(None, None, here6, false));
         assert!(
-            !allowed(Some("s3cret"), Some("s3cre"), here),
+            !allowed(None, None, elsewhere, false),
+            "no token: loopback only"
+        );
+        assert!(
+            !allowed(None, None, here, true),
+            "a proxy on this machine forwarding for anyone"
+        );
+        assert!(!allowed(None, Some("guess"), elsewhere, false));
+        assert!(allowed(Some("s3cret"), Some("s3cret"), elsewhere, true));
+        assert!(
+            !allowed(Some("s3cret"), Some("s3cre"), here, false),
             "with a token, loopback needs it too"
         );
-        assert!(!allowed(Some("s3cret"), None, here));
+        assert!(!allowed(Some("s3cret"), None, here, false));
     }
 }

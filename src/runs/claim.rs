@@ -18,6 +18,9 @@ use crate::status::RunStatus;
 /// Picks the oldest highest-priority queued run of the organization whose `requires` are all among the
 /// capabilities (a JSON array), marks it running on the machine, and the machine busy with it.
 ///
+/// Its columns are named, not `*`: the statement stays prepared on each connection, and PostgreSQL
+/// refuses a kept statement whose result columns a migration (of a newer replica) changed.
+///
 /// The statuses are written into the text, not bound: the statement is prepared once and planned
 /// for any values of its parameters, and only a literal `status = 'queued'` lets that plan use the
 /// partial index of queued runs (`runs_queued`, the same words as [`RunStatus::Queued`]).
@@ -33,7 +36,11 @@ const CLAIM_POSTGRES: &str = "WITH gate AS ( \
        LIMIT 1 FOR UPDATE SKIP LOCKED), \
      claimed AS ( \
        UPDATE runs SET status = 'running', machine_id = $3, started_at = $4, attempts = runs.attempts + 1 \
-       FROM picked WHERE runs.id = picked.id RETURNING runs.*), \
+       FROM picked WHERE runs.id = picked.id RETURNING runs.id, runs.public_id, runs.organization_id, \
+         runs.api_key_id, runs.endpoint, runs.parameters, runs.requires, runs.priority, runs.status, \
+         runs.result, runs.error_type, runs.error_message, runs.machine_id, runs.attempts, \
+         runs.created_at, runs.started_at, runs.finished_at, runs.cancel_requested_at, \
+         runs.retried_from_run_id), \
      busy AS ( \
        UPDATE machines SET current_run_id = claimed.id, last_seen_at = $4 FROM claimed WHERE machines.id = $3), \
      attempt AS ( \

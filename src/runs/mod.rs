@@ -208,6 +208,10 @@ pub fn find(
     organization_id: i64,
     public_id: &str,
 ) -> QueryResult<Option<Run>> {
+    // No run id holds a NUL character, and PostgreSQL could not even compare one.
+    if !crate::text::storable(public_id) {
+        return Ok(None);
+    }
     runs::table
         .filter(runs::public_id.eq(public_id))
         .filter(runs::organization_id.eq(organization_id))

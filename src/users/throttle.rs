@@ -12,23 +12,36 @@ use std::time::Duration;
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use tokio::sync::{Semaphore, SemaphorePermit};
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::db::schema::sign_in_failures;
 use crate::db::{DbConnection, write_transaction};
 use crate::secret::sha256_hex;
 
-/// Failures allowed before any wait.
+/// Failures allowed for one account from one address before any wait.
 pub const FREE_FAILURES: i32 = 5;
+/// Failures allowed from one address, whatever the account, before any wait: more, since many
+/// people may share an address (an office behind one NAT).
+pub const FREE_FAILURES_PER_ADDRESS: i32 = 20;
 /// The longest wait between guesses.
 pub const LONGEST_WAIT: Duration = Duration::from_secs(15 * 60);
 /// Failures older than this are forgotten.
 pub const FORGIVEN_AFTER: chrono::Duration = chrono::Duration::hours(1);
 
 /// Who a sign-in counts against: the client address, and the account from that address. Both are
-/// hashed (no address or email is stored in plain text).
+/// hashed (no address or email is stored in plain text). An IPv6 client counts by its /64, the
+/// block one subscriber usually holds.
 pub fn subjects(email: &str, ip: Option<&str>) -> [String; 2] {
-    let ip = ip.unwrap_or("unknown");
+    let ip = match ip.map(str::parse::<std::net::IpAddr>) {
+        Some(Ok(std::net::IpAddr::V6(v6))) if v6.to_ipv4_mapped().is_none() => {
+            let block = u128::from(v6) & (u128::MAX << 64);
+            format!("{}/64", std::net::Ipv6Addr::from(block))
+        }
+        Some(Ok(ip)) => ip.to_canonical().to_string(),
+        _ => ip.unwrap_or("unknown").to_owned(),
+    };
     [
         sha256_hex(&format!("ip\u{1f}{ip}")),
         sha256_hex(&format!(
@@ -38,9 +51,9 @@ pub fn subjects(email: &str, ip: Option<&str>) -> [String; 2] {
     ]
 }
 
-/// How long the wait is after `failures` failures.
-fn wait_after(failures: i32) -> Duration {
-    let over = failures - FREE_FAILURES;
+/// How long the wait is after `failures` failures of a subject allowed `free` of them.
+fn wait_after(failures: i32, free: i32) -> Duration {
+    let over = failures - free;
     if over < 0 {
         return Duration::ZERO;
     }
@@ -53,15 +66,24 @@ pub fn wait_remaining(
     subjects: &[String],
     now: NaiveDateTime,
 ) -> QueryResult<Option<Duration>> {
-    let rows: Vec<(i32, NaiveDateTime)> = sign_in_failures::table
+    let rows: Vec<(String, i32, NaiveDateTime)> = sign_in_failures::table
         .filter(sign_in_failures::subject.eq_any(subjects))
         .filter(sign_in_failures::last_failed_at.gt(now - FORGIVEN_AFTER))
-        .select((sign_in_failures::failures, sign_in_failures::last_failed_at))
+        .select((
+            sign_in_failures::subject,
+            sign_in_failures::failures,
+            sign_in_failures::last_failed_at,
+        ))
         .load(conn)?;
     Ok(rows
         .into_iter()
-        .filter_map(|(failures, last)| {
-            let until = last + chrono::Duration::from_std(wait_after(failures)).ok()?;
+        .filter_map(|(subject, failures, last)| {
+            let free = if subjects.first() == Some(&subject) {
+                FREE_FAILURES_PER_ADDRESS
+            } else {
+                FREE_FAILURES
+            };
+            let until = last + chrono::Duration::from_std(wait_after(failures, free)).ok()?;
             (until > now).then(|| (until - now).to_std().ok()).flatten()
         })
         .max())
@@ -70,14 +92,14 @@ pub fn wait_remaining(
 /// Counts a failed sign-in against each subject.
 pub fn failed(conn: &mut DbConnection, subjects: &[String], now: NaiveDateTime) -> QueryResult<()> {
     write_transaction(conn, |conn| {
+        // Forgotten failures go (theirs start again from one), so guesses sprayed over many
+        // addresses or accounts do not pile up.
+        diesel::delete(
+            sign_in_failures::table
+                .filter(sign_in_failures::last_failed_at.le(now - FORGIVEN_AFTER)),
+        )
+        .execute(conn)?;
         for subject in subjects {
-            // Forgotten failures start again from one.
-            diesel::delete(
-                sign_in_failures::table
-                    .find(subject)
-                    .filter(sign_in_failures::last_failed_at.le(now - FORGIVEN_AFTER)),
-            )
-            .execute(conn)?;
             // One statement, so failures counted at once on two replicas both count.
             macro_rules! count {
                 ($conn:expr) => {
@@ -116,19 +138,20 @@ pub fn succeeded(conn: &mut DbConnection, subjects: &[String]) -> QueryResult<()
 }
 
 /// How many password checks run at once: one per processor (each takes a processor and ~19 MiB).
-pub struct PasswordChecks(Semaphore);
+pub struct PasswordChecks(Arc<Semaphore>);
 
 impl Default for PasswordChecks {
     fn default() -> Self {
         let processors = std::thread::available_parallelism().map_or(2, usize::from);
-        Self(Semaphore::new(processors))
+        Self(Arc::new(Semaphore::new(processors)))
     }
 }
 
 impl PasswordChecks {
-    /// A turn to check a password, or `None` at once when every turn is taken.
-    pub fn try_begin(&self) -> Option<SemaphorePermit<'_>> {
-        self.0.try_acquire().ok()
+    /// A turn to check a password, or `None` at once when every turn is taken. The check holds it
+    /// until it ends (move it into the blocking work: a request that goes away does not end a hash).
+    pub fn try_begin(&self) -> Option<OwnedSemaphorePermit> {
+        self.0.clone().try_acquire_owned().ok()
     }
 }
 
@@ -138,13 +161,14 @@ mod tests {
 
     #[test]
     fn the_wait_doubles_after_the_free_failures_and_is_capped() {
-        assert_eq!(wait_after(1), Duration::ZERO);
-        assert_eq!(wait_after(4), Duration::ZERO);
-        assert_eq!(wait_after(5), Duration::from_secs(1));
-        assert_eq!(wait_after(6), Duration::from_secs(2));
-        assert_eq!(wait_after(10), Duration::from_secs(32));
-        assert_eq!(wait_after(40), LONGEST_WAIT);
-        assert_eq!(wait_after(i32::MAX), LONGEST_WAIT);
+        assert_eq!(wait_after(1, 5), Duration::ZERO);
+        assert_eq!(wait_after(4, 5), Duration::ZERO);
+        assert_eq!(wait_after(5, 5), Duration::from_secs(1));
+        assert_eq!(wait_after(6, 5), Duration::from_secs(2));
+        assert_eq!(wait_after(10, 5), Duration::from_secs(32));
+        assert_eq!(wait_after(19, 20), Duration::ZERO);
+        assert_eq!(wait_after(40, 5), LONGEST_WAIT);
+        assert_eq!(wait_after(i32::MAX, 5), LONGEST_WAIT);
     }
 
     #[test]
@@ -156,5 +180,12 @@ mod tests {
         );
         assert_ne!(subjects("admin@example.com", Some("203.0.113.6"))[0], ip);
         assert!(!ip.contains("203.0") && !account.contains("admin"));
+        let v6 = subjects("a@example.com", Some("2001:db8:1:2:aaaa::1"));
+        assert_eq!(
+            subjects("a@example.com", Some("2001:db8:1:2:ffff::9")),
+            v6,
+            "one /64"
+        );
+        assert_ne!(subjects("a@example.com", Some("2001:db8:1:3::1")), v6);
     }
 }

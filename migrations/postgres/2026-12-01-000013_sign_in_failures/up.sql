@@ -6,3 +6,4 @@ CREATE TABLE sign_in_failures (
     failures INTEGER NOT NULL,
     last_failed_at TIMESTAMP NOT NULL
 );
+CREATE INDEX sign_in_failures_by_age ON sign_in_failures (last_failed_at);

@@ -84,7 +84,7 @@ pub async fn submit(
             format!("Too many failed sign-ins from this address. Try again in {seconds} s."),
         );
     }
-    let Some(_turn) = checks.try_begin() else {
+    let Some(turn) = checks.try_begin() else {
         return too_many(
             &session,
             &email,
@@ -101,11 +101,15 @@ pub async fn submit(
         Err(_) => None,
     };
     let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
-    let password_ok = web::block(move || match stored_hash {
-        Some(hash) => password::verify(&password, &hash),
-        None => {
-            password::verify_against_nothing(&password);
-            false
+    let password_ok = web::block(move || {
+        // The turn ends with the hash, even if the request has gone meanwhile.
+        let _turn = turn;
+        match stored_hash {
+            Some(hash) => password::verify(&password, &hash),
+            None => {
+                password::verify_against_nothing(&password);
+                false
+            }
         }
     })
     .await
