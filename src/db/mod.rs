@@ -374,7 +374,9 @@ where
     }
 }
 
-fn in_transaction(conn: &mut DbConnection) -> diesel::QueryResult<bool> {
+/// Whether a transaction is open on the connection; an error if diesel lost track of it (a failed
+/// rollback: the database may have ended the transaction on its own).
+pub(crate) fn in_transaction(conn: &mut DbConnection) -> diesel::QueryResult<bool> {
     use diesel::connection::{AnsiTransactionManager, TransactionManager};
     let depth = match conn {
         DbConnection::Sqlite(sqlite) => {

@@ -157,6 +157,12 @@ fn commit(
         let committed = write_transaction(conn, |conn| {
             for job in batch {
                 answers.push(job(conn, &mut noted));
+                // A failure SQLite answers by ending the whole transaction (disk full, I/O) leaves
+                // no transaction for the next report's savepoint: it would commit on its own. The
+                // batch stops; the reports not run are answered as cancelled, the rest as failed.
+                if !crate::db::in_transaction(conn)? {
+                    return Err(DbError::Cancelled);
+                }
             }
             Ok::<_, DbError>(())
         });
