@@ -140,15 +140,19 @@ mod tests {
         assert_eq!(parse_trusted("").unwrap(), TrustedProxies::default());
     }
 
-    fn with(trusted: &str, peer: &str, forwarded: Option<&str>) -> Option<IpAddr> {
+    fn trusting(trusted: &str) -> web::Data<Settings> {
         let mut settings = Settings::new(
             crate::db::DatabaseUrl::parse("sqlite://x.db").unwrap(),
             "127.0.0.1:0".parse().unwrap(),
         );
         settings.trusted_proxies = parse_trusted(trusted).unwrap();
+        web::Data::new(settings)
+    }
+
+    fn with(trusted: &str, peer: &str, forwarded: Option<&str>) -> Option<IpAddr> {
         let mut request = TestRequest::default()
             .peer_addr(format!("{peer}:5000").parse().unwrap())
-            .app_data(web::Data::new(settings));
+            .app_data(trusting(trusted));
         if let Some(forwarded) = forwarded {
             request = request.insert_header(("X-Forwarded-For", forwarded));
         }
@@ -192,14 +196,9 @@ mod tests {
             Some(ip("10.0.0.7"))
         );
         // Bytes that are not text in the client's part do not hide what the proxy appended.
-        let mut settings = Settings::new(
-            crate::db::DatabaseUrl::parse("sqlite://x.db").unwrap(),
-            "127.0.0.1:0".parse().unwrap(),
-        );
-        settings.trusted_proxies = parse_trusted("10.0.0.0/8").unwrap();
         let request = TestRequest::default()
             .peer_addr("10.0.0.2:5000".parse().unwrap())
-            .app_data(web::Data::new(settings))
+            .app_data(trusting("10.0.0.0/8"))
             .insert_header((
                 "X-Forwarded-For",
                 actix_web::http::header::HeaderValue::from_bytes(b"\xff\xfe, 198.51.100.4")

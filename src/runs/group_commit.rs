@@ -16,7 +16,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, Sender};
 
 use diesel::Connection;
 use tokio::sync::oneshot;
@@ -112,14 +112,7 @@ fn savepoint<T, E: From<DbError>>(
 }
 
 fn write_batches(pool: &Pool, dispatcher: &Dispatcher, incoming: &Receiver<Job>) {
-    while let Ok(first) = incoming.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match incoming.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
-        }
+    while let Some(batch) = super::intake::next_batch(incoming, MAX_BATCH) {
         // A panic in one caller's work must not stop the thread: the batch is abandoned (its callers
         // hear that it was cancelled, and a connection dropped while unwinding is not reused).
         let batch_size = batch.len();

@@ -45,15 +45,22 @@ impl Intake {
     }
 }
 
-fn write_batches(pool: &Pool, dispatcher: &Dispatcher, incoming: &Receiver<Request>) {
-    while let Ok(first) = incoming.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match incoming.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
+/// Waits for the first item, then takes whatever else has arrived meanwhile, at most `max`: a lone
+/// caller is not kept waiting for a batch to fill. `None` once every sender is gone. (Also the group
+/// commit's, [`super::group_commit`].)
+pub(super) fn next_batch<T>(incoming: &Receiver<T>, max: usize) -> Option<Vec<T>> {
+    let mut batch = vec![incoming.recv().ok()?];
+    while batch.len() < max {
+        match incoming.try_recv() {
+            Ok(item) => batch.push(item),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
         }
+    }
+    Some(batch)
+}
+
+fn write_batches(pool: &Pool, dispatcher: &Dispatcher, incoming: &Receiver<Request>) {
+    while let Some(batch) = next_batch(incoming, MAX_BATCH) {
         dispatcher.metrics().observe_batch("intake", batch.len());
         let (rows, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|r| (r.row, r.reply)).unzip();
         let mut conn = match pool.get() {
