@@ -1,4 +1,5 @@
-//! The `granite` command line: `serve` (the default), `user add`, `backup`, `driver` and `demo`.
+//! The `granite` command line: `serve` (the default), `user add|password|remove`, `backup`, `driver`
+//! and `demo`.
 
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
@@ -110,6 +111,21 @@ enum UserCommand {
     /// Add a user to an organization. The password is read from standard input (prompted without
     /// echo on a terminal).
     Add(UserAdd),
+    /// Set a user's password (read from standard input like `user add`). Every session of the user
+    /// ends: whoever knew the old password is signed out.
+    Password(UserByEmail),
+    /// Remove a user. Their sessions end at once; what they created stays. An organization's last
+    /// admin cannot be removed.
+    Remove(UserByEmail),
+}
+
+#[derive(clap::Args)]
+struct UserByEmail {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// The user's email.
+    #[arg(long)]
+    email: String,
 }
 
 #[derive(clap::Args)]
@@ -137,6 +153,8 @@ pub fn main() -> ExitCode {
         None => serve(cli.serve),
         Some(Command::Serve(settings)) => serve(settings),
         Some(Command::User(UserCommand::Add(args))) => add_user(args),
+        Some(Command::User(UserCommand::Password(args))) => set_password(args),
+        Some(Command::User(UserCommand::Remove(args))) => remove_user(args),
         Some(Command::Driver(DriverCommand::Enroll(args))) => enroll_driver(args),
         Some(Command::Driver(DriverCommand::Run(args))) => return run_driver(args),
         Some(Command::Demo(args)) => crate::demo::run(args.bind),
@@ -202,6 +220,34 @@ fn add_user(args: UserAdd) -> anyhow::Result<()> {
         organization.name,
         organization.slug
     );
+    Ok(())
+}
+
+/// The user `args` names, with a connection to their database.
+fn find_user(args: &UserByEmail) -> anyhow::Result<(users::User, crate::db::Checkout)> {
+    let email = Email::parse(&args.email).map_err(|e| anyhow::anyhow!(e))?;
+    let pool = Pool::open(&args.database.database_url, 1)?;
+    let mut conn = pool.get()?;
+    let user = users::find_by_email(&mut conn, &email)?
+        .ok_or_else(|| anyhow::anyhow!("no user with the email {}", email.as_str()))?;
+    Ok((user, conn))
+}
+
+fn set_password(args: UserByEmail) -> anyhow::Result<()> {
+    let (user, mut conn) = find_user(&args)?;
+    let password = Password::parse(&read_password()?).map_err(|e| anyhow::anyhow!(e))?;
+    users::set_password(&mut conn, user.id, &password.hash())?;
+    println!(
+        "Changed the password of {}; their sessions were signed out.",
+        user.email
+    );
+    Ok(())
+}
+
+fn remove_user(args: UserByEmail) -> anyhow::Result<()> {
+    let (user, mut conn) = find_user(&args)?;
+    users::remove(&mut conn, &user)?;
+    println!("Removed {}; their sessions were signed out.", user.email);
     Ok(())
 }
 

@@ -63,6 +63,14 @@ pub struct Settings {
     #[arg(skip)]
     pub session_idle_exact: Option<Duration>,
 
+    /// End a session this many hours after sign-in, however active (Granite: 7 days).
+    #[arg(long, env = "GRANITE_SESSION_MAX_HOURS", default_value_t = 168, value_parser = clap::value_parser!(u64).range(1..=8760))]
+    pub session_max_hours: u64,
+
+    /// The absolute lifetime exactly, overriding the hours above (for tests; no flag).
+    #[arg(skip)]
+    pub session_max_exact: Option<Duration>,
+
     /// Mark session cookies Secure. Turn on when users reach Granite over HTTPS (e.g. behind a
     /// TLS-terminating proxy); GRANITE_PUBLIC_URL starting with https:// turns it on too.
     #[arg(long, env = "GRANITE_SECURE_COOKIES", default_value_t = false)]
@@ -132,6 +140,16 @@ impl Settings {
             .unwrap_or(Duration::from_secs(self.session_idle_minutes * 60))
     }
 
+    /// How long dashboard sessions last: idle, and at most.
+    pub fn session_lifetimes(&self) -> crate::users::sessions::Lifetimes {
+        crate::users::sessions::Lifetimes {
+            idle: self.session_idle(),
+            max: self
+                .session_max_exact
+                .unwrap_or(Duration::from_secs(self.session_max_hours * 3600)),
+        }
+    }
+
     pub fn cookies_secure(&self) -> bool {
         self.secure_cookies || self.https_only()
     }
@@ -167,6 +185,7 @@ mod tests {
         assert_eq!(settings.offline_after_secs, 30);
         assert_eq!(settings.enrollment_ttl_hours, 24);
         assert_eq!(settings.session_idle_minutes, 120);
+        assert_eq!(settings.session_max_hours, 168);
         assert_eq!(settings.db_pool_size, 16);
         assert_eq!(settings.run_retention.days(), 30);
         assert!(!settings.secure_cookies);

@@ -157,6 +157,18 @@ diesel::table! {
 }
 
 diesel::table! {
+    sessions (id) {
+        id -> BigInt,
+        token_hash -> Text,
+        user_id -> BigInt,
+        created_at -> Timestamp,
+        last_seen_at -> Timestamp,
+        ip_address -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     queue_counts (organization_id, requires) {
         organization_id -> BigInt,
         requires -> Text,
@@ -183,6 +195,7 @@ diesel::table! {
 }
 
 diesel::joinable!(users -> organizations (organization_id));
+diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(api_keys -> organizations (organization_id));
 diesel::joinable!(enrollment_tokens -> organizations (organization_id));
 diesel::joinable!(machines -> organizations (organization_id));
@@ -203,5 +216,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     queue_counts,
     queue_samples,
     sign_in_failures,
+    sessions,
     run_waits,
 );

@@ -1,13 +1,13 @@
 //! Users: people who sign in to the dashboard. Each belongs to one organization with one role.
 
 pub mod password;
+pub mod sessions;
 pub mod throttle;
 
 use diesel::prelude::*;
 
-use crate::db::DbConnection;
-use crate::db::schema::{organizations, users};
-use crate::organizations::Organization;
+use crate::db::schema::users;
+use crate::db::{DbConnection, write_transaction};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -118,15 +118,10 @@ pub fn find_by_email(conn: &mut DbConnection, email: &Email) -> QueryResult<Opti
         .optional()
 }
 
-/// A user with their organization, as every dashboard request needs them.
-pub fn find_with_organization(
-    conn: &mut DbConnection,
-    id: i64,
-) -> QueryResult<Option<(User, Organization)>> {
+pub fn find(conn: &mut DbConnection, id: i64) -> QueryResult<Option<User>> {
     users::table
-        .inner_join(organizations::table)
-        .filter(users::id.eq(id))
-        .select((User::as_select(), Organization::as_select()))
+        .find(id)
+        .select(User::as_select())
         .first(conn)
         .optional()
 }
@@ -136,6 +131,76 @@ pub fn record_sign_in(conn: &mut DbConnection, id: i64) -> QueryResult<()> {
         .set(users::last_sign_in_at.eq(chrono::Utc::now().naive_utc()))
         .execute(conn)?;
     Ok(())
+}
+
+/// Sets a user's password and ends all their sessions: whoever knew the old password, or held a
+/// session opened with it, is out. (A change made from the dashboard then opens the changer a new one.)
+pub fn set_password(conn: &mut DbConnection, id: i64, password_hash: &str) -> QueryResult<()> {
+    write_transaction(conn, |conn| {
+        diesel::update(users::table.find(id))
+            .set(users::password_hash.eq(password_hash))
+            .execute(conn)?;
+        sessions::end_all(conn, id)?;
+        Ok(())
+    })
+}
+
+/// Why a user could not be removed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoveError {
+    #[error("{0} is the last admin of the organization; make someone else admin first")]
+    LastAdmin(String),
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+}
+
+/// Removes a user: their sessions end at once; what they created or did stays, attributed to
+/// "a deleted user" (the audit log keeps their email as written then). An organization keeps at
+/// least one admin.
+pub fn remove(conn: &mut DbConnection, user: &User) -> Result<(), RemoveError> {
+    use crate::db::schema::{api_keys, audit_events, enrollment_tokens, machines};
+    write_transaction(conn, |conn| {
+        if user.role() == Role::Admin {
+            let admins: i64 = users::table
+                .filter(users::organization_id.eq(user.organization_id))
+                .filter(users::role.eq(Role::Admin.as_str()))
+                .count()
+                .get_result(conn)?;
+            if admins <= 1 {
+                return Err(RemoveError::LastAdmin(user.email.clone()));
+            }
+        }
+        let id = Some(user.id);
+        let none: Option<i64> = None;
+        sessions::end_all(conn, user.id)?;
+        diesel::update(api_keys::table.filter(api_keys::created_by_user_id.eq(id)))
+            .set(api_keys::created_by_user_id.eq(none))
+            .execute(conn)?;
+        diesel::update(api_keys::table.filter(api_keys::revoked_by_user_id.eq(id)))
+            .set(api_keys::revoked_by_user_id.eq(none))
+            .execute(conn)?;
+        diesel::update(
+            enrollment_tokens::table.filter(enrollment_tokens::created_by_user_id.eq(id)),
+        )
+        .set(enrollment_tokens::created_by_user_id.eq(none))
+        .execute(conn)?;
+        diesel::update(
+            enrollment_tokens::table.filter(enrollment_tokens::revoked_by_user_id.eq(id)),
+        )
+        .set(enrollment_tokens::revoked_by_user_id.eq(none))
+        .execute(conn)?;
+        diesel::update(machines::table.filter(machines::removed_by_user_id.eq(id)))
+            .set(machines::removed_by_user_id.eq(none))
+            .execute(conn)?;
+        diesel::update(machines::table.filter(machines::paused_by_user_id.eq(id)))
+            .set(machines::paused_by_user_id.eq(none))
+            .execute(conn)?;
+        diesel::update(audit_events::table.filter(audit_events::actor_user_id.eq(id)))
+            .set(audit_events::actor_user_id.eq(none))
+            .execute(conn)?;
+        diesel::delete(users::table.find(user.id)).execute(conn)?;
+        Ok(())
+    })
 }
 
 #[cfg(test)]

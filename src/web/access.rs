@@ -18,6 +18,8 @@ use crate::web::error::WebError;
 #[derive(Clone, Debug)]
 pub struct CurrentUser {
     pub id: i64,
+    /// The server-side session this request came in on (`users::sessions`).
+    pub session_id: i64,
     pub email: String,
     pub role: Role,
     pub organization: Organization,

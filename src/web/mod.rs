@@ -19,7 +19,8 @@ use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, web};
 
 use pages::{
-    api_keys, api_management, enrollment_tokens, jobs, login, machines, queue_status, setup,
+    account, api_keys, api_management, enrollment_tokens, jobs, login, machines, queue_status,
+    setup,
 };
 
 /// Every dashboard route, inside the session and CSRF middleware.
@@ -35,6 +36,19 @@ pub fn scope(sessions: SessionMiddleware<CookieSessionStore>) -> impl HttpServic
                 .wrap(from_fn(middleware::sign_in::require_sign_in))
                 .route("/", web::get().to(api_management::home))
                 .route("/api-management", web::get().to(api_management::page))
+                .route(account::PATH, web::get().to(account::show))
+                .route(
+                    "/account/password",
+                    web::post().to(account::change_password),
+                )
+                .route(
+                    "/account/sessions/sign-out-others",
+                    web::post().to(account::sign_out_others),
+                )
+                .route(
+                    "/account/sessions/{id}/sign-out",
+                    web::post().to(account::sign_out_one),
+                )
                 .route("/api-management/api-keys", web::get().to(api_keys::show))
                 .route("/api-management/api-keys", web::post().to(api_keys::create))
                 .route(

@@ -386,6 +386,8 @@ fn admin_cancels_and_retries_a_run_in_the_browser(backend: Backend) {
 
     let browser = Browser::start();
     sign_in(&browser, &app, ADMIN_PASSWORD);
+    // Signed in once the form's answer has led to the page (going elsewhere earlier would cut it off).
+    browser.wait_for_css("#api-keys");
     browser.goto(&app.url("/api-management/jobs"));
     browser.click(&browser.wait_for_css(&format!("a[href='/api-management/jobs/{run_id}']"))[0]);
     browser.wait_until("the run page", || {

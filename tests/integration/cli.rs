@@ -6,7 +6,10 @@ use std::process::{Command, Stdio};
 use crate::both_backends;
 use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, Backend, TestApp, TestDb};
 
-both_backends!(user_add_adds_users_that_can_sign_in);
+both_backends!(
+    user_add_adds_users_that_can_sign_in,
+    user_password_and_remove_sign_the_user_out,
+);
 
 fn granite(args: &[&str], database_url: &str, stdin: &str) -> (bool, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_granite"))
@@ -49,6 +52,7 @@ fn help_explains_every_setting_of_the_contract() {
         "GRANITE_OFFLINE_AFTER_SECS",
         "GRANITE_ENROLLMENT_TTL_HOURS",
         "GRANITE_RUN_RETENTION_DAYS",
+        "GRANITE_SESSION_MAX_HOURS",
     ] {
         assert!(
             help.contains(variable),
@@ -141,5 +145,89 @@ fn user_add_adds_users_that_can_sign_in(backend: Backend) {
     assert_eq!(
         app.client().sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).status,
         303
+    );
+}
+
+fn user_password_and_remove_sign_the_user_out(backend: Backend) {
+    let db = TestDb::new(backend);
+    let app = TestApp::spawn(&db);
+    let (ok, out) = granite(
+        &["user", "add", "--email", "ops@example.com"],
+        &db.url_text,
+        "first password 1\n",
+    );
+    assert!(ok, "{out}");
+    let mut ops = app.signed_in("ops@example.com", "first password 1");
+
+    let (ok, out) = granite(
+        &["user", "password", "--email", "OPS@example.com"],
+        &db.url_text,
+        "second password 2\n",
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("sessions were signed out"), "{out}");
+    assert_eq!(
+        ops.get("/api-management").status,
+        303,
+        "signed out by the reset"
+    );
+    assert_eq!(
+        app.client()
+            .sign_in("ops@example.com", "first password 1")
+            .status,
+        401
+    );
+    let mut ops = app.signed_in("ops@example.com", "second password 2");
+
+    let (ok, out) = granite(
+        &["user", "password", "--email", "ops@example.com"],
+        &db.url_text,
+        "short\n",
+    );
+    assert!(!ok && out.contains("at least 10 characters"), "{out}");
+    assert_eq!(
+        ops.get("/api-management").status,
+        200,
+        "a refused reset changes nothing"
+    );
+    let (ok, out) = granite(
+        &["user", "remove", "--email", "nobody@example.com"],
+        &db.url_text,
+        "",
+    );
+    assert!(
+        !ok && out.contains("no user with the email nobody@example.com"),
+        "{out}"
+    );
+
+    let (ok, out) = granite(
+        &["user", "remove", "--email", "ops@example.com"],
+        &db.url_text,
+        "",
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        ops.get("/api-management").status,
+        303,
+        "a removed user is out at once"
+    );
+    assert_eq!(
+        app.client()
+            .sign_in("ops@example.com", "second password 2")
+            .status,
+        401
+    );
+
+    let (ok, out) = granite(
+        &["user", "remove", "--email", ADMIN_EMAIL],
+        &db.url_text,
+        "",
+    );
+    assert!(!ok && out.contains("last admin"), "{out}");
+    assert_eq!(
+        app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD)
+            .get("/api-management")
+            .status,
+        200
     );
 }

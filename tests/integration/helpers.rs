@@ -459,6 +459,18 @@ impl Client {
         self.cookie = other.cookie.clone();
     }
 
+    /// The session cookie's value as the browser holds it (encrypted).
+    pub fn session_cookie(&self) -> Option<String> {
+        let pair = self.cookie.as_deref()?;
+        pair.strip_prefix(&format!("{SESSION_COOKIE}="))
+            .map(str::to_owned)
+    }
+
+    /// Sends this value as the session cookie from now on (a forged or copied cookie).
+    pub fn set_session_cookie(&mut self, value: &str) {
+        self.cookie = Some(format!("{SESSION_COOKIE}={value}"));
+    }
+
     pub fn has_session_cookie(&self) -> bool {
         self.cookie.is_some()
     }

@@ -22,4 +22,5 @@ mod process;
 mod queue;
 mod retention;
 mod runs;
+mod sessions;
 mod sign_in;

@@ -1,4 +1,6 @@
-//! The dashboard session: a typed view of the signed, encrypted session cookie.
+//! The session cookie, typed: it carries the CSRF token of the visitor's forms and, once signed in,
+//! the random id of their server-side session ([`crate::users::sessions`]). The cookie is encrypted
+//! and signed; it proves nothing on its own: without the session's row, the id opens nothing.
 
 use std::time::Duration;
 
@@ -9,18 +11,13 @@ use actix_web::cookie::{Key, SameSite};
 use actix_web::dev::ServiceRequest;
 
 use crate::config::Settings;
-
 use crate::secret::random_base62;
+use crate::users::sessions::SessionId;
 
 pub const SESSION_COOKIE: &str = "granite_session";
 
-const USER_ID: &str = "uid";
+const SESSION_ID: &str = "sid";
 const CSRF_TOKEN: &str = "csrf";
-/// Unix seconds of the last request, so an idle session ends on the server's clock, not the browser's.
-const LAST_ACTIVE: &str = "seen";
-/// Refreshing the cookie on every request would rewrite it for nothing; once a minute is precise enough
-/// (or a quarter of the idle limit, when that is shorter).
-const TOUCH_EVERY_SECS: i64 = 60;
 
 pub struct DashboardSession(Session);
 
@@ -33,21 +30,11 @@ impl DashboardSession {
         Self(req.get_session())
     }
 
-    /// The signed-in user, unless the session has been idle longer than `idle`.
-    pub fn active_user_id(&self, idle: Duration) -> Option<i64> {
-        let user_id = self.0.get::<i64>(USER_ID).ok().flatten()?;
-        let last_active = self.0.get::<i64>(LAST_ACTIVE).ok().flatten()?;
-        let idle_secs = now_secs() - last_active;
-        (idle_secs >= 0 && (idle_secs as u64) < idle.as_secs()).then_some(user_id)
-    }
-
-    /// Marks the session active now (at most once a minute, or every quarter of a shorter idle limit).
-    pub fn touch(&self, idle: Duration) {
-        let every = TOUCH_EVERY_SECS.min(idle.as_secs() as i64 / 4);
-        let last_active = self.0.get::<i64>(LAST_ACTIVE).ok().flatten().unwrap_or(0);
-        if now_secs() - last_active >= every {
-            let _ = self.0.insert(LAST_ACTIVE, now_secs());
-        }
+    /// The id of the server-side session the cookie names, if any (whether it is still live is the
+    /// database's to say).
+    pub fn session_id(&self) -> Option<SessionId> {
+        let text = self.0.get::<String>(SESSION_ID).ok().flatten()?;
+        SessionId::from_cookie(text)
     }
 
     pub fn csrf_token(&self) -> Option<String> {
@@ -64,28 +51,25 @@ impl DashboardSession {
         token
     }
 
-    /// Starts a fresh session for `user_id`: a new session and a new CSRF token, so nothing planted
-    /// before sign-in survives it.
-    pub fn sign_in(&self, user_id: i64) {
+    /// Carries a new server-side session from now on, with a new CSRF token: nothing planted before
+    /// sign-in survives it.
+    pub fn sign_in(&self, id: &SessionId) {
         self.0.clear();
         self.0.renew();
-        let _ = self.0.insert(USER_ID, user_id);
+        let _ = self.0.insert(SESSION_ID, id.expose());
         let _ = self.0.insert(CSRF_TOKEN, random_base62(32));
-        let _ = self.0.insert(LAST_ACTIVE, now_secs());
     }
 
+    /// Forgets everything; the browser is told to drop the cookie.
     pub fn sign_out(&self) {
         self.0.purge();
     }
 }
 
-fn now_secs() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
-/// The session cookie: HttpOnly, SameSite=Strict, encrypted, Secure when configured.
+/// The session cookie: HttpOnly, SameSite=Strict, encrypted, Secure when configured. It lasts as long
+/// as a session may (`GRANITE_SESSION_MAX_HOURS`); the server ends idle sessions before that.
 pub fn middleware(settings: &Settings, key: Key) -> SessionMiddleware<CookieSessionStore> {
-    let idle = settings.session_idle();
+    let lifetime: Duration = settings.session_lifetimes().max;
     SessionMiddleware::builder(CookieSessionStore::default(), key)
         .cookie_name(SESSION_COOKIE.to_owned())
         .cookie_http_only(true)
@@ -95,7 +79,7 @@ pub fn middleware(settings: &Settings, key: Key) -> SessionMiddleware<CookieSess
         .session_lifecycle(
             PersistentSession::default()
                 .session_ttl(actix_web::cookie::time::Duration::seconds(
-                    idle.as_secs() as i64
+                    lifetime.as_secs() as i64,
                 ))
                 .session_ttl_extension_policy(TtlExtensionPolicy::OnStateChanges),
         )

@@ -9,7 +9,7 @@ use actix_web::{HttpMessage, HttpResponse, web};
 
 use crate::config::Settings;
 use crate::db::Pool;
-use crate::users;
+use crate::users::sessions;
 use crate::web::access::CurrentUser;
 use crate::web::error::WebError;
 use crate::web::middleware::session::DashboardSession;
@@ -29,23 +29,24 @@ pub async fn require_sign_in(
         .expect("Pool registered")
         .clone();
 
-    let user = match session.active_user_id(settings.session_idle()) {
-        Some(user_id) => {
+    let found = match session.session_id() {
+        Some(id) => {
+            let (lifetimes, now) = (settings.session_lifetimes(), chrono::Utc::now().naive_utc());
             pool.run(move |conn| {
-                users::find_with_organization(conn, user_id).map_err(WebError::from)
+                sessions::find_active(conn, &id, lifetimes, now).map_err(WebError::from)
             })
             .await?
         }
         None => None,
     };
-    let Some((user, organization)) = user else {
+    let Some((signed_in, user, organization)) = found else {
         session.sign_out();
         let response = signed_out_response(&req);
         return Ok(req.into_response(response).map_into_right_body());
     };
-    session.touch(settings.session_idle());
     req.extensions_mut().insert(CurrentUser {
         id: user.id,
+        session_id: signed_in.id,
         email: user.email.clone(),
         role: user.role(),
         organization,

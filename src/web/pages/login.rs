@@ -10,7 +10,7 @@ use crate::audit;
 use crate::config::Settings;
 use crate::db::Pool;
 use crate::users::throttle::{self, PasswordChecks};
-use crate::users::{self, Email, password};
+use crate::users::{self, Email, password, sessions};
 use crate::web::client_ip;
 use crate::web::error::WebError;
 use crate::web::middleware::session::DashboardSession;
@@ -29,10 +29,19 @@ const WRONG_CREDENTIALS: &str = "Incorrect email or password.";
 pub async fn show(
     session: Session,
     settings: web::Data<Settings>,
+    pool: web::Data<Pool>,
 ) -> Result<HttpResponse, WebError> {
     let session = DashboardSession::new(session);
-    if session.active_user_id(settings.session_idle()).is_some() {
-        return Ok(see_other("/api-management"));
+    if let Some(id) = session.session_id() {
+        let (lifetimes, now) = (settings.session_lifetimes(), chrono::Utc::now().naive_utc());
+        let active = pool
+            .run(move |conn| {
+                sessions::find_active(conn, &id, lifetimes, now).map_err(WebError::from)
+            })
+            .await?;
+        if active.is_some() {
+            return Ok(see_other("/api-management"));
+        }
     }
     let layout = Layout::new("Sign in", session.ensure_csrf_token());
     render(&LoginPage {
@@ -53,6 +62,7 @@ pub struct LoginForm {
 pub async fn submit(
     req: HttpRequest,
     session: Session,
+    settings: web::Data<Settings>,
     pool: web::Data<Pool>,
     checks: web::Data<PasswordChecks>,
     form: web::Form<LoginForm>,
@@ -138,7 +148,7 @@ pub async fn submit(
                 .map_err(WebError::from)
             })
             .await?;
-            session.sign_in(user.id);
+            begin_session(&req, &session, &settings, &pool, user_id).await?;
             tracing::info!(user_id = user.id, "signed in");
             Ok(see_other("/api-management"))
         }
@@ -181,9 +191,51 @@ fn too_many(
     Ok(response)
 }
 
-pub async fn sign_out(session: Session) -> HttpResponse {
-    DashboardSession::new(session).sign_out();
-    see_other("/login")
+/// Opens a server-side session for `user_id`, remembering where it came from, and gives its id to the
+/// browser in the session cookie (sign-in, and the end of first-start setup).
+pub async fn begin_session(
+    req: &HttpRequest,
+    session: &DashboardSession,
+    settings: &Settings,
+    pool: &Pool,
+    user_id: i64,
+) -> Result<(), WebError> {
+    let ip_address = client_ip(req);
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let lifetimes = settings.session_lifetimes();
+    let id = pool
+        .run(move |conn| {
+            let origin = sessions::Origin {
+                ip_address: ip_address.as_deref(),
+                user_agent: user_agent.as_deref(),
+            };
+            sessions::start(
+                conn,
+                user_id,
+                origin,
+                lifetimes,
+                chrono::Utc::now().naive_utc(),
+            )
+            .map_err(WebError::from)
+        })
+        .await?;
+    session.sign_in(&id);
+    Ok(())
+}
+
+/// Ends the server-side session (every copy of the cookie stops working) and drops the cookie.
+pub async fn sign_out(session: Session, pool: web::Data<Pool>) -> Result<HttpResponse, WebError> {
+    let session = DashboardSession::new(session);
+    if let Some(id) = session.session_id() {
+        pool.run(move |conn| sessions::end(conn, &id).map_err(WebError::from))
+            .await?;
+    }
+    session.sign_out();
+    Ok(see_other("/login"))
 }
 
 pub fn see_other(location: &str) -> HttpResponse {

@@ -1,6 +1,7 @@
 //! The dashboard's pages and the sections htmx swaps in place. Each module loads what its template
 //! shows and renders it: a whole page for a navigation, just the section or fragment for htmx.
 
+pub mod account;
 pub mod api_keys;
 pub mod api_management;
 pub mod enrollment_tokens;

@@ -2,17 +2,18 @@
 
 use actix_session::Session;
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
+use crate::config::Settings;
 use crate::db::Pool;
 use crate::setup::{self, SetupError};
 use crate::users::Email;
 use crate::users::password::Password;
 use crate::web::error::WebError;
 use crate::web::middleware::session::DashboardSession;
-use crate::web::pages::login::see_other;
+use crate::web::pages::login::{begin_session, see_other};
 use crate::web::view::layout::{Layout, render, render_with_status};
 
 #[derive(Template)]
@@ -69,7 +70,9 @@ pub struct SetupForm {
 }
 
 pub async fn submit(
+    req: HttpRequest,
     session: Session,
+    settings: web::Data<Settings>,
     pool: web::Data<Pool>,
     form: web::Form<SetupForm>,
 ) -> Result<HttpResponse, WebError> {
@@ -122,7 +125,7 @@ pub async fn submit(
                 user_id = user.id,
                 "first admin created through the setup page"
             );
-            session.sign_in(user.id);
+            begin_session(&req, &session, &settings, &pool, user.id).await?;
             Ok(see_other("/api-management"))
         }
         Err(SetupError::Query(e)) => Err(e.into()),
