@@ -119,6 +119,7 @@ impl Application {
             actix_web::web::Data::new(Intake::start(pool.clone(), dispatcher.clone().into_inner()));
         let claims = actix_web::web::Data::new(ClaimsInFlight::default());
         let password_checks = actix_web::web::Data::new(PasswordChecks::default());
+        let in_flight = actix_web::web::Data::new(ops::in_flight::InFlight::default());
         let latest_check = actix_web::web::Data::new(ops::health::LatestCheck::default());
         let reports = actix_web::web::Data::new(GroupCommit::start(
             pool.clone(),
@@ -142,6 +143,7 @@ impl Application {
                 .app_data(reports.clone())
                 .app_data(claims.clone())
                 .app_data(password_checks.clone())
+                .app_data(in_flight.clone())
                 .app_data(latest_check.clone())
                 .app_data(dispatcher.clone())
                 .app_data(metrics.clone())

@@ -14,6 +14,7 @@ use futures_util::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use crate::ops::in_flight::{InFlight, Slot as InFlightSlot};
 use crate::text;
 
 /// Request bodies: JSON only, at most 1 MiB.
@@ -33,6 +34,28 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
         let req = req.clone();
         let payload = payload.take();
         Box::pin(async move { read_json(&req, payload).await.map(Json) })
+    }
+}
+
+/// A place among the requests one client may have in flight ([`crate::ops::in_flight`]), taken
+/// before the body is read: put it first among a handler's arguments. Refused with 429 `rate_limited`.
+pub struct ClientSlot {
+    _held: Option<InFlightSlot>,
+}
+
+impl FromRequest for ClientSlot {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let owner = req
+            .app_data::<actix_web::web::Data<InFlight>>()
+            .expect("InFlight registered");
+        std::future::ready(
+            InFlight::enter(owner, req)
+                .map(|held| Self { _held: held })
+                .map_err(ApiError::from),
+        )
     }
 }
 

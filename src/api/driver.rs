@@ -8,7 +8,7 @@ use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 
-use super::body::{Json, RunIdPath};
+use super::body::{ClientSlot, Json, RunIdPath};
 use super::error::ApiError;
 use crate::config::Settings;
 use crate::db::Pool;
@@ -115,9 +115,11 @@ impl Credential {
         (status = 400, description = "A bad body; nothing was written.", body = ErrorBody),
         (status = 401, description = "malformed_token or invalid_token.", body = ErrorBody),
         (status = 410, description = "token_used, token_expired or token_revoked.", body = ErrorBody),
+        (status = 429, description = "rate_limited: this address has too many requests in flight; retry after Retry-After seconds.", body = ErrorBody),
     )
 )]
 pub async fn enroll(
+    _slot: ClientSlot,
     req: HttpRequest,
     pool: web::Data<Pool>,
     settings: web::Data<Settings>,

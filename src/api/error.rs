@@ -58,6 +58,8 @@ pub enum ApiError {
     ClaimInProgress,
     #[error("The request body did not arrive within 10 seconds.")]
     BodyTimeout,
+    #[error("Too many requests from this address at once. Try again in a moment.")]
+    TooManyAtOnce,
     #[error("Send the body as JSON (Content-Type: application/json).")]
     UnsupportedMediaType,
     #[error("The service is unavailable. Try again in a moment.")]
@@ -67,6 +69,12 @@ pub enum ApiError {
 impl From<diesel::result::Error> for ApiError {
     fn from(e: diesel::result::Error) -> Self {
         Self::Unavailable(DbError::Query(e))
+    }
+}
+
+impl From<crate::ops::in_flight::TooMany> for ApiError {
+    fn from(_: crate::ops::in_flight::TooMany) -> Self {
+        Self::TooManyAtOnce
     }
 }
 
@@ -104,6 +112,7 @@ impl ApiError {
             Self::PayloadTooLarge => "payload_too_large",
             Self::ClaimInProgress => "claim_in_progress",
             Self::BodyTimeout => "request_timeout",
+            Self::TooManyAtOnce => "rate_limited",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Unavailable(_) => "unavailable",
         }
@@ -130,6 +139,7 @@ impl ResponseError for ApiError {
             Self::InvalidRequest(_) | Self::InvalidField { .. } => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::TooManyAtOnce => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -140,7 +150,11 @@ impl ResponseError for ApiError {
         if let Self::Unavailable(error) = self {
             tracing::error!(%error, "API request failed");
         }
-        HttpResponse::build(status).json(ErrorBody {
+        let mut response = HttpResponse::build(status);
+        if let Self::TooManyAtOnce = self {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, 1));
+        }
+        response.json(ErrorBody {
             error: self.code().to_owned(),
             message: self.to_string(),
             code: status.as_u16(),

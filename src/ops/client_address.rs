@@ -81,6 +81,16 @@ pub fn parse_trusted(text: &str) -> Result<TrustedProxies, String> {
 
 /// The client's address: the peer's, or, when the peer is a trusted proxy, the nearest address in
 /// `X-Forwarded-For` that is not a trusted proxy itself (read from the right: proxies append).
+/// The block one subscriber usually holds: an IPv4 address itself (IPv4-mapped IPv6 included), an
+/// IPv6 address's /64. What per-client limits count by, so a client cannot dodge them by hopping
+/// through its own addresses.
+pub fn subscriber_block(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
+        v4 => v4,
+    }
+}
+
 pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
     let peer = req.peer_addr()?.ip();
     let Some(settings) = req.app_data::<web::Data<Settings>>() else {
@@ -123,6 +133,23 @@ mod tests {
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_subscriber_is_an_ipv4_address_or_an_ipv6_64() {
+        assert_eq!(subscriber_block(ip("203.0.113.7")), ip("203.0.113.7"));
+        assert_eq!(
+            subscriber_block(ip("::ffff:203.0.113.7")),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            subscriber_block(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            ip("2001:db8:1:2::")
+        );
+        assert_ne!(
+            subscriber_block(ip("2001:db8:1:2::1")),
+            subscriber_block(ip("2001:db8:1:3::1"))
+        );
     }
 
     #[test]

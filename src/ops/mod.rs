@@ -5,6 +5,7 @@
 pub mod assets;
 pub mod client_address;
 pub mod health;
+pub mod in_flight;
 pub mod metrics;
 pub mod request_log;
 

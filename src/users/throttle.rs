@@ -18,6 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::db::schema::sign_in_failures;
 use crate::db::{DbConnection, write_transaction};
+use crate::ops::client_address::subscriber_block;
 use crate::secret::sha256_hex;
 
 /// Failures allowed for one account from one address before any wait.
@@ -35,11 +36,10 @@ pub const FORGIVEN_AFTER: chrono::Duration = chrono::Duration::hours(1);
 /// block one subscriber usually holds.
 pub fn subjects(email: &str, ip: Option<&str>) -> [String; 2] {
     let ip = match ip.map(str::parse::<std::net::IpAddr>) {
-        Some(Ok(std::net::IpAddr::V6(v6))) if v6.to_ipv4_mapped().is_none() => {
-            let block = u128::from(v6) & (u128::MAX << 64);
-            format!("{}/64", std::net::Ipv6Addr::from(block))
-        }
-        Some(Ok(ip)) => ip.to_canonical().to_string(),
+        Some(Ok(ip)) => match subscriber_block(ip) {
+            std::net::IpAddr::V6(block) => format!("{block}/64"),
+            v4 => v4.to_string(),
+        },
         _ => ip.unwrap_or("unknown").to_owned(),
     };
     [

@@ -2,7 +2,7 @@
 //! them; internal details go to the log only.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::ContentType;
+use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpResponse, ResponseError};
 use askama::Template;
 
@@ -20,6 +20,10 @@ pub enum WebError {
     NotFound,
     #[error("{0}")]
     BadRequest(String),
+    #[error("The form took too long to arrive. Try again.")]
+    RequestTimeout,
+    #[error("Too many requests from your address at once. Try again in a moment.")]
+    TooManyAtOnce,
     #[error("The database is unavailable. Try again in a moment.")]
     Database(#[from] DbError),
     #[error("Something went wrong on our side. Try again in a moment.")]
@@ -29,6 +33,12 @@ pub enum WebError {
 impl From<diesel::result::Error> for WebError {
     fn from(e: diesel::result::Error) -> Self {
         Self::Database(DbError::Query(e))
+    }
+}
+
+impl From<crate::ops::in_flight::TooMany> for WebError {
+    fn from(_: crate::ops::in_flight::TooMany) -> Self {
+        Self::TooManyAtOnce
     }
 }
 
@@ -52,6 +62,8 @@ impl ResponseError for WebError {
             Self::CsrfRejected | Self::AdminOnly => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::TooManyAtOnce => StatusCode::TOO_MANY_REQUESTS,
             Self::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -70,8 +82,10 @@ impl ResponseError for WebError {
         // A page rendered for a full navigation; htmx requests show the same text in the page's notice
         // area (static/app.js), so the markup stays small.
         let body = page.render().unwrap_or_else(|_| self.to_string());
-        HttpResponse::build(status)
-            .content_type(ContentType::html())
-            .body(body)
+        let mut response = HttpResponse::build(status);
+        if let Self::TooManyAtOnce = self {
+            response.insert_header((header::RETRY_AFTER, 1));
+        }
+        response.content_type(ContentType::html()).body(body)
     }
 }

@@ -111,9 +111,13 @@ pub fn scope(sessions: SessionMiddleware<CookieSessionStore>) -> impl HttpServic
                     web::post().to(jobs::retry),
                 ),
         )
-        // Innermost first: CSRF reads the session.
+        // Innermost first: CSRF reads the session; before anything, a client with too many changes in
+        // flight is turned away (`ops::in_flight`).
         .wrap(from_fn(middleware::csrf::protect))
         .wrap(sessions)
+        .wrap(from_fn(
+            crate::ops::in_flight::limit_changes::<error::WebError>,
+        ))
 }
 
 /// Whether htmx sent the request (it then wants a fragment, not a page).

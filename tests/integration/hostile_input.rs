@@ -377,18 +377,80 @@ fn stall(app: &TestApp, request: &str) -> (String, Duration) {
 fn slow_clients_are_let_go(backend: Backend) {
     let db = TestDb::new(backend);
     let app = TestApp::spawn(&db);
-    // A body that stops arriving, on the unauthenticated enroll route: 408 after 10 s, then closed.
-    let (answer, took) = stall(
-        &app,
-        "POST /api/v1/driver/enroll HTTP/1.1\r\nHost: granite\r\nContent-Type: application/json\r\n\
-         Content-Length: 200\r\n\r\n{\"token\": \"enroll_",
+    let key = app
+        .signed_in(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .create_api_key("caller")
+        .1;
+    // A sign-in form whose body stops arriving, with a real session cookie and token.
+    let mut visitor = app.client();
+    let token = visitor.get("/login").csrf_token();
+    let stalled_sign_in = format!(
+        "POST /login HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\nCookie: granite_session={cookie}\r\n\
+         X-CSRF-Token: {token}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: 200\r\n\r\nemail=admin%40example.com&pass",
+        host = app.address,
+        cookie = visitor.session_cookie().unwrap(),
     );
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    assert!(answer.contains("request_timeout"), "{answer}");
-    assert!(
-        took >= Duration::from_secs(9) && took < Duration::from_secs(15),
-        "let go after the body deadline: {took:?}"
+    // Enrollment bodies that stop arriving, on the unauthenticated route.
+    let stalled_enroll = "POST /api/v1/driver/enroll HTTP/1.1\r\nHost: granite\r\n\
+         Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"token\": \"enroll_";
+
+    // One client holds as many requests in flight as it may: one sign-in and the rest enrollments.
+    let per_client = granite::ops::in_flight::PER_CLIENT as usize;
+    let stalls: Vec<_> = std::thread::scope(|scope| {
+        let mut handles = vec![scope.spawn(|| stall(&app, &stalled_sign_in))];
+        for _ in 1..per_client {
+            handles.push(scope.spawn(|| stall(&app, stalled_enroll)));
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        // Meanwhile the next change from that client is turned away at once, its body unread.
+        let started = Instant::now();
+        let refused = app.post_json(
+            "/api/v1/driver/enroll",
+            &json!({ "token": "enroll_x", "name": "vm-1" }),
+            None,
+        );
+        assert_eq!(
+            refused.api_error(),
+            (429, "rate_limited".into()),
+            "{}",
+            refused.body
+        );
+        assert_eq!(refused.header("retry-after"), Some("1"));
+        let refused_form = app.client().sign_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+        assert_eq!(refused_form.status, 429);
+        assert!(
+            refused_form
+                .body
+                .contains("Too many requests from your address at once.")
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        // Reading pages and the authenticated APIs are not held up.
+        assert_eq!(app.client().get("/login").status, 200);
+        assert_eq!(app.api(Some(&key)).get("/api/me").status, 200);
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, (answer, took)) in stalls.iter().enumerate() {
+        assert!(answer.starts_with("HTTP/1.1 408"), "stall {i}: {answer}");
+        assert!(
+            *took >= Duration::from_secs(9) && *took < Duration::from_secs(15),
+            "stall {i} let go after the body deadline: {took:?}"
+        );
+    }
+    assert!(stalls[0].0.contains("The form took too long to arrive."));
+    assert!(stalls[1].0.contains("request_timeout"), "{}", stalls[1].0);
+    // Let go, the client's places are free again.
+    assert_eq!(
+        app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD)
+            .get("/api-management")
+            .status,
+        200
     );
+
     // A head that never ends: let go within a few seconds.
     let (answer, took) = stall(&app, "POST /api/v1/driver/enroll HTTP/1.1\r\nHost: gran");
     assert!(took < Duration::from_secs(9), "{took:?}: {answer}");

@@ -1,6 +1,7 @@
 //! CSRF protection for every state-changing dashboard request: the request must come from our own origin
 //! (`Origin`, or `Referer` when a browser sends no `Origin`) and carry the session's token, in the
 //! `X-CSRF-Token` header (htmx adds it from `hx-headers` on `<body>`) or the `csrf_token` form field.
+//! It also reads the body of every change, within 10 seconds and 64 KiB.
 
 use actix_web::HttpMessage;
 use actix_web::body::MessageBody;
@@ -16,6 +17,8 @@ use crate::web::middleware::session::DashboardSession;
 pub const HEADER: &str = "X-CSRF-Token";
 pub const FORM_FIELD: &str = "csrf_token";
 const MAX_FORM_BYTES: usize = 64 * 1024;
+/// The longest a form's body may take to arrive, as for the APIs' bodies.
+const BODY_WITHIN: std::time::Duration = crate::api::body::BODY_WITHIN;
 
 pub async fn protect(
     mut req: ServiceRequest,
@@ -31,17 +34,16 @@ pub async fn protect(
         );
         return Err(WebError::CsrfRejected.into());
     }
+    // The body is read here, within a deadline and a size limit, for every change: whatever reads
+    // it later (the form extractors) reads it from memory, so a stalled body is let go in time.
+    let body = read_body(req.take_payload()).await?;
     let expected = DashboardSession::of(&req).csrf_token();
     let presented = match req.headers().get(HEADER).and_then(|v| v.to_str().ok()) {
         Some(token) => Some(token.to_owned()),
-        None if is_form(&req) => {
-            let body = read_body(req.take_payload()).await?;
-            let token = form_token(&body);
-            req.set_payload(Payload::from(body));
-            token
-        }
+        None if is_form(&req) => form_token(&body),
         None => None,
     };
+    req.set_payload(Payload::from(body));
     match (expected, presented) {
         (Some(expected), Some(presented))
             if constant_time_eq(expected.as_bytes(), presented.as_bytes()) =>
@@ -87,7 +89,12 @@ fn is_form(req: &ServiceRequest) -> bool {
 
 async fn read_body(mut payload: Payload) -> Result<Bytes, actix_web::Error> {
     let mut body = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
+    let deadline = tokio::time::Instant::now() + BODY_WITHIN;
+    loop {
+        let next = tokio::time::timeout_at(deadline, payload.next())
+            .await
+            .map_err(|_| WebError::RequestTimeout)?;
+        let Some(chunk) = next else { break };
         let chunk = chunk?;
         if body.len() + chunk.len() > MAX_FORM_BYTES {
             return Err(WebError::BadRequest("The form is too large.".into()).into());
