@@ -203,15 +203,6 @@ fn measure(url: DatabaseUrl, seeded: bool) -> Vec<Timing> {
         .collect()
 }
 
-fn resident_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 fn bench(label: &str, empty: DatabaseUrl, seeded: DatabaseUrl) {
     println!("\n{label}:");
     let before = measure(empty, false);
@@ -232,7 +223,7 @@ fn bench(label: &str, empty: DatabaseUrl, seeded: DatabaseUrl) {
     println!("  goal: every ratio ≤ 3× and every seeded median under 25 ms");
     println!(
         "  resident memory of this run's process (server and client): {:.0} MB (goal ≤ 150 MB)",
-        resident_mb()
+        support::resident_mb()
     );
 }
 

@@ -22,9 +22,15 @@ pub struct Server {
 
 impl Server {
     pub fn start(url: DatabaseUrl) -> Self {
+        Self::start_with(url, |_| {})
+    }
+
+    /// A server with some settings changed from the defaults.
+    pub fn start_with(url: DatabaseUrl, configure: impl FnOnce(&mut Settings)) -> Self {
         let mut settings = Settings::new(url, "127.0.0.1:0".parse().unwrap());
         settings.admin_email = Some("bench@example.com".into());
         settings.admin_password = Some("benchmark password".into());
+        configure(&mut settings);
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
@@ -375,9 +381,36 @@ pub fn measure_routes(
 }
 
 /// Median of several rounds, measured interleaved so drift affects every route alike.
+/// This process's resident memory now, in MB (server and client together).
+pub fn resident_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
 pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.partial_cmp(b).unwrap());
     values[values.len() / 2]
+}
+
+/// A signed-out visitor's session cookie and the sign-in form's CSRF token.
+pub fn anonymous_form(agent: &ureq::Agent, base: &str) -> (String, String) {
+    let mut login = agent.get(format!("{base}/login")).call().unwrap();
+    let cookie = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("granite_session="))
+        .map(|v| v.split(';').next().unwrap().to_owned())
+        .expect("a session cookie");
+    let body = login.body_mut().read_to_string().unwrap();
+    let marker = "name=\"csrf_token\" value=\"";
+    let start = body.find(marker).unwrap() + marker.len();
+    (cookie, body[start..].split('"').next().unwrap().to_owned())
 }
 
 /// Signs in through the real form and returns the session cookie and the page's CSRF token.

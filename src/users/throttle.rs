@@ -137,21 +137,92 @@ pub fn succeeded(conn: &mut DbConnection, subjects: &[String]) -> QueryResult<()
     Ok(())
 }
 
-/// How many password checks run at once: one per processor (each takes a processor and ~19 MiB).
-pub struct PasswordChecks(Arc<Semaphore>);
+/// Where passwords are checked and hashed (sign-in, setup, a password change): at most one at a time
+/// per processor (each takes a processor and ~19 MiB), on a few long-lived threads at the lowest
+/// scheduling priority. Hashing takes what processor time everyone else's requests leave over, so a
+/// flood of guesses slows the guesses, not the APIs; and the same few threads reuse the same memory
+/// (a new thread per check would leave ~19 MiB behind in each of the allocator's per-thread arenas).
+pub struct PasswordChecks {
+    turns: Arc<Semaphore>,
+    work: std::sync::mpsc::Sender<Job>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A turn to check a password, from [`PasswordChecks::try_begin`].
+pub struct Turn {
+    permit: OwnedSemaphorePermit,
+    work: std::sync::mpsc::Sender<Job>,
+}
 
 impl Default for PasswordChecks {
     fn default() -> Self {
         let processors = std::thread::available_parallelism().map_or(2, usize::from);
-        Self(Arc::new(Semaphore::new(processors)))
+        let (work, jobs) = std::sync::mpsc::channel::<Job>();
+        let jobs = Arc::new(std::sync::Mutex::new(jobs));
+        for _ in 0..processors {
+            let jobs = jobs.clone();
+            std::thread::Builder::new()
+                .name("password-check".into())
+                .spawn(move || {
+                    lowest_priority();
+                    loop {
+                        let job = jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        match job {
+                            Ok(job) => job(),
+                            // Every sender gone: the server has stopped.
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .expect("a thread for password checks");
+        }
+        Self {
+            turns: Arc::new(Semaphore::new(processors)),
+            work,
+        }
     }
 }
 
 impl PasswordChecks {
-    /// A turn to check a password, or `None` at once when every turn is taken. The check holds it
-    /// until it ends (move it into the blocking work: a request that goes away does not end a hash).
-    pub fn try_begin(&self) -> Option<OwnedSemaphorePermit> {
-        self.0.clone().try_acquire_owned().ok()
+    /// A turn to check a password, or `None` at once when every turn is taken.
+    pub fn try_begin(&self) -> Option<Turn> {
+        let permit = self.turns.clone().try_acquire_owned().ok()?;
+        Some(Turn {
+            permit,
+            work: self.work.clone(),
+        })
+    }
+}
+
+impl Turn {
+    /// Runs `work` (hashing) on one of the password threads and answers its result. The turn ends
+    /// with the work, even if the request has gone meanwhile (a hash cannot be stopped half-way).
+    pub async fn run<T: Send + 'static>(
+        self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let permit = self.permit;
+        self.work
+            .send(Box::new(move || {
+                let _permit = permit;
+                let _ = tx.send(work());
+            }))
+            .map_err(|_| anyhow::anyhow!("the password threads have stopped"))?;
+        rx.await
+            .map_err(|_| anyhow::anyhow!("the password check stopped"))
+    }
+}
+
+/// Gives the calling thread the lowest scheduling priority (nice 19). On Linux the nice value is
+/// per thread; elsewhere this does nothing.
+fn lowest_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on the calling thread's own id; failure only leaves the priority.
+    unsafe {
+        let thread = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, thread, 19);
     }
 }
 

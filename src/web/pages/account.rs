@@ -245,12 +245,9 @@ pub async fn change_password(
         .await?
         .ok_or(WebError::NotFound)?;
     let current = form.current_password;
-    let new_hash = web::block(move || {
-        let _turn = turn;
-        password::verify(&current, &stored.password_hash).then(|| new_password.hash())
-    })
-    .await
-    .map_err(|e| WebError::Internal(anyhow::anyhow!("password check was cancelled: {e}")))?;
+    let new_hash = turn
+        .run(move || password::verify(&current, &stored.password_hash).then(|| new_password.hash()))
+        .await?;
     let Some(new_hash) = new_hash else {
         return refuse("The current password is not right.").await;
     };

@@ -71,8 +71,17 @@ pub async fn submit(
     let LoginForm { email, password } = form.into_inner();
     let source_ip = client_ip(&req);
 
-    // A client that keeps failing waits before its next guess is even checked, and only a few
-    // checks run at once (`users::throttle`).
+    // Only a few checks run at once (`users::throttle`): beyond them, a sign-in is turned away before
+    // it costs anything, not even a database query.
+    let Some(turn) = checks.try_begin() else {
+        return too_many(
+            &session,
+            &email,
+            1,
+            "Granite is checking many sign-ins right now. Try again in a moment.".into(),
+        );
+    };
+    // A client that keeps failing waits before its next guess is even checked.
     let subjects = throttle::subjects(&email, source_ip.as_deref());
     let now = chrono::Utc::now().naive_utc();
     let waiting = {
@@ -94,14 +103,6 @@ pub async fn submit(
             format!("Too many failed sign-ins from this address. Try again in {seconds} s."),
         );
     }
-    let Some(turn) = checks.try_begin() else {
-        return too_many(
-            &session,
-            &email,
-            1,
-            "Granite is checking many sign-ins right now. Try again in a moment.".into(),
-        );
-    };
 
     let user = match Email::parse(&email) {
         Ok(parsed) => {
@@ -111,19 +112,15 @@ pub async fn submit(
         Err(_) => None,
     };
     let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
-    let password_ok = web::block(move || {
-        // The turn ends with the hash, even if the request has gone meanwhile.
-        let _turn = turn;
-        match stored_hash {
+    let password_ok = turn
+        .run(move || match stored_hash {
             Some(hash) => password::verify(&password, &hash),
             None => {
                 password::verify_against_nothing(&password);
                 false
             }
-        }
-    })
-    .await
-    .map_err(|e| WebError::Internal(anyhow::anyhow!("password check was cancelled: {e}")))?;
+        })
+        .await?;
 
     match user.filter(|_| password_ok) {
         Some(user) => {

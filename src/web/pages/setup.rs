@@ -11,6 +11,7 @@ use crate::db::Pool;
 use crate::setup::{self, SetupError};
 use crate::users::Email;
 use crate::users::password::Password;
+use crate::users::throttle::PasswordChecks;
 use crate::web::error::WebError;
 use crate::web::middleware::session::DashboardSession;
 use crate::web::pages::login::{begin_session, see_other};
@@ -74,6 +75,7 @@ pub async fn submit(
     session: Session,
     settings: web::Data<Settings>,
     pool: web::Data<Pool>,
+    checks: web::Data<PasswordChecks>,
     form: web::Form<SetupForm>,
 ) -> Result<HttpResponse, WebError> {
     let session = DashboardSession::new(session);
@@ -104,9 +106,18 @@ pub async fn submit(
     if form.password != form.password_confirmation {
         return invalid("The two passwords differ.".into());
     }
-    let password_hash = web::block(move || password.hash())
-        .await
-        .map_err(|e| WebError::Internal(anyhow::anyhow!("password hashing was cancelled: {e}")))?;
+    // Hashing costs; only a valid setup link earns it, a few at a time (`users::throttle`).
+    let code = form.code.clone();
+    let code_valid = pool
+        .run(move |conn| setup::setup_code_is_valid(conn, &code).map_err(WebError::from))
+        .await?;
+    if !code_valid {
+        return invalid(SetupError::InvalidCode.to_string());
+    }
+    let Some(turn) = checks.try_begin() else {
+        return invalid("Granite is busy. Try again in a moment.".into());
+    };
+    let password_hash = turn.run(move || password.hash()).await?;
     let (code, name) = (form.code.clone(), organization_name.clone());
     let created = pool
         .run(move |conn| {
