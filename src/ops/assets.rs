@@ -15,12 +15,20 @@ struct Asset {
 
 /// htmx 2.0.11 from the npm package `htmx.org` (dist/htmx.min.js), unmodified.
 pub const HTMX_FILE: &str = "htmx-2.0.11.min.js";
+/// idiomorph 0.8.0 with its htmx extension, from the npm package `idiomorph`
+/// (dist/idiomorph-ext.min.js), unmodified: live lists morph in place, so focus and scroll stay.
+pub const IDIOMORPH_FILE: &str = "idiomorph-ext-0.8.0.min.js";
 
 const ASSETS: &[Asset] = &[
     Asset {
         name: HTMX_FILE,
         content_type: "text/javascript; charset=utf-8",
         bytes: include_bytes!("../../static/htmx-2.0.11.min.js"),
+    },
+    Asset {
+        name: IDIOMORPH_FILE,
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../static/idiomorph-ext-0.8.0.min.js"),
     },
     Asset {
         name: "app.js",
@@ -55,6 +63,7 @@ fn find(name: &str) -> Option<(&'static Asset, &'static str)> {
 /// The fingerprinted URL of each asset, for templates.
 pub struct AssetUrls {
     pub htmx: String,
+    pub idiomorph: String,
     pub app_js: String,
     pub app_css: String,
     pub favicon: String,
@@ -62,6 +71,7 @@ pub struct AssetUrls {
 
 pub static URLS: LazyLock<AssetUrls> = LazyLock::new(|| AssetUrls {
     htmx: url(HTMX_FILE),
+    idiomorph: url(IDIOMORPH_FILE),
     app_js: url("app.js"),
     app_css: url("app.css"),
     favicon: url("favicon.svg"),

@@ -40,7 +40,10 @@ fn a_new_key_is_shown_once_and_only_its_hash_is_kept(backend: Backend) {
         !page.body.contains(&secret),
         "a reload never shows the key again"
     );
-    assert!(page.body.contains(&format!("<tr data-id=\"{id}\">")));
+    assert!(
+        page.body
+            .contains(&format!("<tr id=\"api-key-{id}\" data-id=\"{id}\">"))
+    );
     assert!(
         page.body.contains(">billing-service</a>"),
         "the name is trimmed"

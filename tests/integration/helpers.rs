@@ -376,7 +376,7 @@ impl Reply {
 
     /// The `data-status` of the machine row with this id, if the reply lists it.
     pub fn machine_status(&self, id: i64) -> Option<String> {
-        let marker = format!("<tr data-id=\"{id}\" data-status=\"");
+        let marker = format!("<tr id=\"machine-{id}\" data-id=\"{id}\" data-status=\"");
         let start = self.body.find(&marker)? + marker.len();
         Some(self.body[start..].split('"').next()?.to_owned())
     }
@@ -384,9 +384,17 @@ impl Reply {
     /// The `data-id` of every row in the reply, in order.
     pub fn row_ids(&self) -> Vec<i64> {
         self.body
-            .split("<tr data-id=\"")
+            .split("<tr ")
             .skip(1)
-            .filter_map(|rest| rest.split('"').next()?.parse().ok())
+            .filter_map(|rest| {
+                let tag = rest.split('>').next()?;
+                tag.split("data-id=\"")
+                    .nth(1)?
+                    .split('"')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
             .collect()
     }
 

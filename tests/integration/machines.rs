@@ -255,7 +255,7 @@ fn enrollment_refuses_bad_tokens_with_contract_errors(backend: Backend) {
     assert_eq!(row.status, 200);
     assert!(
         row.body.starts_with(&format!(
-            "<tr data-id=\"{revoked_id}\" data-state=\"revoked\">"
+            "<tr id=\"token-{revoked_id}\" data-id=\"{revoked_id}\" data-state=\"revoked\">"
         )),
         "{}",
         row.body

@@ -3,6 +3,7 @@
 mod helpers;
 mod webdriver;
 
+mod accessibility;
 mod api_keys;
 mod backup;
 mod browser;

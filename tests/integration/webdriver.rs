@@ -304,6 +304,15 @@ impl Browser {
         )
     }
 
+    /// Runs a script that calls its last argument with the result (a promise's outcome, for example).
+    pub fn execute_async(&self, script: &str) -> Value {
+        self.session_command(
+            "POST",
+            "/execute/async",
+            Some(json!({ "script": script, "args": [] })),
+        )
+    }
+
     /// Resizes the window (to capture a whole page in one screenshot).
     pub fn resize(&self, width: u32, height: u32) {
         self.session_command(
