@@ -180,7 +180,7 @@ fn focus_stays_on_a_row_while_the_list_refreshes(backend: Backend) {
         ));
         let focused = |browser: &Browser| {
             browser
-                .execute("const e = document.activeElement; return e ? (e.getAttribute('aria-label') || e.textContent.trim()) : null;")
+                .execute("const e = document.activeElement; return !e || e === document.body ? 'the page body' : (e.getAttribute('aria-label') || e.textContent.trim().slice(0, 80));")
                 .as_str()
                 .map(str::to_owned)
         };
