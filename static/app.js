@@ -7,9 +7,8 @@
     var notice = document.getElementById("notice");
     if (!notice) return;
     notice.textContent = text;
-    notice.hidden = false;
     clearTimeout(showNotice.timer);
-    showNotice.timer = setTimeout(function () { notice.hidden = true; }, 6000);
+    showNotice.timer = setTimeout(function () { notice.textContent = ""; }, 8000);
   }
 
   function messageOf(xhr) {
@@ -47,6 +46,74 @@
     selection.removeAllRanges();
     selection.addRange(range);
   }
+
+  // When an action is done the server says so (the granite:done event of HX-Trigger-After-Settle):
+  // the message goes to the polite live region, and focus to where the server asked, never left on
+  // the page body after the control that had it went away.
+  var acted = null;
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var source = event.detail.elt;
+    if (!source || !source.closest || (source.getAttribute("hx-trigger") || "").indexOf("every") === 0) return;
+    var row = source.closest("tr[id]");
+    var section = source.closest("section, main");
+    acted = {
+      row: row && row.id,
+      next: row && row.nextElementSibling && row.nextElementSibling.id,
+      previous: row && row.previousElementSibling && row.previousElementSibling.id,
+      heading: section && section.querySelector("h1, h2")
+    };
+  });
+
+  function focusOn(element) {
+    if (!element) return false;
+    if (!element.matches("a[href], button, input, select, textarea, summary, [tabindex]")) {
+      element.setAttribute("tabindex", "-1");
+    }
+    element.focus();
+    return document.activeElement === element;
+  }
+
+  function controlOf(rowId) {
+    var row = rowId && document.getElementById(rowId);
+    return row && row.querySelector("button, summary, a[href]");
+  }
+
+  document.addEventListener("granite:done", function (event) {
+    var detail = event.detail || {};
+    if (detail.message) showNotice(detail.message);
+    var focus = detail.focus || "";
+    if (focus === "next-row") {
+      var done = acted || {};
+      var stillThere = document.activeElement && document.activeElement !== document.body &&
+        document.contains(document.activeElement);
+      if (!stillThere) {
+        focusOn(controlOf(done.next)) || focusOn(controlOf(done.previous)) ||
+          focusOn(controlOf(done.row)) || focusOn(done.heading && document.contains(done.heading) ? done.heading : null) ||
+          focusOn(document.querySelector("main h1, main h2"));
+      }
+    } else if (focus) {
+      focusOn(document.querySelector(focus));
+    }
+  });
+
+  // The Roll popover (a <details>) closes with Escape, giving focus back to its button, and when
+  // anything outside it is clicked.
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape") return;
+    var open = document.querySelector("details.roll[open]");
+    if (!open) return;
+    open.open = false;
+    open.querySelector("summary").focus();
+  });
+  document.addEventListener("click", function (event) {
+    document.querySelectorAll("details.roll[open]").forEach(function (open) {
+      if (!open.contains(event.target)) open.open = false;
+    });
+  });
+
+  // A message an action left for this page (it led here): announced once the page has loaded.
+  var flash = document.body.getAttribute("data-flash");
+  if (flash) setTimeout(function () { showNotice(flash); }, 400);
 
   document.addEventListener("htmx:sendError", function () {
     showNotice("Granite cannot be reached. Check your connection; the page retries on its own.");

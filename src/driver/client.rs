@@ -157,7 +157,18 @@ impl DriverClient {
             driver_version: env!("CARGO_PKG_VERSION").to_owned(),
         };
         let path = "/api/v1/driver/enroll";
-        Self::expect(self.post(path, &body)?, path)
+        // A roll-out enrolling many machines through one address at once may be asked to wait a
+        // moment (429); anything else is the answer.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.post(path, &body) {
+                Err(CallError::Refused { status: 429, .. }) if attempts < 10 => {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+                answer => return Self::expect(answer?, path),
+            }
+        }
     }
 
     /// A heartbeat reporting the run being run, and, when given, what the driver announces about

@@ -18,10 +18,10 @@ use actix_web::{HttpRequest, ResponseError, web};
 
 use super::client_address::{client_ip, subscriber_block};
 
-/// Requests one client may have in flight on these routes: far more than a person signing in or a
-/// fleet roll-out enrolling machines through one address needs (each takes milliseconds), far fewer
-/// than it takes to tie up the server.
-pub const PER_CLIENT: u32 = 32;
+/// Requests one client may have in flight on these routes: more than a person signing in or a fleet
+/// roll-out enrolling fifty machines at once through one address needs (each takes milliseconds), far
+/// fewer than it takes to tie up the server.
+pub const PER_CLIENT: u32 = 64;
 
 #[derive(Default)]
 pub struct InFlight {

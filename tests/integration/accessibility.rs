@@ -8,13 +8,18 @@ use serde_json::Value;
 
 use crate::both_backends;
 use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, Backend, TestApp, TestDb};
-use crate::webdriver::Browser;
+use crate::webdriver::{Browser, ENTER, ESCAPE, TAB};
 
 both_backends!(every_page_passes_axe_at_laptop_and_phone_width);
 
 mod focus {
     use super::*;
     both_backends!(focus_stays_on_a_row_while_the_list_refreshes);
+}
+
+mod keyboard {
+    use super::*;
+    both_backends!(an_admin_does_everything_with_the_keyboard_alone);
 }
 
 const AXE: &str = include_str!("../fixtures/axe-4.14.1.min.js");
@@ -204,4 +209,104 @@ fn focus_stays_on_a_row_while_the_list_refreshes(backend: Backend) {
             .unwrap();
         assert!(!on_body, "{label}: focus did not fall to the page");
     }
+}
+
+fn an_admin_does_everything_with_the_keyboard_alone(backend: Backend) {
+    let db = TestDb::new(backend);
+    let app = TestApp::spawn(&db);
+    let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (_, token) = admin.create_enrollment_token("vm-1");
+    let (machine_id, credential) = app.enroll(&token, "vm-1");
+    assert_eq!(app.heartbeat(&credential).status, 200);
+
+    let browser = Browser::start();
+    browser.goto(&app.url("/login"));
+    browser.wait_for_css("#email");
+    // Sign in: Tab to the email field, type, Tab, type, Enter.
+    browser.tab_to("the email field", |name| name == "Email");
+    browser.type_keys(ADMIN_EMAIL);
+    browser.press(TAB);
+    browser.type_keys(ADMIN_PASSWORD);
+    browser.press(ENTER);
+    browser.wait_for_css("#api-keys");
+    let notice = |browser: &Browser, starts: &str| {
+        let starts = starts.to_owned();
+        browser.wait_until(&format!("the message {starts:?}"), || {
+            browser
+                .text_of("#notice[role=status]")
+                .filter(|t| t.starts_with(&starts))
+        })
+    };
+
+    // Create Key: focus lands on the new secret.
+    browser.tab_to("the key name field", |name| name == "Name");
+    browser.type_keys("billing");
+    browser.press(TAB);
+    assert_eq!(browser.focused(), "Create Key");
+    browser.press(ENTER);
+    notice(&browser, "Created key billing (gk_live_");
+    browser.wait_until("focus on the new key", || {
+        (browser.execute("return document.activeElement.id;") == "new-api-key").then_some(())
+    });
+    let first_hint = browser.text_of("#api-keys tbody tr code").unwrap();
+
+    // Roll: Enter opens the popover, Escape closes it and gives focus back; then roll for real.
+    let roll = format!("Roll key billing ({first_hint})");
+    browser.tab_to(&roll, |name| name == roll);
+    browser.press(ENTER);
+    assert_eq!(browser.count("details.roll[open]"), 1, "Enter opened Roll");
+    browser.press(ESCAPE);
+    assert_eq!(browser.count("details.roll[open]"), 0, "Escape closed it");
+    assert_eq!(browser.focused(), roll, "focus went back to Roll");
+    browser.press(ENTER);
+    browser.tab_to("the Roll key button", |name| name == "Roll key");
+    browser.press(ENTER);
+    notice(&browser, "“billing” was rolled");
+    browser.wait_until("two keys named billing", || {
+        (browser.count("#api-keys tbody tr") == 2).then_some(())
+    });
+    assert!(
+        browser
+            .text_of("#api-keys tbody")
+            .unwrap()
+            .contains(&format!("Replaces {first_hint}")),
+        "the successor is marked"
+    );
+
+    // Revoke the old key, by name and hint, confirming.
+    let revoke = format!("Revoke key billing ({first_hint})");
+    browser.tab_to(&revoke, |name| name == revoke);
+    browser.press(ENTER);
+    assert!(browser.accept_dialog().contains(&first_hint));
+    notice(&browser, &format!("Revoked key billing ({first_hint})"));
+    browser.wait_until("one key left", || {
+        (browser.count("#api-keys tbody tr") == 1).then_some(())
+    });
+    assert_ne!(
+        browser.focused(),
+        "the page body",
+        "focus went somewhere sensible"
+    );
+
+    // Pause the machine: confirm; the button becomes Resume and keeps focus.
+    browser.tab_to("Pause machine vm-1", |name| name == "Pause machine vm-1");
+    browser.press(ENTER);
+    browser.accept_dialog();
+    notice(&browser, "Paused machine vm-1.");
+    browser.wait_until("Resume in focus", || {
+        (browser.focused() == "Resume machine vm-1").then_some(())
+    });
+
+    // Remove it: confirm; the row goes and focus does not fall to the page.
+    browser.tab_to("Remove machine vm-1", |name| name == "Remove machine vm-1");
+    browser.press(ENTER);
+    browser.accept_dialog();
+    notice(&browser, "Removed machine vm-1.");
+    browser.wait_until("the row to go", || {
+        browser
+            .css(&format!("#machine-{machine_id}"))
+            .is_empty()
+            .then_some(())
+    });
+    assert_ne!(browser.focused(), "the page body");
 }

@@ -56,8 +56,11 @@ fn a_new_key_is_shown_once_and_only_its_hash_is_kept(backend: Backend) {
     assert!(page.body.contains("by admin@example.com"));
     assert!(page.body.contains("Never"), "not used yet");
     assert!(
-        page.body
-            .contains("aria-label=\"Revoke key billing-service\"")
+        page.body.contains(&format!(
+            "aria-label=\"Revoke key billing-service ({}…)\"",
+            &secret[..12]
+        )),
+        "buttons name the key by name and hint"
     );
 
     let (hash, hint): (String, String) = api_keys::table

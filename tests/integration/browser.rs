@@ -130,15 +130,31 @@ fn admin_creates_uses_and_revokes_an_api_key(backend: Backend) {
         .wait_for_css("#api-keys tbody tr[data-id]")
         .remove(0);
     let id = browser.attribute(&row, "data-id").unwrap();
-    browser.click(&browser.button_named("Revoke key payments-service"));
+    browser.click(
+        &browser.wait_for_css("button[aria-label^='Revoke key payments-service (gk_live_']")[0],
+    );
     let question = browser.accept_dialog();
-    assert!(question.contains("payments-service"), "{question}");
+    assert!(
+        question.contains("payments-service (gk_live_"),
+        "{question}"
+    );
     browser.wait_until("the row to go", || {
         browser
             .css(&format!("tr[data-id='{id}']"))
             .is_empty()
             .then_some(())
     });
+    // The page says what happened, politely, and focus lands on the section, not the page body.
+    browser.wait_until("the revocation announced", || {
+        browser
+            .text_of("#notice[role=status]")
+            .filter(|t| t.starts_with("Revoked key payments-service (gk_live_"))
+    });
+    assert_eq!(
+        browser.execute("return document.activeElement.id;"),
+        "api-keys-heading",
+        "focus went to the section heading of the now empty list"
+    );
     assert_eq!(
         browser.execute("return window.stillTheSamePage === true"),
         true,

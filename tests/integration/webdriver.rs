@@ -28,6 +28,11 @@ pub struct Browser {
 #[derive(Clone)]
 pub struct Element(String);
 
+/// WebDriver's codes of the keys the keyboard tests press.
+pub const TAB: &str = "\u{E004}";
+pub const ENTER: &str = "\u{E007}";
+pub const ESCAPE: &str = "\u{E00C}";
+
 impl Browser {
     /// Starts chromedriver and a headless Chromium. Fails loudly when either is missing: browser tests
     /// are never skipped.
@@ -302,6 +307,55 @@ impl Browser {
             "/execute/sync",
             Some(json!({ "script": script, "args": [] })),
         )
+    }
+
+    /// Presses one key on whatever has focus, as a keyboard does (WebDriver key codes: [`TAB`],
+    /// [`ENTER`], [`ESCAPE`], or a character).
+    pub fn press(&self, key: &str) {
+        let actions = json!({ "actions": [{ "type": "key", "id": "keyboard", "actions": [
+            { "type": "keyDown", "value": key }, { "type": "keyUp", "value": key },
+        ]}]});
+        self.session_command("POST", "/actions", Some(actions));
+    }
+
+    /// Types `text` key by key into whatever has focus.
+    pub fn type_keys(&self, text: &str) {
+        let keys: Vec<Value> = text
+            .chars()
+            .flat_map(|c| {
+                [
+                    json!({ "type": "keyDown", "value": c.to_string() }),
+                    json!({ "type": "keyUp", "value": c.to_string() }),
+                ]
+            })
+            .collect();
+        let actions = json!({ "actions": [{ "type": "key", "id": "keyboard", "actions": keys }]});
+        self.session_command("POST", "/actions", Some(actions));
+    }
+
+    /// The accessible name of what has focus, roughly: its aria-label, its label's text, its own
+    /// text, or its id; `"the page body"` when nothing does.
+    pub fn focused(&self) -> String {
+        self.execute(
+            "const e = document.activeElement; \
+             if (!e || e === document.body) return 'the page body'; \
+             const label = e.id && document.querySelector('label[for=\"' + e.id + '\"]'); \
+             return (e.getAttribute('aria-label') || (label && label.textContent.trim()) || e.textContent.trim() || e.id).slice(0, 120);",
+        )
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+    }
+
+    /// Presses Tab until what has focus is named as `wanted` says; fails after 150 presses.
+    pub fn tab_to(&self, what: &str, wanted: impl Fn(&str) -> bool) {
+        for _ in 0..150 {
+            if wanted(&self.focused()) {
+                return;
+            }
+            self.press(TAB);
+        }
+        panic!("Tab never reached {what}; focus is on {:?}", self.focused());
     }
 
     /// Runs a script that calls its last argument with the result (a promise's outcome, for example).

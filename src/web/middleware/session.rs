@@ -18,6 +18,7 @@ pub const SESSION_COOKIE: &str = "granite_session";
 
 const SESSION_ID: &str = "sid";
 const CSRF_TOKEN: &str = "csrf";
+const FLASH: &str = "flash";
 
 pub struct DashboardSession(Session);
 
@@ -49,6 +50,16 @@ impl DashboardSession {
         let token = random_base62(32);
         let _ = self.0.insert(CSRF_TOKEN, &token);
         token
+    }
+
+    /// A message for the next page this browser loads (an action that ends on another page).
+    pub fn set_flash(&self, message: &str) {
+        let _ = self.0.insert(FLASH, message);
+    }
+
+    /// The message left for this page, once.
+    pub fn take_flash(&self) -> Option<String> {
+        self.0.remove_as::<String>(FLASH).and_then(Result::ok)
     }
 
     /// Carries a new server-side session from now on, with a new CSRF token: nothing planted before

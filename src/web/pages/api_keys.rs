@@ -16,6 +16,7 @@ use crate::web::access::{Admin, CurrentUser, Viewer};
 use crate::web::error::WebError;
 use crate::web::middleware::session::DashboardSession;
 use crate::web::view::charts::{BarChart, Point};
+use crate::web::view::feedback::{Focus, announce};
 use crate::web::view::layout::{Layout, NewSecret, render, render_with_status};
 use crate::web::view::time::{Moment, duration_words};
 use crate::web::{actor, page_instead_of_fragment};
@@ -33,6 +34,19 @@ pub struct KeyRow {
     pub expires: Option<Moment>,
     pub needs_rotation: bool,
     pub age_days: i64,
+    /// Rolled: the hint of the key that replaces this one.
+    pub replaced_by: Option<String>,
+    /// The hint of the key this one replaced, while that one still works.
+    pub replaces: Option<String>,
+    replaced_by_id: Option<i64>,
+}
+
+impl KeyRow {
+    /// How rows, buttons and confirmations name a key: by name and hint, since a roll leaves two
+    /// keys of one name side by side.
+    pub fn label(&self) -> String {
+        format!("{} ({})", self.name, self.hint)
+    }
 }
 
 impl KeyRow {
@@ -60,6 +74,30 @@ impl KeyRow {
                 .expires_at
                 .map(|t| duration_words((t - now).num_seconds())),
             expires: key.expires_at.map(|t| Moment::new(t, now)),
+            replaced_by: None,
+            replaces: None,
+            replaced_by_id: key.replaced_by_key_id,
+        }
+    }
+}
+
+/// Marks each rolled key with its successor and each successor with the key it replaced, when both
+/// are listed.
+fn link_rolls(rows: &mut [KeyRow]) {
+    let hints: std::collections::HashMap<i64, String> =
+        rows.iter().map(|r| (r.id, r.hint.clone())).collect();
+    let mut replaces = Vec::new();
+    for row in rows.iter_mut() {
+        if let Some(successor) = row.replaced_by_id
+            && let Some(hint) = hints.get(&successor)
+        {
+            row.replaced_by = Some(hint.clone());
+            replaces.push((successor, row.hint.clone()));
+        }
+    }
+    for (successor, hint) in replaces {
+        if let Some(row) = rows.iter_mut().find(|r| r.id == successor) {
+            row.replaces = Some(hint);
         }
     }
 }
@@ -79,10 +117,11 @@ impl ApiKeysSection {
         user: &CurrentUser,
         now: NaiveDateTime,
     ) -> Result<Self, WebError> {
-        let rows = api_keys::list_live(conn, user.organization.id, now)?
+        let mut rows: Vec<KeyRow> = api_keys::list_live(conn, user.organization.id, now)?
             .into_iter()
             .map(|k| KeyRow::new(k, now))
             .collect();
+        link_rolls(&mut rows);
         Ok(Self {
             rows,
             can_manage: user.can_manage(),
@@ -161,15 +200,27 @@ pub async fn create(
         .await?;
     tracing::info!(key_id = key.id, hint = %key.hint, "API key created");
     let shown = shown_once(secret, format!("“{}” is ready.", key.name));
-    fragment(
+    let mut response = fragment(
         StatusCode::OK,
         &section(&pool, &user, move |s| s.new_secret = Some(shown)).await?,
-    )
+    )?;
+    announce(
+        &mut response,
+        &format!(
+            "Created key {} ({}). Copy it now: it is shown once.",
+            key.name, key.hint
+        ),
+        Focus::On(format!("#{NEW_SECRET_ID}")),
+    );
+    Ok(response)
 }
+
+/// The element the new key is shown in, where focus goes once it is made.
+const NEW_SECRET_ID: &str = "new-api-key";
 
 fn shown_once(secret: Secret, note: String) -> NewSecret {
     NewSecret {
-        element_id: "new-api-key",
+        element_id: NEW_SECRET_ID,
         secret: secret.expose().to_owned(),
         note,
         command: None,
@@ -197,9 +248,14 @@ pub async fn revoke(
         })
         .await?;
     tracing::info!(key_id = key.id, hint = %key.hint, "API key revoked");
+    let said = format!(
+        "Revoked key {} ({}). Calls with it now get 401 revoked_api_key.",
+        key.name, key.hint
+    );
     let section = section(&pool, &user, |_| {}).await?;
     if section.rows.is_empty() {
         let mut response = fragment(StatusCode::OK, &section)?;
+        announce(&mut response, &said, Focus::On("#api-keys-heading".into()));
         let headers = response.headers_mut();
         headers.insert(
             HeaderName::from_static("hx-retarget"),
@@ -211,9 +267,11 @@ pub async fn revoke(
         );
         return Ok(response);
     }
-    Ok(HttpResponse::Ok()
+    let mut response = HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        .finish())
+        .finish();
+    announce(&mut response, &said, Focus::NextRow);
+    Ok(response)
 }
 
 #[derive(Deserialize)]
@@ -253,11 +311,14 @@ pub async fn roll(
             other.label()
         ),
     };
+    let said = format!("{note} The new key is {}: copy it now.", key.hint);
     let shown = shown_once(secret, note);
-    fragment(
+    let mut response = fragment(
         StatusCode::OK,
         &section(&pool, &user, move |s| s.new_secret = Some(shown)).await?,
-    )
+    )?;
+    announce(&mut response, &said, Focus::On(format!("#{NEW_SECRET_ID}")));
+    Ok(response)
 }
 
 fn key_error(error: KeyError) -> WebError {

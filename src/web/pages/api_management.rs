@@ -54,9 +54,9 @@ pub async fn page(
             Ok::<_, WebError>((api_keys, enrollment_tokens, machines, queue))
         })
         .await?;
-    let csrf_token = DashboardSession::new(session).ensure_csrf_token();
+    let session = DashboardSession::new(session);
     render(&ApiManagementPage {
-        layout: Layout::new("API Management", csrf_token),
+        layout: Layout::new("API Management", session.ensure_csrf_token()).with_flash(&session),
         user,
         api_keys,
         enrollment_tokens,

@@ -12,6 +12,7 @@ use crate::db::{DbConnection, Pool};
 use crate::enrollment::{self, ListedToken, TokenError, TokenState};
 use crate::web::access::{Admin, CurrentUser, Viewer};
 use crate::web::error::WebError;
+use crate::web::view::feedback::{Focus, announce};
 use crate::web::view::layout::{NewSecret, render_with_status};
 use crate::web::view::time::Moment;
 use crate::web::{actor, page_instead_of_fragment};
@@ -271,7 +272,7 @@ pub async fn create(
         }
     };
     let shown = NewSecret {
-        element_id: "new-enrollment-token",
+        element_id: NEW_SECRET_ID,
         command: Some(enroll_command(&server, secret.expose())),
         secret: secret.expose().to_owned(),
         note: format!(
@@ -281,13 +282,25 @@ pub async fn create(
         ),
     };
     let section = section(&pool, &settings, &user, move |s| s.new_secret = Some(shown)).await?;
-    render_with_status(
+    let mut response = render_with_status(
         StatusCode::OK,
         &SectionFragment {
             enrollment_tokens: &section,
         },
-    )
+    )?;
+    announce(
+        &mut response,
+        &format!(
+            "Created token {}. Copy it now: it is shown once.",
+            token.hint
+        ),
+        Focus::On(format!("#{NEW_SECRET_ID}")),
+    );
+    Ok(response)
 }
+
+/// The element the new token is shown in, where focus goes once it is made.
+const NEW_SECRET_ID: &str = "new-enrollment-token";
 
 /// The command that enrolls a machine with `token`, using the reference driver.
 fn enroll_command(server: &str, token: &str) -> String {
@@ -331,12 +344,21 @@ pub async fn revoke(
         .into_iter()
         .find(|t| t.token.id == token_id)
         .ok_or(WebError::NotFound)?;
-    render_with_status(
+    let mut response = render_with_status(
         StatusCode::OK,
         &RowFragment {
             token: &TokenRow::new(row, now, true),
         },
-    )
+    )?;
+    announce(
+        &mut response,
+        &format!(
+            "Revoked token {}. A machine enrolling with it will be refused.",
+            token.hint
+        ),
+        Focus::NextRow,
+    );
+    Ok(response)
 }
 
 #[cfg(test)]

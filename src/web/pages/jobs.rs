@@ -228,10 +228,14 @@ pub async fn detail(
         .collect();
     let can_manage = user.can_manage();
     render(&RunPage {
-        layout: Layout::new(
-            format!("{} · Run", run.endpoint),
-            DashboardSession::new(session).ensure_csrf_token(),
-        ),
+        layout: {
+            let session = DashboardSession::new(session);
+            Layout::new(
+                format!("{} · Run", run.endpoint),
+                session.ensure_csrf_token(),
+            )
+            .with_flash(&session)
+        },
         parameters: pretty(&run.parameters),
         result: run.result.as_deref().map(pretty),
         requires: run.requires_list(),
@@ -248,8 +252,15 @@ pub async fn detail(
     })
 }
 
-/// After a change to a run from its page: back to a run's page (htmx follows `HX-Redirect`).
-fn to_run_page(req: &HttpRequest, public_id: &str) -> HttpResponse {
+/// After a change to a run from its page: back to a run's page (htmx follows `HX-Redirect`), which
+/// announces what was done.
+fn to_run_page(
+    req: &HttpRequest,
+    session: actix_session::Session,
+    public_id: &str,
+    said: &str,
+) -> HttpResponse {
+    DashboardSession::new(session).set_flash(said);
     let page = format!("/api-management/jobs/{public_id}");
     if is_htmx(req) {
         HttpResponse::Ok()
@@ -273,6 +284,7 @@ fn run_error(error: RunError) -> WebError {
 /// `POST /api-management/jobs/{run_id}/cancel`: cancels a queued or running run (its machine is told).
 pub async fn cancel(
     req: HttpRequest,
+    session: actix_session::Session,
     Admin(user): Admin,
     pool: web::Data<Pool>,
     dispatcher: web::Data<Dispatcher>,
@@ -287,12 +299,14 @@ pub async fn cancel(
         })
         .await?;
     tracing::info!(run = %run.public_id, "run cancelled from the dashboard");
-    Ok(to_run_page(&req, &run.public_id))
+    let said = format!("Cancelled run {} of {}.", run.public_id, run.endpoint);
+    Ok(to_run_page(&req, session, &run.public_id, &said))
 }
 
 /// `POST /api-management/jobs/{run_id}/retry`: queues a failed or cancelled run again, as a new run.
 pub async fn retry(
     req: HttpRequest,
+    session: actix_session::Session,
     Admin(user): Admin,
     pool: web::Data<Pool>,
     dispatcher: web::Data<Dispatcher>,
@@ -307,5 +321,9 @@ pub async fn retry(
         })
         .await?;
     tracing::info!(run = %new.public_id, "run retried from the dashboard");
-    Ok(to_run_page(&req, &new.public_id))
+    let said = format!(
+        "Queued {} again as run {}: this is the new run.",
+        new.endpoint, new.public_id
+    );
+    Ok(to_run_page(&req, session, &new.public_id, &said))
 }

@@ -21,6 +21,7 @@ use crate::web::access::{Admin, CurrentUser, Viewer};
 use crate::web::error::WebError;
 use crate::web::middleware::session::DashboardSession;
 use crate::web::pages::jobs::JobRow;
+use crate::web::view::feedback::{Focus, announce};
 use crate::web::view::layout::{Layout, render, render_with_status};
 use crate::web::view::time::Moment;
 use crate::web::{actor, is_htmx, page_instead_of_fragment};
@@ -261,6 +262,7 @@ pub struct AfterRemoval {
 /// Removes a machine: its row goes, its credential is refused, its running job is queued again.
 pub async fn remove(
     req: HttpRequest,
+    session: actix_session::Session,
     Admin(user): Admin,
     pool: web::Data<Pool>,
     machine_id: web::Path<i64>,
@@ -285,14 +287,21 @@ pub async fn remove(
         .await?
         .ok_or(WebError::NotFound)?;
     tracing::info!(machine_id = removed.id, "machine removed");
+    let said = format!(
+        "Removed machine {}. Its credential no longer works; its running job, if any, went back to the queue.",
+        removed.name
+    );
     if is_htmx(&req) && after.then == "list" {
+        DashboardSession::new(session).set_flash(&said);
         Ok(HttpResponse::Ok()
             .insert_header(("HX-Redirect", "/api-management#machines"))
             .finish())
     } else if is_htmx(&req) {
-        Ok(HttpResponse::Ok()
+        let mut response = HttpResponse::Ok()
             .content_type("text/html; charset=utf-8")
-            .finish())
+            .finish();
+        announce(&mut response, &said, Focus::NextRow);
+        Ok(response)
     } else {
         Ok(crate::web::pages::login::see_other(
             "/api-management#machines",
@@ -321,8 +330,11 @@ pub struct AfterPause {
 
 /// `POST /api-management/machines/{id}/pause` (`PAUSED = true`) and `…/resume` (`false`): drain a machine (it finishes its run
 /// and takes no new one) or put it back to work. Answers with the machine's row.
+// Each argument is an extractor actix fills; grouping them would only hide what the handler uses.
+#[allow(clippy::too_many_arguments)]
 pub async fn set_paused<const PAUSED: bool>(
     req: HttpRequest,
+    session: actix_session::Session,
     Admin(user): Admin,
     pool: web::Data<Pool>,
     settings: web::Data<Settings>,
@@ -349,11 +361,20 @@ pub async fn set_paused<const PAUSED: bool>(
         })
         .await?;
     tracing::info!(machine_id, paused, "machine paused or resumed");
+    let said = if paused {
+        format!(
+            "Paused machine {}. It finishes its current job, then takes no new ones until resumed.",
+            machine.name
+        )
+    } else {
+        format!("Resumed machine {}. It takes jobs again.", machine.name)
+    };
     let detail = format!("/api-management/machines/{machine_id}");
     if !is_htmx(&req) {
         return Ok(crate::web::pages::login::see_other(&detail));
     }
     if then == "detail" {
+        DashboardSession::new(session).set_flash(&said);
         return Ok(HttpResponse::Ok()
             .insert_header(("HX-Redirect", detail))
             .finish());
@@ -361,12 +382,19 @@ pub async fn set_paused<const PAUSED: bool>(
     let jobs: HashMap<i64, RunSummary> = jobs.into_iter().map(|r| (r.id, r)).collect();
     let now = chrono::Utc::now().naive_utc();
     let row = MachineRow::new(machine, &jobs, now, offline_after);
-    render(&RowFragment {
+    let mut response = render(&RowFragment {
         machine: &row,
         list: RowContext {
             can_manage: user.can_manage(),
         },
-    })
+    })?;
+    // The row is morphed in place: the button pressed becomes its opposite and keeps focus.
+    announce(
+        &mut response,
+        &said,
+        Focus::On(format!("#machine-{machine_id} td.actions button")),
+    );
+    Ok(response)
 }
 
 #[derive(Template)]
@@ -445,10 +473,14 @@ pub async fn detail(
     let removed = machine.removed_at.map(|t| Moment::new(t, now));
     let can_manage = user.can_manage() && removed.is_none();
     let page = DetailPage {
-        layout: Layout::new(
-            format!("{} · Machine", machine.name),
-            DashboardSession::new(session).ensure_csrf_token(),
-        ),
+        layout: {
+            let session = DashboardSession::new(session);
+            Layout::new(
+                format!("{} · Machine", machine.name),
+                session.ensure_csrf_token(),
+            )
+            .with_flash(&session)
+        },
         machine: MachineRow::new(machine, &jobs, now, offline_after),
         user,
         capabilities,

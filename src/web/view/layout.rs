@@ -11,6 +11,8 @@ pub struct Layout {
     pub title: String,
     pub csrf_token: String,
     pub assets: &'static AssetUrls,
+    /// What the action that led here did, announced once the page has loaded.
+    pub flash: Option<String>,
 }
 
 impl Layout {
@@ -19,7 +21,17 @@ impl Layout {
             title: title.into(),
             csrf_token,
             assets: &URLS,
+            flash: None,
         }
+    }
+
+    /// The page with the session's flash message, if an action left one.
+    pub fn with_flash(
+        mut self,
+        session: &crate::web::middleware::session::DashboardSession,
+    ) -> Self {
+        self.flash = session.take_flash();
+        self
     }
 
     /// The value of `hx-headers` on `<body>`: every htmx request carries the CSRF token.

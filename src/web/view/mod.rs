@@ -1,7 +1,8 @@
 //! What templates share: the page layout, server-rendered charts, times shown relative with the
-//! exact time on hover, and browsers named the way people call them.
+//! exact time on hover, browsers named the way people call them, and what an action says when done.
 
 pub mod charts;
+pub mod feedback;
 pub mod layout;
 pub mod time;
 pub mod user_agent;
