@@ -104,6 +104,9 @@ struct DemoArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     bind: std::net::SocketAddr,
+    /// Keep the demo's database when it stops (it is deleted otherwise).
+    #[arg(long)]
+    keep: bool,
 }
 
 #[derive(Subcommand)]
@@ -138,9 +141,10 @@ struct UserAdd {
     /// admin (may change everything) or viewer (sees everything, changes nothing).
     #[arg(long, default_value = "admin", value_parser = Role::parse)]
     role: Role,
-    /// Slug of an existing organization.
-    #[arg(long = "org", default_value = organizations::DEFAULT_SLUG, conflicts_with = "new_org")]
-    org: String,
+    /// Slug of an existing organization (shown on the dashboard under API Keys: /api/SLUG/). May be
+    /// left out when there is only one.
+    #[arg(long = "org", conflicts_with = "new_org")]
+    org: Option<String>,
     /// Create a new organization with this name and add the user to it.
     #[arg(long = "new-org")]
     new_org: Option<String>,
@@ -148,7 +152,10 @@ struct UserAdd {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::telemetry::init();
+    crate::telemetry::init(match cli.command {
+        Some(Command::Demo(_)) => crate::telemetry::DEMO_FILTER,
+        _ => crate::telemetry::DEFAULT_FILTER,
+    });
     let outcome = match cli.command {
         None => serve(cli.serve),
         Some(Command::Serve(settings)) => serve(settings),
@@ -157,7 +164,7 @@ pub fn main() -> ExitCode {
         Some(Command::User(UserCommand::Remove(args))) => remove_user(args),
         Some(Command::Driver(DriverCommand::Enroll(args))) => enroll_driver(args),
         Some(Command::Driver(DriverCommand::Run(args))) => return run_driver(args),
-        Some(Command::Demo(args)) => crate::demo::run(args.bind),
+        Some(Command::Demo(args)) => crate::demo::run(args.bind, args.keep),
         Some(Command::Backup(args)) => backup(args),
     };
     match outcome {
@@ -199,8 +206,26 @@ fn add_user(args: UserAdd) -> anyhow::Result<()> {
             );
             organizations::create(&mut conn, &slug, name)?
         }
-        None => organizations::find_by_slug(&mut conn, &args.org)?
-            .ok_or_else(|| anyhow::anyhow!("no organization with the slug \"{}\"", args.org))?,
+        None => match &args.org {
+            Some(slug) => organizations::find_by_slug(&mut conn, slug)?
+                .ok_or_else(|| anyhow::anyhow!("no organization with the slug \"{slug}\""))?,
+            None => {
+                let mut all = organizations::all(&mut conn)?;
+                match all.len() {
+                    1 => all.remove(0),
+                    0 => anyhow::bail!(
+                        "there is no organization yet: add the user with --new-org NAME"
+                    ),
+                    _ => anyhow::bail!(
+                        "there are several organizations: name one with --org ({})",
+                        all.iter()
+                            .map(|o| o.slug.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                }
+            }
+        },
     };
     anyhow::ensure!(
         users::find_by_email(&mut conn, &email)?.is_none(),

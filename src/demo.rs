@@ -1,6 +1,7 @@
 //! `granite demo`: a server on a fresh SQLite file with a demo admin, a handful of simulated drivers
 //! enrolled through the real driver API, and a trickle of jobs queued through the real public API, so the
-//! dashboard is alive within seconds. Ctrl-C stops everything.
+//! dashboard is alive within seconds. It keeps quiet (warnings only) and repeats where to sign in every
+//! minute; Ctrl-C stops everything and deletes its data unless `--keep`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,13 +20,32 @@ use crate::runs::Outcome;
 use crate::secret::random_base62;
 
 const DEMO_EMAIL: &str = "admin@demo.granite";
-const DRIVERS: [(&str, &[&str]); 5] = [
-    ("win-desktop-01", &["windows", "chrome", "excel"]),
-    ("win-desktop-02", &["windows", "chrome"]),
-    ("linux-runner-01", &["linux", "chrome"]),
-    ("linux-runner-02", &["linux"]),
-    ("mac-mini-01", &["macos", "safari"]),
+/// Name, operating system as a driver reports it, capabilities.
+const DRIVERS: [(&str, &str, &[&str]); 5] = [
+    (
+        "win-desktop-01",
+        "Windows 11 Pro 23H2",
+        &["windows", "chrome", "excel"],
+    ),
+    (
+        "win-desktop-02",
+        "Windows 10 Enterprise 22H2",
+        &["windows", "chrome"],
+    ),
+    (
+        "linux-runner-01",
+        "Ubuntu 24.04.1 LTS",
+        &["linux", "chrome"],
+    ),
+    (
+        "linux-runner-02",
+        "Debian GNU/Linux 12 (bookworm)",
+        &["linux"],
+    ),
+    ("mac-mini-01", "macOS 14.6 Sonoma", &["macos", "safari"]),
 ];
+/// How often the demo says again where to sign in.
+const REMIND_EVERY: Duration = Duration::from_secs(60);
 const AUTOMATIONS: [(&str, &str); 6] = [
     ("invoice-sync", ""),
     ("crm-export", "chrome"),
@@ -35,7 +55,7 @@ const AUTOMATIONS: [(&str, &str); 6] = [
     ("ledger-close", "excel"),
 ];
 
-pub fn run(bind: SocketAddr) -> anyhow::Result<()> {
+pub fn run(bind: SocketAddr, keep: bool) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("granite-demo-{}", random_base62(8)));
     let url = DatabaseUrl::parse(&format!("sqlite://{}/demo.db", dir.display()))
         .map_err(|e| anyhow::anyhow!(e))?;
@@ -45,15 +65,28 @@ pub fn run(bind: SocketAddr) -> anyhow::Result<()> {
     settings.admin_password = Some(password.clone().into());
     settings.heartbeat_secs = 3;
     settings.offline_after_secs = 10;
-    actix_web::rt::System::new().block_on(async move {
+    let data = dir.clone();
+    let served = actix_web::rt::System::new().block_on(async move {
         let app = Application::build(settings).await?;
         let base = format!("http://{}", app.address());
-        println!();
-        println!(
+        let sign_in = format!(
             "  Granite demo: open {base} and sign in as {DEMO_EMAIL} with password {password}"
         );
-        println!("  (data in {}; Ctrl-C stops everything)", dir.display());
-        println!();
+        let data_note = if keep {
+            format!(
+                "  (data in {}, kept; Ctrl-C stops everything)",
+                data.display()
+            )
+        } else {
+            "  (Ctrl-C stops everything and deletes the demo's data; --keep keeps it)".to_owned()
+        };
+        println!("\n{sign_in}\n{data_note}\n");
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(REMIND_EVERY);
+                println!("{sign_in}");
+            }
+        });
         let (pool, server) = (app.pool().clone(), base.clone());
         std::thread::spawn(move || {
             if let Err(e) = populate(&pool, &server) {
@@ -61,8 +94,16 @@ pub fn run(bind: SocketAddr) -> anyhow::Result<()> {
             }
         });
         app.run_until_stopped().await?;
-        Ok(())
-    })
+        Ok::<_, anyhow::Error>(())
+    });
+    if keep {
+        println!("  Demo stopped; its data is in {}", dir.display());
+    } else if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .map_err(|e| anyhow::anyhow!("could not delete {}: {e}", dir.display()))?;
+        println!("  Demo stopped; its data was deleted.");
+    }
+    served
 }
 
 /// Enrolls the simulated drivers through the driver API and feeds jobs through the public API.
@@ -79,13 +120,13 @@ fn populate(pool: &Pool, base: &str) -> anyhow::Result<()> {
         &KeyName::parse("demo-scheduler").map_err(|e| anyhow::anyhow!(e))?,
         &actor,
     )?;
-    for (name, capabilities) in DRIVERS {
+    for (name, os_version, capabilities) in DRIVERS {
         let (_, token) = enrollment::create(&mut conn, 1, &format!("demo: {name}"), 1, &actor)?;
         let capabilities: Vec<String> = capabilities.iter().map(|c| c.to_string()).collect();
         let enrolled = DriverClient::new(base, None).enroll(
             token.expose(),
             name,
-            "simulated",
+            os_version,
             &capabilities,
         )?;
         let client = Arc::new(DriverClient::new(base, Some(enrolled.credential)));

@@ -90,6 +90,14 @@ pub fn create(
         .get_result::<Organization>(conn)
 }
 
+/// Every organization, oldest first (the shell's `user add` picks the only one).
+pub fn all(conn: &mut DbConnection) -> QueryResult<Vec<Organization>> {
+    organizations::table
+        .order(organizations::id)
+        .select(Organization::as_select())
+        .load(conn)
+}
+
 pub fn find_by_slug(conn: &mut DbConnection, slug: &str) -> QueryResult<Option<Organization>> {
     organizations::table
         .filter(organizations::slug.eq(slug))

@@ -75,14 +75,15 @@ impl QueueStatus {
     }
 }
 
-/// A number of seconds as admins read it: `—` without data, else seconds, minutes or hours.
+/// A number of seconds as admins read it: `—` without data, else "2.3 s", "2 min 5 s" or
+/// "1 h 4 min" (written the same way as every other duration on the dashboard).
 pub fn seconds_display(seconds: Option<f64>) -> String {
     match seconds {
         None => "—".into(),
-        Some(s) if s < 60.0 => format!("{s:.1}s"),
-        Some(s) if s < 3600.0 => format!("{}m {}s", (s / 60.0).floor(), (s % 60.0).floor()),
+        Some(s) if s < 60.0 => format!("{s:.1} s"),
+        Some(s) if s < 3600.0 => format!("{} min {} s", (s / 60.0).floor(), (s % 60.0).floor()),
         Some(s) => format!(
-            "{}h {}m",
+            "{} h {} min",
             (s / 3600.0).floor(),
             ((s % 3600.0) / 60.0).floor()
         ),
@@ -291,9 +292,9 @@ mod tests {
     #[test]
     fn avg_wait_reads_naturally() {
         assert_eq!(with_wait(None).avg_wait_display(), "—");
-        assert_eq!(with_wait(Some(2.345)).avg_wait_display(), "2.3s");
-        assert_eq!(with_wait(Some(125.0)).avg_wait_display(), "2m 5s");
-        assert_eq!(with_wait(Some(7260.0)).avg_wait_display(), "2h 1m");
+        assert_eq!(with_wait(Some(2.345)).avg_wait_display(), "2.3 s");
+        assert_eq!(with_wait(Some(125.0)).avg_wait_display(), "2 min 5 s");
+        assert_eq!(with_wait(Some(7260.0)).avg_wait_display(), "2 h 1 min");
     }
 
     #[test]

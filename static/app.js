@@ -27,9 +27,11 @@
     var source = document.getElementById(button.getAttribute("data-copy"));
     if (!source) return;
     var text = source.textContent;
+    if (!button.dataset.label) button.dataset.label = button.textContent;
     var done = function () {
       button.textContent = "Copied";
-      setTimeout(function () { button.textContent = "Copy"; }, 2000);
+      showNotice("Copied to the clipboard.");
+      setTimeout(function () { button.textContent = button.dataset.label; }, 2000);
     };
     if (navigator.clipboard && window.isSecureContext) {
       navigator.clipboard.writeText(text).then(done, function () { selectText(source); });
@@ -108,6 +110,14 @@
   document.addEventListener("click", function (event) {
     document.querySelectorAll("details.roll[open]").forEach(function (open) {
       if (!open.contains(event.target)) open.open = false;
+    });
+  });
+
+  // The API's base URL is shown with this server's own origin, as the browser reached it.
+  document.querySelectorAll("[data-origin]").forEach(function (span) { span.textContent = location.origin; });
+  document.addEventListener("htmx:afterSettle", function (event) {
+    event.detail.elt.querySelectorAll && event.detail.elt.querySelectorAll("[data-origin]").forEach(function (span) {
+      span.textContent = location.origin;
     });
   });
 

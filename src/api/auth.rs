@@ -1,6 +1,7 @@
 //! `X-Granite-API-Key` authentication for every public route: checksum first (no database work for a
 //! malformed key), then the key remembered by its hash ([`VerifiedKeys`]), else one indexed lookup.
-//! Usage is tallied in memory, never written per call.
+//! Usage is tallied in memory, never written per call, once the answer is known ([`count_usage`]): a
+//! call answered 2xx/3xx counts as successful, any error answer (404, 415, …) as refused.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,6 +21,50 @@ pub const HEADER: &str = "X-Granite-API-Key";
 
 /// The caller of a public API route: a live key and its organization.
 pub struct ApiCaller(pub AuthenticatedKey);
+
+/// Put on the request by [`ApiCaller`] once the key checks out; [`count_usage`] tallies it with the
+/// answer's status.
+struct KeyUse {
+    key_id: i64,
+    at: chrono::NaiveDateTime,
+    ip: Option<String>,
+    user_agent: Option<String>,
+}
+
+/// Counts each authenticated call by how it was answered, after the handler has answered.
+pub async fn count_usage(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    use actix_web::HttpMessage;
+    let response = next.call(req).await?;
+    let used = response.request().extensions_mut().remove::<KeyUse>();
+    if let Some(used) = used
+        && let Some(usage) = response.request().app_data::<web::Data<UsageRecorder>>()
+    {
+        let succeeded = response.status().as_u16() < 400;
+        // The automation a run was started for, else the route: what a revocation would break.
+        let request = response.request();
+        let endpoint = request
+            .match_info()
+            .get("endpoint")
+            .map(str::to_owned)
+            .or_else(|| {
+                request
+                    .match_pattern()
+                    .map(|pattern| format!("{} {pattern}", request.method()))
+            });
+        usage.record_call(
+            used.key_id,
+            used.at,
+            used.ip,
+            used.user_agent.as_deref(),
+            endpoint.as_deref(),
+            succeeded,
+        );
+    }
+    Ok(response)
+}
 
 impl FromRequest for ApiCaller {
     type Error = ApiError;
@@ -48,6 +93,7 @@ impl FromRequest for ApiCaller {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let req = req.clone();
         Box::pin(async move {
             let text = match presented {
                 None => return Err(ApiError::MissingApiKey),
@@ -78,7 +124,13 @@ impl FromRequest for ApiCaller {
             };
             match key.check(now) {
                 Ok(()) => {
-                    usage.record_success(key.key.id, now, ip, user_agent.as_deref());
+                    use actix_web::HttpMessage;
+                    req.extensions_mut().insert(KeyUse {
+                        key_id: key.key.id,
+                        at: now,
+                        ip,
+                        user_agent,
+                    });
                     Ok(Self(key))
                 }
                 Err(rejection) => {

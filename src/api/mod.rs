@@ -71,7 +71,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         scope
             .0
             .expect("scope is built")
-            .default_service(web::to(error::not_found)),
+            .default_service(web::to(error::not_found))
+            .wrap(actix_web::middleware::from_fn(auth::count_usage)),
     );
 }
 

@@ -1,5 +1,6 @@
 //! Usage of API keys without a database write per request: calls are tallied in memory and flushed
-//! every second (and at shutdown) as last-used details per key and counts per key per hour.
+//! every second (and at shutdown) as last-used details per key, counts per key per hour, and who
+//! called per key per hour (address, user agent, endpoint: what revoking the key would break).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -7,13 +8,24 @@ use std::sync::Mutex;
 use chrono::{DurationRound, NaiveDateTime, TimeDelta};
 use diesel::prelude::*;
 
-use crate::db::schema::{api_key_usage, api_keys};
+use crate::db::schema::{api_key_callers, api_key_usage, api_keys};
 use crate::db::{DbConnection, write_transaction};
 
 /// How often a replica writes what it has tallied.
 /// Also the most usage a crash (`kill -9`, power loss) can lose: calls counted since the last flush.
 pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 const MAX_USER_AGENT_CHARS: usize = 200;
+/// Distinct callers (address, user agent, endpoint) kept per key per hour; calls beyond them are
+/// counted in the totals only. A key held by a handful of services has a handful.
+pub const MAX_CALLERS_PER_HOUR: usize = 20;
+
+/// Who made a successful call: where from, as what, to which endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Caller {
+    pub ip_address: String,
+    pub user_agent: String,
+    pub endpoint: String,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct LastUse {
@@ -32,6 +44,7 @@ struct Counts {
 struct Tally {
     last_use: HashMap<i64, LastUse>,
     counts: HashMap<(i64, NaiveDateTime), Counts>,
+    callers: HashMap<(i64, NaiveDateTime), HashMap<Caller, i64>>,
 }
 
 #[derive(Default)]
@@ -44,22 +57,55 @@ fn hour_of(at: NaiveDateTime) -> NaiveDateTime {
 }
 
 impl UsageRecorder {
-    pub fn record_success(
+    /// A call made with a live key: its last use, a successful or refused call by its answer, and,
+    /// when it succeeded, who made it to which endpoint.
+    pub fn record(
         &self,
         key_id: i64,
         at: NaiveDateTime,
         ip: Option<String>,
         user_agent: Option<&str>,
+        succeeded: bool,
     ) {
-        let user_agent = user_agent.map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect());
+        self.record_call(key_id, at, ip, user_agent, None, succeeded);
+    }
+
+    /// [`record`](Self::record), naming the endpoint called (`invoice-sync`, `GET /api/me`).
+    pub fn record_call(
+        &self,
+        key_id: i64,
+        at: NaiveDateTime,
+        ip: Option<String>,
+        user_agent: Option<&str>,
+        endpoint: Option<&str>,
+        succeeded: bool,
+    ) {
+        let user_agent: Option<String> =
+            user_agent.map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect());
         let mut tally = self.tally.lock().unwrap_or_else(|e| e.into_inner());
-        tally
-            .counts
-            .entry((key_id, hour_of(at)))
-            .or_default()
-            .success += 1;
+        let hour = hour_of(at);
+        let counts = tally.counts.entry((key_id, hour)).or_default();
+        if succeeded {
+            counts.success += 1;
+        } else {
+            counts.rejected += 1;
+        }
+        if succeeded && let Some(endpoint) = endpoint {
+            let caller = Caller {
+                ip_address: ip.clone().unwrap_or_default(),
+                user_agent: user_agent.clone().unwrap_or_default(),
+                endpoint: endpoint.chars().take(MAX_USER_AGENT_CHARS).collect(),
+            };
+            let callers = tally.callers.entry((key_id, hour)).or_default();
+            if let Some(calls) = callers.get_mut(&caller) {
+                *calls += 1;
+            } else if callers.len() < MAX_CALLERS_PER_HOUR {
+                callers.insert(caller, 1);
+            }
+        }
+        // "Last used" is the last call that worked: what an error answer says is the caller's mistake.
         let newer = tally.last_use.get(&key_id).is_none_or(|last| last.at <= at);
-        if newer {
+        if succeeded && newer {
             tally
                 .last_use
                 .insert(key_id, LastUse { at, ip, user_agent });
@@ -79,7 +125,7 @@ impl UsageRecorder {
     /// Writes everything tallied so far. On failure the tally is kept for the next flush.
     pub fn flush(&self, conn: &mut DbConnection) -> QueryResult<()> {
         let taken = std::mem::take(&mut *self.tally.lock().unwrap_or_else(|e| e.into_inner()));
-        if taken.last_use.is_empty() && taken.counts.is_empty() {
+        if taken.last_use.is_empty() && taken.counts.is_empty() && taken.callers.is_empty() {
             return Ok(());
         }
         let written = write_transaction(conn, |conn| {
@@ -88,6 +134,11 @@ impl UsageRecorder {
             }
             for ((key_id, hour), counts) in &taken.counts {
                 add_counts(conn, *key_id, *hour, *counts)?;
+            }
+            for ((key_id, hour), callers) in &taken.callers {
+                for (caller, calls) in callers {
+                    add_caller(conn, *key_id, *hour, caller, *calls)?;
+                }
             }
             Ok(())
         });
@@ -112,6 +163,12 @@ impl UsageRecorder {
             let entry = tally.counts.entry(slot).or_default();
             entry.success += counts.success;
             entry.rejected += counts.rejected;
+        }
+        for (slot, callers) in taken.callers {
+            let entry = tally.callers.entry(slot).or_default();
+            for (caller, calls) in callers {
+                *entry.entry(caller).or_default() += calls;
+            }
         }
     }
 }
@@ -165,6 +222,113 @@ fn add_counts(
         DbConnection::Postgres(conn) => upsert!(conn)?,
     };
     Ok(())
+}
+
+/// Adds to the hour's calls of one caller (one statement on whichever backend this is, as above).
+fn add_caller(
+    conn: &mut DbConnection,
+    key_id: i64,
+    hour: NaiveDateTime,
+    caller: &Caller,
+    calls: i64,
+) -> QueryResult<()> {
+    use api_key_callers::dsl as c;
+    macro_rules! upsert {
+        ($conn:expr) => {
+            diesel::insert_into(c::api_key_callers)
+                .values((
+                    c::api_key_id.eq(key_id),
+                    c::hour_start.eq(hour),
+                    c::ip_address.eq(&caller.ip_address),
+                    c::user_agent.eq(&caller.user_agent),
+                    c::endpoint.eq(&caller.endpoint),
+                    c::calls.eq(calls),
+                ))
+                .on_conflict((
+                    c::api_key_id,
+                    c::hour_start,
+                    c::ip_address,
+                    c::user_agent,
+                    c::endpoint,
+                ))
+                .do_update()
+                .set(c::calls.eq(c::calls + calls))
+                .execute($conn)
+        };
+    }
+    match conn {
+        DbConnection::Sqlite(conn) => upsert!(conn)?,
+        DbConnection::Postgres(conn) => upsert!(conn)?,
+    };
+    Ok(())
+}
+
+/// What revoking a key would break: its successful calls of the last 24 hours, who made them and to
+/// which endpoints.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecentUse {
+    pub calls: i64,
+    /// Distinct (address, user agent) pairs, busiest first.
+    pub clients: Vec<(String, String)>,
+    /// Endpoints called, busiest first.
+    pub endpoints: Vec<String>,
+}
+
+/// [`RecentUse`] of each of `key_ids` that was used in the 24 hours before `now`: two indexed reads
+/// of at most 24 hours of rows per key.
+pub fn recent_use(
+    conn: &mut DbConnection,
+    key_ids: &[i64],
+    now: NaiveDateTime,
+) -> QueryResult<HashMap<i64, RecentUse>> {
+    let since = hour_of(now) - TimeDelta::hours(23);
+    let totals: Vec<(i64, i64)> = api_key_usage::table
+        .filter(api_key_usage::api_key_id.eq_any(key_ids))
+        .filter(api_key_usage::hour_start.ge(since))
+        .select((api_key_usage::api_key_id, api_key_usage::success_count))
+        .load(conn)?;
+    let callers: Vec<(i64, String, String, String, i64)> = api_key_callers::table
+        .filter(api_key_callers::api_key_id.eq_any(key_ids))
+        .filter(api_key_callers::hour_start.ge(since))
+        .select((
+            api_key_callers::api_key_id,
+            api_key_callers::ip_address,
+            api_key_callers::user_agent,
+            api_key_callers::endpoint,
+            api_key_callers::calls,
+        ))
+        .load(conn)?;
+    let mut found: HashMap<i64, RecentUse> = HashMap::new();
+    for (key_id, calls) in totals {
+        if calls > 0 {
+            found.entry(key_id).or_default().calls += calls;
+        }
+    }
+    let mut by_client: HashMap<i64, HashMap<(String, String), i64>> = HashMap::new();
+    let mut by_endpoint: HashMap<i64, HashMap<String, i64>> = HashMap::new();
+    for (key_id, ip, agent, endpoint, calls) in callers {
+        *by_client
+            .entry(key_id)
+            .or_default()
+            .entry((ip, agent))
+            .or_default() += calls;
+        *by_endpoint
+            .entry(key_id)
+            .or_default()
+            .entry(endpoint)
+            .or_default() += calls;
+    }
+    for (key_id, recent) in found.iter_mut() {
+        recent.clients = busiest_first(by_client.remove(key_id).unwrap_or_default());
+        recent.endpoints = busiest_first(by_endpoint.remove(key_id).unwrap_or_default());
+    }
+    Ok(found)
+}
+
+fn busiest_first<T: Ord>(counted: HashMap<T, i64>) -> Vec<T> {
+    let mut all: Vec<(T, i64)> = counted.into_iter().collect();
+    all.sort_by(|(a, x), (b, y)| y.cmp(x).then_with(|| a.cmp(b)));
+    all.into_iter().map(|(item, _)| item).collect()
 }
 
 /// Requests of one key in one time bucket.
@@ -253,9 +417,9 @@ mod tests {
     #[test]
     fn tallies_by_hour_and_keeps_the_newest_use() {
         let recorder = UsageRecorder::default();
-        recorder.record_success(1, at(10, 5), Some("10.0.0.1".into()), Some("curl/8"));
-        recorder.record_success(1, at(10, 50), Some("10.0.0.2".into()), Some("curl/9"));
-        recorder.record_success(1, at(10, 20), Some("10.0.0.3".into()), None);
+        recorder.record(1, at(10, 5), Some("10.0.0.1".into()), Some("curl/8"), true);
+        recorder.record(1, at(10, 50), Some("10.0.0.2".into()), Some("curl/9"), true);
+        recorder.record(1, at(10, 20), Some("10.0.0.3".into()), None, true);
         recorder.record_rejected(1, at(11, 1));
         let tally = recorder.tally.lock().unwrap();
         assert_eq!(
@@ -278,9 +442,9 @@ mod tests {
     #[test]
     fn merge_back_keeps_counts_of_a_failed_flush() {
         let recorder = UsageRecorder::default();
-        recorder.record_success(1, at(10, 5), None, None);
+        recorder.record(1, at(10, 5), None, None, true);
         let taken = std::mem::take(&mut *recorder.tally.lock().unwrap());
-        recorder.record_success(1, at(10, 6), None, None);
+        recorder.record(1, at(10, 6), None, None, true);
         recorder.merge_back(taken);
         let tally = recorder.tally.lock().unwrap();
         assert_eq!(tally.counts.values().map(|c| c.success).sum::<i64>(), 2);

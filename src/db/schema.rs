@@ -51,6 +51,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    api_key_callers (api_key_id, hour_start, ip_address, user_agent, endpoint) {
+        api_key_id -> BigInt,
+        hour_start -> Timestamp,
+        ip_address -> Text,
+        user_agent -> Text,
+        endpoint -> Text,
+        calls -> BigInt,
+    }
+}
+
+diesel::table! {
     enrollment_tokens (id) {
         id -> BigInt,
         organization_id -> BigInt,
@@ -207,6 +218,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     users,
     api_keys,
     api_key_usage,
+    api_key_callers,
     enrollment_tokens,
     machines,
     runs,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::{NaiveDateTime, TimeDelta};
 use diesel::prelude::*;
 
-use crate::db::schema::{api_key_usage, machines, run_attempts, runs};
+use crate::db::schema::{api_key_callers, api_key_usage, machines, run_attempts, runs};
 use crate::db::{DbConnection, DbError, Pool, write_transaction};
 use crate::status::RunStatus;
 
@@ -183,37 +183,58 @@ pub fn delete_finished_runs_before(
 }
 
 /// Deletes up to `limit` API key usage hours that began before `cutoff`, oldest first (through
-/// `api_key_usage_by_hour`, whose order the limit follows).
+/// `api_key_usage_by_hour`, whose order the limit follows), and as many of the callers of those hours.
 pub fn delete_usage_before(
     conn: &mut DbConnection,
     cutoff: NaiveDateTime,
     limit: i64,
 ) -> QueryResult<usize> {
-    let any = api_key_usage::table
+    let usage = api_key_usage::table
         .filter(api_key_usage::hour_start.lt(cutoff))
         .select(api_key_usage::api_key_id)
         .first::<i64>(conn)
         .optional()?;
-    if any.is_none() {
-        return Ok(0);
+    let callers = api_key_callers::table
+        .filter(api_key_callers::hour_start.lt(cutoff))
+        .select(api_key_callers::api_key_id)
+        .first::<i64>(conn)
+        .optional()?;
+    let mut deleted = 0;
+    if usage.is_some() {
+        deleted += delete_hours_before(conn, "api_key_usage", cutoff, limit)?;
     }
+    if callers.is_some() {
+        // Counted with the usage hours: both go in the same sweep, a batch at a time.
+        deleted = deleted.max(delete_hours_before(conn, "api_key_callers", cutoff, limit)?);
+    }
+    Ok(deleted)
+}
+
+/// Deletes up to `limit` rows of `table` (one of the two hourly usage tables, a constant) whose hour
+/// began before `cutoff`, oldest first.
+fn delete_hours_before(
+    conn: &mut DbConnection,
+    table: &'static str,
+    cutoff: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<usize> {
     write_transaction(conn, |conn| {
         use diesel::sql_types::{BigInt, Timestamp};
-        // The table's key has two columns, which a bounded delete would have to name together; the
-        // row's own address (SQLite's rowid, PostgreSQL's ctid) is one, and each backend finds rows by
-        // it directly. The shared query builder knows neither, so it is one statement per backend.
+        // The tables' keys have several columns, which a bounded delete would have to name together;
+        // the row's own address (SQLite's rowid, PostgreSQL's ctid) is one, and each backend finds rows
+        // by it directly. The shared query builder knows neither, so it is one statement per backend.
         match conn {
-            DbConnection::Sqlite(conn) => diesel::sql_query(
-                "DELETE FROM api_key_usage WHERE rowid IN \
-                 (SELECT rowid FROM api_key_usage WHERE hour_start < ? ORDER BY hour_start LIMIT ?)",
-            )
+            DbConnection::Sqlite(conn) => diesel::sql_query(format!(
+                "DELETE FROM {table} WHERE rowid IN \
+                 (SELECT rowid FROM {table} WHERE hour_start < ? ORDER BY hour_start LIMIT ?)"
+            ))
             .bind::<Timestamp, _>(cutoff)
             .bind::<BigInt, _>(limit)
             .execute(conn),
-            DbConnection::Postgres(conn) => diesel::sql_query(
-                "DELETE FROM api_key_usage WHERE ctid = ANY(ARRAY( \
-                 SELECT ctid FROM api_key_usage WHERE hour_start < $1 ORDER BY hour_start LIMIT $2))",
-            )
+            DbConnection::Postgres(conn) => diesel::sql_query(format!(
+                "DELETE FROM {table} WHERE ctid = ANY(ARRAY( \
+                 SELECT ctid FROM {table} WHERE hour_start < $1 ORDER BY hour_start LIMIT $2))"
+            ))
             .bind::<Timestamp, _>(cutoff)
             .bind::<BigInt, _>(limit)
             .execute(conn),

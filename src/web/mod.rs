@@ -20,7 +20,7 @@ use actix_web::{HttpRequest, web};
 
 use pages::{
     account, api_keys, api_management, enrollment_tokens, jobs, login, machines, queue_status,
-    setup,
+    setup, status_strip,
 };
 
 /// Every dashboard route, inside the session and CSRF middleware.
@@ -100,6 +100,10 @@ pub fn scope(sessions: SessionMiddleware<CookieSessionStore>) -> impl HttpServic
                     web::post().to(machines::set_paused::<false>),
                 )
                 .route("/api-management/queue", web::get().to(queue_status::show))
+                .route(
+                    "/api-management/status-strip",
+                    web::get().to(status_strip::show),
+                )
                 .route("/api-management/jobs", web::get().to(jobs::page))
                 .route("/api-management/jobs/{run_id}", web::get().to(jobs::detail))
                 .route(

@@ -332,9 +332,35 @@ fn usage_is_written_without_a_write_per_request(backend: Backend) {
     let (revoked, revoked_secret) = admin.create_api_key("retired");
     admin.htmx_post(&format!("/api-management/api-keys/{revoked}/revoke"), &[]);
 
+    let billing: ureq::Agent = ureq::Agent::config_builder()
+        .user_agent("billing-service/2.0")
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let queued = billing
+        .post(app.url("/api/default/invoice-sync"))
+        .header("X-Granite-API-Key", &secret)
+        .send_json(serde_json::json!({}))
+        .unwrap();
+    assert_eq!(queued.status().as_u16(), 202);
     for _ in 0..3 {
         assert_eq!(app.api(Some(&secret)).get("/api/me").status, 200);
     }
+    // Calls the key authenticated but that were answered with an error count as refused.
+    for _ in 0..2 {
+        assert_eq!(
+            app.api(Some(&secret))
+                .get("/api/agent-runs/run_nosuchrun")
+                .status,
+            404
+        );
+    }
+    let unsupported = app.post_json_with(
+        "/api/rival-corp/nightly",
+        &serde_json::json!({}),
+        &[("X-Granite-API-Key", &secret)],
+    );
+    assert_eq!(unsupported.status, 404, "another organization's path");
     for _ in 0..2 {
         assert_eq!(app.api(Some(&revoked_secret)).get("/api/me").status, 401);
     }
@@ -342,14 +368,16 @@ fn usage_is_written_without_a_write_per_request(backend: Backend) {
     let mut conn = app.pool.get().unwrap();
     assert_eq!(usage_counts(&mut conn, id), (0, 0), "no write per request");
     // ...and within the flush interval (5 s) it all lands.
-    let (used_at, ip, agent) = wait_for("last use to be written", || {
+    let (used_at, ip, agent) = wait_for("the last use to be written", || {
         let found = last_use(&mut conn, id);
-        found.0.is_some().then_some(found)
+        (found.2.as_deref() == Some("granite-tests/1.0")).then_some(found)
     });
     assert!(chrono::Utc::now().naive_utc() - used_at.unwrap() < chrono::Duration::seconds(30));
     assert_eq!(ip.as_deref(), Some("127.0.0.1"));
     assert_eq!(agent.as_deref(), Some("granite-tests/1.0"));
-    assert_eq!(usage_counts(&mut conn, id), (3, 0));
+    wait_for("every call to be counted by its answer", || {
+        (usage_counts(&mut conn, id) == (4, 3)).then_some(())
+    });
     wait_for("rejected calls to be counted", || {
         (usage_counts(&mut conn, revoked) == (0, 2)).then_some(())
     });
@@ -364,12 +392,21 @@ fn usage_is_written_without_a_write_per_request(backend: Backend) {
         page.body.contains("127.0.0.1 · granite-tests/1.0"),
         "last caller shown in the row"
     );
+    // Revoking asks knowing what breaks: who called with the key, to what, in the last day.
+    assert!(
+        page.body.contains(
+            "4 calls in the last 24 hours from 2 clients (127.0.0.1 · granite-tests/1.0; \
+             127.0.0.1 · billing-service/2.0) to GET /api/me, invoice-sync will start failing."
+        ),
+        "{}",
+        page.body
+    );
     let analytics = admin.get(&format!("/api-management/api-keys/{id}/analytics"));
     assert_eq!(analytics.status, 200);
     assert!(analytics.body.contains("Requests per hour, last 24 hours"));
     assert!(analytics.body.contains("Requests per day, last 7 days"));
     assert!(
-        analytics.body.contains("3 successful · 0 rejected"),
+        analytics.body.contains("4 successful · 3 rejected"),
         "{}",
         analytics.body
     );

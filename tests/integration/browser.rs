@@ -91,7 +91,7 @@ fn admin_creates_uses_and_revokes_an_api_key(backend: Backend) {
         secret.starts_with("gk_live_") && secret.len() == 46,
         "{secret}"
     );
-    let copy = browser.button_named("Copy");
+    let copy = browser.button_named("Copy key");
     browser.click(&copy);
     browser.wait_until("the copy button to confirm", || {
         (browser.text(&copy) == "Copied").then_some(())
@@ -212,8 +212,17 @@ fn admin_enrolls_watches_and_removes_a_machine(backend: Backend) {
     assert!(token.starts_with("enroll_"), "{token}");
     let command = browser.text_of("#enrollment-tokens pre.command").unwrap();
     assert!(
-        command.contains(&token),
-        "the enroll command carries the token: {command}"
+        command.starts_with("granite driver enroll --server http://"),
+        "{command}"
+    );
+    assert!(
+        !command.contains(&token),
+        "the token stays out of the command (and of shell history): {command}"
+    );
+    // The organization's API base, with this server's origin, ready to copy.
+    assert_eq!(
+        browser.text_of("#api-base").unwrap(),
+        format!("{}/api/default/", app.url("")),
     );
     browser.screenshot(&format!("enrollment-token-{backend:?}").to_lowercase());
 
@@ -386,6 +395,46 @@ fn jobs_flow_through_the_page_without_a_reload(backend: Backend) {
 mod job_actions {
     use super::*;
     both_backends!(admin_cancels_and_retries_a_run_in_the_browser);
+}
+
+mod machine_page {
+    use super::*;
+    both_backends!(the_machine_page_follows_the_machine);
+}
+
+fn the_machine_page_follows_the_machine(backend: Backend) {
+    let db = TestDb::new(backend);
+    let app = TestApp::spawn(&db);
+    let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (_, token) = admin.create_enrollment_token("vm-7");
+    let (machine_id, credential) = app.enroll(&token, "vm-7");
+    assert_eq!(app.heartbeat(&credential).status, 200);
+
+    let browser = Browser::start();
+    sign_in(&browser, &app, ADMIN_PASSWORD);
+    browser.wait_for_css("#api-keys");
+    browser.goto(&app.url(&format!("/api-management/machines/{machine_id}")));
+    browser.wait_for_css("#machine-live");
+    browser.execute("window.stillTheSamePage = true; return null;");
+    assert!(!browser.text_of("#machine-live").unwrap().contains("Paused"));
+    // Another admin pauses it; the open page shows it within a refresh, without a reload.
+    let token = admin.page_csrf_token();
+    let paused = admin.post_form_with(
+        &format!("/api-management/machines/{machine_id}/pause"),
+        &[],
+        &[("X-CSRF-Token", &token), ("HX-Request", "true")],
+    );
+    assert_eq!(paused.status, 200);
+    browser.wait_until("the page to show Paused", || {
+        browser
+            .text_of("#machine-live .page-title")
+            .filter(|t| t.contains("Paused"))
+    });
+    assert_eq!(
+        browser.execute("return window.stillTheSamePage === true"),
+        true,
+        "no reload happened"
+    );
 }
 
 fn admin_cancels_and_retries_a_run_in_the_browser(backend: Backend) {

@@ -142,6 +142,16 @@ fn user_add_adds_users_that_can_sign_in(backend: Backend) {
     assert!(page.body.contains("Other Corp"));
     assert!(!page.body.contains("Default organization"));
     assert!(!page.body.contains(ADMIN_EMAIL));
+    // With two organizations, which one must be said.
+    let (ok, out) = granite(
+        &["user", "add", "--email", "someone@example.com"],
+        &db.url_text,
+        "long enough pw\n",
+    );
+    assert!(
+        !ok && out.contains("several organizations: name one with --org (default, other-corp)"),
+        "{out}"
+    );
     assert_eq!(
         app.client().sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).status,
         303

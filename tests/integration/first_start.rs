@@ -76,6 +76,17 @@ fn setup_url_creates_the_first_admin_once(backend: Backend) {
     let path = setup_url.strip_prefix(&app.url("")).unwrap().to_owned();
     let code = path.split("code=").nth(1).unwrap().to_owned();
     let mut client = app.client();
+    // Before set-up, the sign-in page says where the link is.
+    let login = client.get("/login");
+    assert!(
+        login.body.contains("Granite is not set up yet") && login.body.contains("/setup?code="),
+        "{}",
+        login.body
+    );
+    assert!(
+        !login.body.contains(&code),
+        "the page never shows the code itself"
+    );
 
     let wrong = client.get("/setup?code=wrong");
     assert!(wrong.body.contains("This setup link is not valid"));
@@ -120,7 +131,9 @@ fn setup_url_creates_the_first_admin_once(backend: Backend) {
             .body
             .contains("This setup link is not valid")
     );
-    let replay = other.get("/login").csrf_token();
+    let login = other.get("/login");
+    assert!(!login.body.contains("not set up yet"), "set up now");
+    let replay = login.csrf_token();
     let mut again = fields("another long password", "another long password");
     again[0].1 = replay;
     let reply = other.post_form("/setup", &as_refs(&again));

@@ -166,6 +166,23 @@ fn page_numbers_past_any_end_are_answered(backend: Backend) {
             "{path}: a page that is not a number is refused"
         );
     }
+    // Past the end of a list that has jobs, the page offers the last one instead of "No jobs".
+    let (_, key) = admin.create_api_key("caller");
+    assert_eq!(
+        app.start_run(&key, "default/nightly", &json!({})).status,
+        202
+    );
+    let past = admin.get("/api-management/jobs?page=999");
+    assert!(
+        past.body.contains("Page 999 is past the last page"),
+        "{}",
+        past.body
+    );
+    assert!(
+        past.body.contains(
+            "href=\"/api-management/jobs?status=&amp;page=1\">Go to the last page (1)</a>"
+        )
+    );
 }
 
 fn a_driver_whose_automation_answers_unstorable_text_reports_the_run_failed(backend: Backend) {

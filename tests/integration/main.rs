@@ -11,6 +11,7 @@ mod chaos;
 mod cli;
 mod contract;
 mod csrf;
+mod demo;
 mod driver;
 mod first_start;
 mod hostile_input;

@@ -12,6 +12,7 @@ both_backends!(
     htmx_is_served_from_the_binary_with_a_long_cache_life,
     health_reports_the_database,
     storage_is_created_and_migrated_at_start,
+    the_status_strip_tells_the_fleet_and_queue_above_the_fold,
 );
 
 fn pages_carry_security_headers(backend: Backend) {
@@ -84,6 +85,23 @@ fn htmx_is_served_from_the_binary_with_a_long_cache_life(backend: Backend) {
     );
     assert!(htmx.body.contains("htmx"), "the real htmx");
     assert!(htmx.body.len() > 40_000);
+    // idiomorph, vendored and fingerprinted the same way.
+    let idiomorph = login
+        .body
+        .split("<script src=\"")
+        .nth(2)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        idiomorph.starts_with("/static/idiomorph-ext-0.8.0.min.js?v="),
+        "{idiomorph}"
+    );
+    let morph = client.get(&idiomorph);
+    assert_eq!(morph.status, 200);
+    assert!(morph.body.contains("Idiomorph") && morph.body.contains("defineExtension"));
     // A URL without the current fingerprint is not cached forever.
     assert_eq!(
         client.get("/static/app.css").header("cache-control"),
@@ -230,4 +248,58 @@ fn storage_is_created_and_migrated_at_start(backend: Backend) {
     drop(app);
     let again = TestApp::spawn(&db);
     assert_eq!(again.client().get("/healthz").status, 200);
+}
+
+fn the_status_strip_tells_the_fleet_and_queue_above_the_fold(backend: Backend) {
+    let db = TestDb::new(backend);
+    let app = TestApp::spawn(&db);
+    let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (_, key) = admin.create_api_key("caller");
+    let (_, token) = admin.create_enrollment_token("vm-1");
+    let (_, credential) = app.enroll(&token, "vm-1");
+    assert_eq!(app.heartbeat(&credential).status, 200);
+    for _ in 0..2 {
+        let run = app.start_run(&key, "default/nightly?requires=sap", &serde_json::json!({}));
+        assert_eq!(run.status, 202);
+    }
+    let count = |body: &str, which: &str| -> String {
+        let marker = format!("data-strip=\"{which}\">");
+        let after = body
+            .split(&marker)
+            .nth(1)
+            .unwrap_or_else(|| panic!("{which} in {body}"));
+        after
+            .split("<strong>")
+            .nth(1)
+            .unwrap()
+            .split('<')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let page = admin.get("/api-management");
+    let strip_at = page
+        .body
+        .find("id=\"status-strip\"")
+        .expect("a status strip");
+    assert!(
+        strip_at < page.body.find("id=\"api-keys\"").unwrap(),
+        "the strip comes before the first section"
+    );
+    // The fleet census may be up to a second old.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let strip = admin.get_with("/api-management/status-strip", &[("HX-Request", "true")]);
+    assert_eq!(strip.status, 200);
+    assert_eq!(count(&strip.body, "online"), "1");
+    assert_eq!(count(&strip.body, "busy"), "0");
+    assert_eq!(count(&strip.body, "offline"), "0");
+    assert_eq!(count(&strip.body, "jobs-queued"), "2");
+    assert_eq!(count(&strip.body, "avg-wait"), "—");
+    assert!(strip.body.contains("href=\"#queue-status\""));
+    assert!(
+        strip.body.contains("Online</span>"),
+        "status in words, not colour alone"
+    );
+    // Opened directly, it leads to the page.
+    assert_eq!(admin.get("/api-management/status-strip").status, 303);
 }

@@ -39,6 +39,9 @@ pub struct KeyRow {
     /// The hint of the key this one replaced, while that one still works.
     pub replaces: Option<String>,
     replaced_by_id: Option<i64>,
+    /// What revoking it would break, for its confirmation: who called with it in the last day.
+    pub revoke_impact: String,
+    last_used_at: Option<NaiveDateTime>,
 }
 
 impl KeyRow {
@@ -77,8 +80,93 @@ impl KeyRow {
             replaced_by: None,
             replaces: None,
             replaced_by_id: key.replaced_by_key_id,
+            revoke_impact: String::new(),
+            last_used_at: key.last_used_at,
         }
     }
+}
+
+/// "1,204 calls in the last 24 hours from 2 clients (10.0.0.5 · python-requests/2.31; …) to
+/// invoice-sync and crm-export will start failing.", or when it was last used, or that it never was.
+fn revoke_impact(
+    recent: Option<&usage::RecentUse>,
+    last_used: Option<NaiveDateTime>,
+    now: NaiveDateTime,
+) -> String {
+    let Some(recent) = recent.filter(|r| r.calls > 0) else {
+        return match last_used {
+            Some(at) => format!(
+                "It was not used in the last 24 hours (last used {}).",
+                crate::web::view::time::relative((at - now).num_seconds())
+            ),
+            None => "It has never been used.".into(),
+        };
+    };
+    let calls = if recent.calls == 1 {
+        "1 call".to_owned()
+    } else {
+        format!("{} calls", thousands(recent.calls))
+    };
+    let from = match recent.clients.len() {
+        0 => String::new(),
+        n => {
+            let named: Vec<String> = recent
+                .clients
+                .iter()
+                .take(3)
+                .map(|(ip, agent)| {
+                    [ip.as_str(), agent.as_str()]
+                        .into_iter()
+                        .filter(|part| !part.is_empty())
+                        .collect::<Vec<_>>()
+                        .join(" · ")
+                })
+                .collect();
+            let more = if n > 3 {
+                format!("; and {} more", n - 3)
+            } else {
+                String::new()
+            };
+            let clients = if n == 1 {
+                "1 client".to_owned()
+            } else {
+                format!("{n} clients")
+            };
+            format!(" from {clients} ({}{more})", named.join("; "))
+        }
+    };
+    let to = match recent.endpoints.len() {
+        0 => String::new(),
+        n => {
+            let named = recent
+                .endpoints
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            let more = if n > 3 {
+                format!(" and {} more", n - 3)
+            } else {
+                String::new()
+            };
+            format!(" to {named}{more}")
+        }
+    };
+    format!("{calls} in the last 24 hours{from}{to} will start failing.")
+}
+
+/// 1204 → "1,204".
+fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
 }
 
 /// Marks each rolled key with its successor and each successor with the key it replaced, when both
@@ -103,6 +191,8 @@ fn link_rolls(rows: &mut [KeyRow]) {
 }
 
 pub struct ApiKeysSection {
+    /// The organization's slug: every public API path starts `/api/{slug}/`.
+    pub slug: String,
     pub rows: Vec<KeyRow>,
     pub can_manage: bool,
     pub new_secret: Option<NewSecret>,
@@ -122,7 +212,13 @@ impl ApiKeysSection {
             .map(|k| KeyRow::new(k, now))
             .collect();
         link_rolls(&mut rows);
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let recent = usage::recent_use(conn, &ids, now)?;
+        for row in &mut rows {
+            row.revoke_impact = revoke_impact(recent.get(&row.id), row.last_used_at, now);
+        }
         Ok(Self {
+            slug: user.organization.slug.clone(),
             rows,
             can_manage: user.can_manage(),
             new_secret: None,
@@ -221,6 +317,7 @@ const NEW_SECRET_ID: &str = "new-api-key";
 fn shown_once(secret: Secret, note: String) -> NewSecret {
     NewSecret {
         element_id: NEW_SECRET_ID,
+        label: "key",
         secret: secret.expose().to_owned(),
         note,
         command: None,
@@ -398,4 +495,37 @@ pub async fn analytics(
         daily: usage_chart("Requests per day, last 7 days (UTC)", &daily, "%a %d", 1),
     };
     render(&page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn says_what_a_revocation_breaks() {
+        let now = chrono::NaiveDate::from_ymd_opt(2026, 12, 1)
+            .unwrap()
+            .and_hms_opt(12, 0, 0)
+            .unwrap();
+        let recent = usage::RecentUse {
+            calls: 1204,
+            clients: vec![
+                ("10.0.0.5".into(), "python-requests/2.31".into()),
+                ("10.0.0.7".into(), String::new()),
+            ],
+            endpoints: vec!["invoice-sync".into(), "GET /api/me".into()],
+        };
+        assert_eq!(
+            revoke_impact(Some(&recent), Some(now), now),
+            "1,204 calls in the last 24 hours from 2 clients (10.0.0.5 · python-requests/2.31; \
+             10.0.0.7) to invoice-sync, GET /api/me will start failing."
+        );
+        assert_eq!(
+            revoke_impact(None, Some(now - chrono::Duration::days(41)), now),
+            "It was not used in the last 24 hours (last used 41 days ago)."
+        );
+        assert_eq!(revoke_impact(None, None, now), "It has never been used.");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(thousands(999), "999");
+    }
 }

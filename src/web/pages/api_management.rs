@@ -15,6 +15,7 @@ use crate::web::pages::enrollment_tokens::EnrollmentTokensSection;
 use crate::web::pages::login::see_other;
 use crate::web::pages::machines::MachinesSection;
 use crate::web::pages::queue_status::QueueSection;
+use crate::web::pages::status_strip::StatusStrip;
 use crate::web::view::layout::{Layout, render};
 
 #[derive(Template)]
@@ -26,6 +27,7 @@ struct ApiManagementPage {
     enrollment_tokens: EnrollmentTokensSection,
     machines: MachinesSection,
     queue: QueueSection,
+    strip: StatusStrip,
 }
 
 pub async fn home() -> HttpResponse {
@@ -42,7 +44,7 @@ pub async fn page(
     let offline_after = settings.offline_after();
     let for_load = user.clone();
     let default_token_hours = settings.enrollment_ttl_hours as i64;
-    let (api_keys, enrollment_tokens, machines, queue) = pool
+    let (api_keys, enrollment_tokens, machines, queue, strip) = pool
         .run(move |conn| {
             let now = chrono::Utc::now().naive_utc();
             let api_keys = ApiKeysSection::load(conn, &for_load, now)?;
@@ -51,7 +53,8 @@ pub async fn page(
             let fleet = fleet.of(conn, for_load.organization.id, now)?;
             let machines = MachinesSection::load(conn, &for_load, now, offline_after, &fleet)?;
             let queue = QueueSection::load(conn, for_load.organization.id, now, &fleet)?;
-            Ok::<_, WebError>((api_keys, enrollment_tokens, machines, queue))
+            let strip = StatusStrip::of(&fleet, &queue.status);
+            Ok::<_, WebError>((api_keys, enrollment_tokens, machines, queue, strip))
         })
         .await?;
     let session = DashboardSession::new(session);
@@ -62,5 +65,6 @@ pub async fn page(
         enrollment_tokens,
         machines,
         queue,
+        strip,
     })
 }

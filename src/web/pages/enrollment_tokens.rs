@@ -273,7 +273,8 @@ pub async fn create(
     };
     let shown = NewSecret {
         element_id: NEW_SECRET_ID,
-        command: Some(enroll_command(&server, secret.expose())),
+        label: "token",
+        command: Some(enroll_command(&server)),
         secret: secret.expose().to_owned(),
         note: format!(
             "Token {} is ready and works once, until {}.",
@@ -302,9 +303,10 @@ pub async fn create(
 /// The element the new token is shown in, where focus goes once it is made.
 const NEW_SECRET_ID: &str = "new-enrollment-token";
 
-/// The command that enrolls a machine with `token`, using the reference driver.
-fn enroll_command(server: &str, token: &str) -> String {
-    format!("GRANITE_ENROLLMENT_TOKEN={token} granite driver enroll --server {server}")
+/// The command that enrolls a machine using the reference driver. The token is not in it: the driver
+/// asks for it (without echo), so it stays out of shell history and the process list.
+fn enroll_command(server: &str) -> String {
+    format!("granite driver enroll --server {server}")
 }
 
 /// Revokes an active token and answers with its row, now Revoked.
@@ -366,11 +368,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_command_carries_the_server_and_token() {
-        let command = enroll_command("https://granite.example.com", "enroll_abc");
+    fn the_command_names_the_server_and_leaves_the_token_out() {
         assert_eq!(
-            command,
-            "GRANITE_ENROLLMENT_TOKEN=enroll_abc granite driver enroll --server https://granite.example.com"
+            enroll_command("https://granite.example.com"),
+            "granite driver enroll --server https://granite.example.com"
         );
     }
 }

@@ -101,6 +101,8 @@ struct JobsPage {
     matching: runs::Matching,
     page: i64,
     pages: i64,
+    /// The page asked for, as asked (past the end, the page says so and offers the last one).
+    requested_page: i64,
 }
 
 #[derive(Deserialize)]
@@ -119,6 +121,7 @@ pub async fn page(
 ) -> Result<HttpResponse, WebError> {
     let query = query.into_inner();
     let status = RunStatus::parse(&query.status);
+    let requested_page = query.page.unwrap_or(1).max(1);
     let page = query
         .page
         .unwrap_or(1)
@@ -147,6 +150,7 @@ pub async fn page(
         matching,
         page,
         pages: ((matching.count + PAGE_SIZE - 1) / PAGE_SIZE).max(1),
+        requested_page,
     })
 }
 

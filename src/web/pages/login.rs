@@ -22,6 +22,8 @@ struct LoginPage {
     layout: Layout,
     email: String,
     error: Option<String>,
+    /// No user exists yet: the page says where the setup link is.
+    setup_pending: bool,
 }
 
 const WRONG_CREDENTIALS: &str = "Incorrect email or password.";
@@ -43,11 +45,16 @@ pub async fn show(
             return Ok(see_other("/api-management"));
         }
     }
+    let setup_pending = pool
+        .run(|conn| users::count(conn).map_err(WebError::from))
+        .await?
+        == 0;
     let layout = Layout::new("Sign in", session.ensure_csrf_token());
     render(&LoginPage {
         layout,
         email: String::new(),
         error: None,
+        setup_pending,
     })
 }
 
@@ -161,6 +168,7 @@ pub async fn submit(
                 layout,
                 email: email.trim().to_owned(),
                 error: Some(WRONG_CREDENTIALS.into()),
+                setup_pending: false,
             };
             render_with_status(StatusCode::UNAUTHORIZED, &page)
         }
@@ -179,6 +187,7 @@ fn too_many(
         layout,
         email: email.trim().to_owned(),
         error: Some(why),
+        setup_pending: false,
     };
     let mut response = render_with_status(StatusCode::TOO_MANY_REQUESTS, &page)?;
     response.headers_mut().insert(

@@ -413,6 +413,7 @@ struct DetailPage {
     can_manage: bool,
     /// When an admin removed it: the page stays, as its history's names do.
     removed: Option<Moment>,
+    refresh_seconds: u32,
 }
 
 /// `GET /api-management/machines/{id}`: everything about one machine, and the jobs it ran.
@@ -492,6 +493,7 @@ pub async fn detail(
         history,
         can_manage,
         removed,
+        refresh_seconds: REFRESH_SECONDS,
     };
     render(&page)
 }

@@ -10,3 +10,4 @@ pub mod login;
 pub mod machines;
 pub mod queue_status;
 pub mod setup;
+pub mod status_strip;

@@ -44,6 +44,8 @@ impl Layout {
 pub struct NewSecret {
     /// Unique on the page, for the copy button.
     pub element_id: &'static str,
+    /// What it is, for its copy button ("Copy key").
+    pub label: &'static str,
     pub secret: String,
     pub note: String,
     /// A command that uses the secret, shown (and copyable) beside it.

@@ -22,15 +22,23 @@ impl Moment {
     }
 }
 
-/// "just now", "3 minutes ago", "in 2 hours", "5 days ago".
+/// "just now", "40 seconds ago", "3 minutes ago", "in 2 hours", "5 days ago". Seconds are written
+/// out below a minute: a machine Offline after 30 s of silence must not read "last seen just now".
 pub fn relative(delta_secs: i64) -> String {
     let future = delta_secs > 0;
     let secs = delta_secs.unsigned_abs();
-    if secs < 45 {
+    if secs < 10 {
         return if future {
             "in a few seconds".into()
         } else {
             "just now".into()
+        };
+    }
+    if secs < 60 {
+        return if future {
+            format!("in {secs} seconds")
+        } else {
+            format!("{secs} seconds ago")
         };
     }
     let (amount, unit) = match secs {
@@ -60,8 +68,10 @@ mod tests {
 
     #[test]
     fn reads_naturally() {
-        assert_eq!(relative(-10), "just now");
-        assert_eq!(relative(20), "in a few seconds");
+        assert_eq!(relative(-9), "just now");
+        assert_eq!(relative(5), "in a few seconds");
+        assert_eq!(relative(-50), "50 seconds ago");
+        assert_eq!(relative(20), "in 20 seconds");
         assert_eq!(relative(-60), "1 minute ago");
         assert_eq!(relative(-119), "2 minutes ago");
         assert_eq!(relative(3600), "in 1 hour");
