@@ -169,7 +169,11 @@ impl Default for PasswordChecks {
                     loop {
                         let job = jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
                         match job {
-                            Ok(job) => job(),
+                            // A check that panics fails its sign-in (its answer channel drops), not
+                            // the thread: the pool stays its size.
+                            Ok(job) => {
+                                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                            }
                             // Every sender gone: the server has stopped.
                             Err(_) => return,
                         }
@@ -229,6 +233,24 @@ fn lowest_priority() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_check_that_panics_fails_alone_and_the_threads_go_on() {
+        actix_web::rt::System::new().block_on(async {
+            let checks = PasswordChecks::default();
+            let processors = std::thread::available_parallelism().map_or(2, usize::from);
+            for _ in 0..processors {
+                let failed = checks
+                    .try_begin()
+                    .unwrap()
+                    .run(|| -> bool { panic!("a broken hash") })
+                    .await;
+                assert!(failed.is_err());
+            }
+            let answered = checks.try_begin().unwrap().run(|| 42).await.unwrap();
+            assert_eq!(answered, 42, "every thread survived its panic");
+        });
+    }
 
     #[test]
     fn the_wait_doubles_after_the_free_failures_and_is_capped() {
