@@ -11,8 +11,6 @@ mod support;
 
 use std::time::Duration;
 
-use granite::api_keys::{self, KeyName};
-use granite::audit::Actor;
 use granite::db::DatabaseUrl;
 use support::{Call, Server, measure_routes};
 
@@ -22,17 +20,7 @@ const ROUNDS: usize = 3;
 
 fn bench(label: &str, url: DatabaseUrl) {
     let server = Server::start(url);
-    let secret = {
-        let mut conn = server.pool.get().unwrap();
-        let actor = Actor {
-            user_id: 1,
-            email: "bench@example.com".into(),
-            source_ip: None,
-        };
-        let (_, secret) =
-            api_keys::create(&mut conn, 1, &KeyName::parse("bench").unwrap(), &actor).unwrap();
-        secret.expose().to_owned()
-    };
+    let secret = server.api_key("bench");
     let mut malformed = secret.clone();
     malformed.replace_range(20..21, if &secret[20..21] == "x" { "y" } else { "x" });
     let base = format!("http://{}", server.address);

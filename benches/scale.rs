@@ -13,8 +13,6 @@ mod support;
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
-use granite::api_keys::{self, KeyName};
-use granite::audit::Actor;
 use granite::db::{DatabaseUrl, DbConnection};
 use support::{Server, sign_in};
 
@@ -171,21 +169,7 @@ fn measure(url: DatabaseUrl, seeded: bool) -> Vec<Timing> {
             )
             .unwrap();
     }
-    let key = {
-        let actor = Actor {
-            user_id: 1,
-            email: "bench@example.com".into(),
-            source_ip: None,
-        };
-        let (_, secret) = api_keys::create(
-            &mut server.pool.get().unwrap(),
-            1,
-            &KeyName::parse("bench").unwrap(),
-            &actor,
-        )
-        .unwrap();
-        secret.expose().to_owned()
-    };
+    let key = server.api_key("bench");
     let base = format!("http://{}", server.address);
     let (cookie, _) = sign_in(&base, "bench@example.com", "benchmark password");
     ROUTES
@@ -230,22 +214,12 @@ fn bench(label: &str, empty: DatabaseUrl, seeded: DatabaseUrl) {
 /// Each backend runs in a process of its own, so the resident memory printed is that backend's
 /// server (and its client) only.
 fn main() {
-    const BACKEND: &str = "GRANITE_BENCH_SCALE_BACKEND";
-    match std::env::var(BACKEND).as_deref() {
-        Ok("sqlite") => bench("SQLite", support::sqlite_url(), support::sqlite_url()),
-        Ok("postgres") => match (support::postgres_url(), support::postgres_url()) {
+    support::each_backend_in_its_own_process(
+        "GRANITE_BENCH_SCALE_BACKEND",
+        || bench("SQLite", support::sqlite_url(), support::sqlite_url()),
+        || match (support::postgres_url(), support::postgres_url()) {
             (Some(empty), Some(seeded)) => bench("PostgreSQL", empty, seeded),
             _ => println!("\nPostgreSQL: not reachable (GRANITE_BENCH_POSTGRES_URL), skipped"),
         },
-        _ => {
-            for backend in ["sqlite", "postgres"] {
-                let status = std::process::Command::new(std::env::current_exe().unwrap())
-                    .args(std::env::args().skip(1))
-                    .env(BACKEND, backend)
-                    .status()
-                    .expect("the benchmark runs itself");
-                assert!(status.success(), "the {backend} run failed");
-            }
-        }
-    }
+    );
 }

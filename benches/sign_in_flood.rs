@@ -16,8 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use granite::api_keys::{self, KeyName};
-use granite::audit::Actor;
 use granite::db::DatabaseUrl;
 use support::Server;
 
@@ -218,17 +216,7 @@ fn bench(label: &str, url: DatabaseUrl) {
         settings.trusted_proxies =
             granite::ops::client_address::parse_trusted("127.0.0.1/32").unwrap();
     });
-    let key = {
-        let mut conn = server.pool.get().unwrap();
-        let actor = Actor {
-            user_id: 1,
-            email: "bench@example.com".into(),
-            source_ip: None,
-        };
-        let (_, secret) =
-            api_keys::create(&mut conn, 1, &KeyName::parse("probe").unwrap(), &actor).unwrap();
-        secret.expose().to_owned()
-    };
+    let key = server.api_key("probe");
     let base = format!("http://{}", server.address);
 
     probe(&base, &key); // warm-up
@@ -276,22 +264,12 @@ fn bench(label: &str, url: DatabaseUrl) {
 }
 
 fn main() {
-    const BACKEND: &str = "GRANITE_BENCH_FLOOD_BACKEND";
-    match std::env::var(BACKEND).as_deref() {
-        Ok("sqlite") => bench("SQLite", support::sqlite_url()),
-        Ok("postgres") => match support::postgres_url() {
+    support::each_backend_in_its_own_process(
+        "GRANITE_BENCH_FLOOD_BACKEND",
+        || bench("SQLite", support::sqlite_url()),
+        || match support::postgres_url() {
             Some(url) => bench("PostgreSQL", url),
             None => println!("\nPostgreSQL: not reachable (GRANITE_BENCH_POSTGRES_URL), skipped"),
         },
-        _ => {
-            for backend in ["sqlite", "postgres"] {
-                let status = std::process::Command::new(std::env::current_exe().unwrap())
-                    .args(std::env::args().skip(1))
-                    .env(BACKEND, backend)
-                    .status()
-                    .expect("the benchmark runs itself");
-                assert!(status.success(), "the {backend} run failed");
-            }
-        }
-    }
+    );
 }

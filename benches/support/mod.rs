@@ -50,6 +50,44 @@ impl Server {
     }
 }
 
+impl Server {
+    /// A new API key of the first organization, named `name`; its secret.
+    pub fn api_key(&self, name: &str) -> String {
+        let actor = granite::audit::Actor {
+            user_id: 1,
+            email: "bench@example.com".into(),
+            source_ip: None,
+        };
+        let name = granite::api_keys::KeyName::parse(name).unwrap();
+        let (_, secret) =
+            granite::api_keys::create(&mut self.pool.get().unwrap(), 1, &name, &actor).unwrap();
+        secret.expose().to_owned()
+    }
+}
+
+/// Runs `sqlite`, then `postgres`, each in a process of its own (this benchmark started again with
+/// `variable` naming the backend), so what a run measures of its process is that backend's alone.
+pub fn each_backend_in_its_own_process(
+    variable: &str,
+    sqlite: impl FnOnce(),
+    postgres: impl FnOnce(),
+) {
+    match std::env::var(variable).as_deref() {
+        Ok("sqlite") => sqlite(),
+        Ok("postgres") => postgres(),
+        _ => {
+            for backend in ["sqlite", "postgres"] {
+                let status = std::process::Command::new(std::env::current_exe().unwrap())
+                    .args(std::env::args().skip(1))
+                    .env(variable, backend)
+                    .status()
+                    .expect("the benchmark runs itself");
+                assert!(status.success(), "the {backend} run failed");
+            }
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         actix_web::rt::System::new().block_on(self.handle.stop(true));

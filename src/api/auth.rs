@@ -54,7 +54,7 @@ pub async fn count_usage(
                     .match_pattern()
                     .map(|pattern| format!("{} {pattern}", request.method()))
             });
-        usage.record_call(
+        usage.record(
             used.key_id,
             used.at,
             used.ip,

@@ -57,21 +57,9 @@ fn hour_of(at: NaiveDateTime) -> NaiveDateTime {
 }
 
 impl UsageRecorder {
-    /// A call made with a live key: its last use, a successful or refused call by its answer, and,
-    /// when it succeeded, who made it to which endpoint.
+    /// A call made with a live key: a successful or refused call by its answer, and, when it
+    /// succeeded, its last use and who made it to which endpoint (`invoice-sync`, `GET /api/me`).
     pub fn record(
-        &self,
-        key_id: i64,
-        at: NaiveDateTime,
-        ip: Option<String>,
-        user_agent: Option<&str>,
-        succeeded: bool,
-    ) {
-        self.record_call(key_id, at, ip, user_agent, None, succeeded);
-    }
-
-    /// [`record`](Self::record), naming the endpoint called (`invoice-sync`, `GET /api/me`).
-    pub fn record_call(
         &self,
         key_id: i64,
         at: NaiveDateTime,
@@ -417,9 +405,23 @@ mod tests {
     #[test]
     fn tallies_by_hour_and_keeps_the_newest_use() {
         let recorder = UsageRecorder::default();
-        recorder.record(1, at(10, 5), Some("10.0.0.1".into()), Some("curl/8"), true);
-        recorder.record(1, at(10, 50), Some("10.0.0.2".into()), Some("curl/9"), true);
-        recorder.record(1, at(10, 20), Some("10.0.0.3".into()), None, true);
+        recorder.record(
+            1,
+            at(10, 5),
+            Some("10.0.0.1".into()),
+            Some("curl/8"),
+            None,
+            true,
+        );
+        recorder.record(
+            1,
+            at(10, 50),
+            Some("10.0.0.2".into()),
+            Some("curl/9"),
+            None,
+            true,
+        );
+        recorder.record(1, at(10, 20), Some("10.0.0.3".into()), None, None, true);
         recorder.record_rejected(1, at(11, 1));
         let tally = recorder.tally.lock().unwrap();
         assert_eq!(
@@ -442,9 +444,9 @@ mod tests {
     #[test]
     fn merge_back_keeps_counts_of_a_failed_flush() {
         let recorder = UsageRecorder::default();
-        recorder.record(1, at(10, 5), None, None, true);
+        recorder.record(1, at(10, 5), None, None, None, true);
         let taken = std::mem::take(&mut *recorder.tally.lock().unwrap());
-        recorder.record(1, at(10, 6), None, None, true);
+        recorder.record(1, at(10, 6), None, None, None, true);
         recorder.merge_back(taken);
         let tally = recorder.tally.lock().unwrap();
         assert_eq!(tally.counts.values().map(|c| c.success).sum::<i64>(), 2);

@@ -68,11 +68,6 @@ impl InFlight {
             client,
         }))
     }
-
-    /// Clients with requests in flight (for tests: nothing is left behind).
-    pub fn clients(&self) -> usize {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
 }
 
 /// The dashboard's middleware: every request that may change something (a form post: sign-in,

@@ -9,6 +9,8 @@ use actix_web::{HttpMessage, HttpResponse, web};
 
 use crate::config::Settings;
 use crate::db::Pool;
+use crate::organizations::Organization;
+use crate::users::User;
 use crate::users::sessions;
 use crate::web::access::CurrentUser;
 use crate::web::error::WebError;
@@ -29,17 +31,8 @@ pub async fn require_sign_in(
         .expect("Pool registered")
         .clone();
 
-    let found = match session.session_id() {
-        Some(id) => {
-            let (lifetimes, now) = (settings.session_lifetimes(), chrono::Utc::now().naive_utc());
-            pool.run(move |conn| {
-                sessions::find_active(conn, &id, lifetimes, now).map_err(WebError::from)
-            })
-            .await?
-        }
-        None => None,
-    };
-    let Some((signed_in, user, organization)) = found else {
+    let Some((signed_in, user, organization)) = active_session(&session, &settings, &pool).await?
+    else {
         session.sign_out();
         let response = signed_out_response(&req);
         return Ok(req.into_response(response).map_into_right_body());
@@ -52,6 +45,21 @@ pub async fn require_sign_in(
         organization,
     });
     Ok(next.call(req).await?.map_into_left_body())
+}
+
+/// The live server-side session the cookie names, with its user and organization (refreshing its
+/// last use): what every signed-in request and the sign-in page ask.
+pub async fn active_session(
+    session: &DashboardSession,
+    settings: &Settings,
+    pool: &Pool,
+) -> Result<Option<(sessions::Session, User, Organization)>, WebError> {
+    let Some(id) = session.session_id() else {
+        return Ok(None);
+    };
+    let (lifetimes, now) = (settings.session_lifetimes(), chrono::Utc::now().naive_utc());
+    pool.run(move |conn| sessions::find_active(conn, &id, lifetimes, now).map_err(WebError::from))
+        .await
 }
 
 /// A plain navigation is redirected; an htmx request is told to load the sign-in page as a whole

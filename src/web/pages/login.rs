@@ -14,6 +14,7 @@ use crate::users::{self, Email, password, sessions};
 use crate::web::client_ip;
 use crate::web::error::WebError;
 use crate::web::middleware::session::DashboardSession;
+use crate::web::middleware::sign_in::active_session;
 use crate::web::view::layout::{Layout, render, render_with_status};
 
 #[derive(Template)]
@@ -34,16 +35,8 @@ pub async fn show(
     pool: web::Data<Pool>,
 ) -> Result<HttpResponse, WebError> {
     let session = DashboardSession::new(session);
-    if let Some(id) = session.session_id() {
-        let (lifetimes, now) = (settings.session_lifetimes(), chrono::Utc::now().naive_utc());
-        let active = pool
-            .run(move |conn| {
-                sessions::find_active(conn, &id, lifetimes, now).map_err(WebError::from)
-            })
-            .await?;
-        if active.is_some() {
-            return Ok(see_other("/api-management"));
-        }
+    if active_session(&session, &settings, &pool).await?.is_some() {
+        return Ok(see_other("/api-management"));
     }
     let setup_pending = pool
         .run(|conn| users::count(conn).map_err(WebError::from))

@@ -13,8 +13,6 @@ pub enum Focus {
     /// The row after the one acted on, or the one before, or its section's heading: for a row that
     /// went away (revoked, removed) or lost the control that had focus.
     NextRow,
-    /// Where it is: the control acted on is still there.
-    Stay,
 }
 
 impl Focus {
@@ -22,7 +20,6 @@ impl Focus {
         match self {
             Self::On(selector) => selector,
             Self::NextRow => "next-row",
-            Self::Stay => "",
         }
     }
 }
