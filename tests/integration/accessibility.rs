@@ -130,6 +130,11 @@ fn every_page_passes_axe_at_laptop_and_phone_width(backend: Backend) {
     // The Roll popover open, as an admin about to roll a key sees it.
     browser.execute("document.querySelector('details.roll').open = true; return null;");
     check_page(&browser, "dashboard-roll-open", &mut failures);
+    // A click elsewhere closes it.
+    browser.click(&browser.wait_for_css("main h1")[0]);
+    browser.wait_until("Roll to close on a click outside it", || {
+        (browser.count("details.roll[open]") == 0).then_some(())
+    });
     browser.goto(&app.url(&format!("/api-management/machines/{machine}")));
     browser.wait_for_css("h1");
     check_page(&browser, "machine-detail", &mut failures);
