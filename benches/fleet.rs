@@ -26,6 +26,7 @@ fn enroll_fleet(server: &Server) -> Vec<String> {
     let actor = Actor {
         user_id: 1,
         email: "bench@example.com".into(),
+        role: granite::users::Role::Admin,
         source_ip: None,
     };
     let (token, _) = enrollment::create(&mut conn, 1, "bench fleet", 24, &actor).unwrap();

@@ -82,6 +82,7 @@ fn setup(server: &Server, machines: usize) -> (String, Vec<String>) {
     let actor = Actor {
         user_id: 1,
         email: "bench@example.com".into(),
+        role: granite::users::Role::Admin,
         source_ip: None,
     };
     let (_, key) =

@@ -4,16 +4,24 @@ use diesel::prelude::*;
 
 use crate::db::DbConnection;
 use crate::db::schema::audit_events;
+use crate::users::Role;
 
-/// Who did something from the dashboard, for the audit log.
+/// Who did something from the dashboard, for the audit log, with the role that decides what they may
+/// do to objects others created.
 #[derive(Clone, Debug)]
 pub struct Actor {
     pub user_id: i64,
     pub email: String,
+    pub role: Role,
     pub source_ip: Option<String>,
 }
 
 impl Actor {
+    /// Whether this actor may revoke (or roll) a key or token created by `created_by`.
+    pub fn may_revoke(&self, created_by: Option<i64>) -> bool {
+        self.role.may_revoke(self.user_id, created_by)
+    }
+
     /// An event by this actor in `organization_id` about `target_type` #`target_id`.
     pub fn event<'a>(
         &'a self,

@@ -111,6 +111,7 @@ fn populate(pool: &Pool, base: &str) -> anyhow::Result<()> {
     let actor = Actor {
         user_id: 1,
         email: DEMO_EMAIL.into(),
+        role: crate::users::Role::Admin,
         source_ip: None,
     };
     let mut conn = pool.get()?;

@@ -56,6 +56,7 @@ impl Server {
         let actor = granite::audit::Actor {
             user_id: 1,
             email: "bench@example.com".into(),
+            role: granite::users::Role::Admin,
             source_ip: None,
         };
         let name = granite::api_keys::KeyName::parse(name).unwrap();

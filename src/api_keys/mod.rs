@@ -33,6 +33,8 @@ pub struct ApiKey {
     pub last_used_at: Option<NaiveDateTime>,
     pub last_used_ip: Option<String>,
     pub last_used_user_agent: Option<String>,
+    /// Requests per minute this key may make; `None` for the server's default.
+    pub rate_limit_per_minute: Option<i64>,
 }
 
 impl ApiKey {

@@ -38,6 +38,7 @@ diesel::table! {
         last_used_at -> Nullable<Timestamp>,
         last_used_ip -> Nullable<Text>,
         last_used_user_agent -> Nullable<Text>,
+        rate_limit_per_minute -> Nullable<BigInt>,
     }
 }
 
@@ -47,6 +48,15 @@ diesel::table! {
         hour_start -> Timestamp,
         success_count -> BigInt,
         rejected_count -> BigInt,
+        limited_count -> BigInt,
+    }
+}
+
+diesel::table! {
+    api_key_rate_windows (api_key_id, window_start) {
+        api_key_id -> BigInt,
+        window_start -> BigInt,
+        used -> BigInt,
     }
 }
 
@@ -98,6 +108,8 @@ diesel::table! {
         driver_started_at -> Nullable<Timestamp>,
         paused_at -> Nullable<Timestamp>,
         paused_by_user_id -> Nullable<BigInt>,
+        priority -> Integer,
+        idle_since -> Nullable<Timestamp>,
     }
 }
 
@@ -148,6 +160,22 @@ diesel::table! {
         source_ip -> Nullable<Text>,
         details -> Text,
         created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    invites (id) {
+        id -> BigInt,
+        organization_id -> BigInt,
+        email -> Text,
+        role -> Text,
+        secret_hash -> Text,
+        created_by_user_id -> Nullable<BigInt>,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        used_at -> Nullable<Timestamp>,
+        user_id -> Nullable<BigInt>,
+        revoked_at -> Nullable<Timestamp>,
     }
 }
 
@@ -219,7 +247,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_keys,
     api_key_usage,
     api_key_callers,
+    api_key_rate_windows,
     enrollment_tokens,
+    invites,
     machines,
     runs,
     run_attempts,

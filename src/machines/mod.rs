@@ -40,6 +40,11 @@ pub struct Machine {
     /// An admin paused (drained) the machine: it finishes its run and takes no new one.
     pub paused_at: Option<NaiveDateTime>,
     pub paused_by_user_id: Option<i64>,
+    /// Set by an admin: among idle machines that can take a run, the highest priority gets it.
+    pub priority: i32,
+    /// When the machine last stopped holding a run (kept by a trigger); among equals, the machine idle
+    /// the longest gets the next run.
+    pub idle_since: Option<NaiveDateTime>,
 }
 
 impl Machine {
@@ -170,6 +175,7 @@ pub fn insert(
             machines::enrollment_token_id.eq(enrollment_token_id),
             machines::enrolled_at.eq(now),
             machines::last_seen_at.eq(now),
+            machines::idle_since.eq(now),
         ))
         .returning(machines::all_columns)
         .get_result::<Machine>(conn)

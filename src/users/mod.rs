@@ -11,35 +11,62 @@ use crate::db::{DbConnection, write_transaction};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
-    /// Sees everything of the organization and may change it.
+    /// Everything, including members, machines and every key and token.
     Admin,
+    /// Sees everything; creates API keys and enrollment tokens and revokes the ones they created;
+    /// cancels and retries runs.
+    Member,
     /// Sees everything of the organization, changes nothing.
     Viewer,
 }
 
 impl Role {
+    pub const ALL: [Role; 3] = [Role::Admin, Role::Member, Role::Viewer];
+
     pub fn parse(text: &str) -> Result<Self, String> {
         match text {
             "admin" => Ok(Self::Admin),
+            "member" => Ok(Self::Member),
             "viewer" => Ok(Self::Viewer),
-            other => Err(format!("unknown role \"{other}\": use admin or viewer")),
+            other => Err(format!(
+                "unknown role \"{other}\": use admin, member or viewer"
+            )),
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Admin => "admin",
+            Self::Member => "member",
             Self::Viewer => "viewer",
         }
     }
 
-    /// Whether the role may change keys, tokens and machines (the dashboard's `Admin` extractor and
-    /// every template's controls ask this).
-    pub fn can_manage(self) -> bool {
+    /// The role as the dashboard names it.
+    pub fn label(self) -> &'static str {
         match self {
-            Self::Admin => true,
-            Self::Viewer => false,
+            Self::Admin => "Admin",
+            Self::Member => "Member",
+            Self::Viewer => "Viewer",
         }
+    }
+
+    /// Whether the role may manage machines, members and everyone's keys and tokens (the dashboard's
+    /// `Admin` extractor and every template's admin controls ask this).
+    pub fn can_manage(self) -> bool {
+        matches!(self, Self::Admin)
+    }
+
+    /// Whether the role may create keys and tokens, revoke its own, and cancel and retry runs (the
+    /// dashboard's `Member` extractor asks this).
+    pub fn can_operate(self) -> bool {
+        matches!(self, Self::Admin | Self::Member)
+    }
+
+    /// Whether user `user_id` with this role may revoke (or roll) a key or token created by
+    /// `created_by`: admins any, members their own, viewers none.
+    pub fn may_revoke(self, user_id: i64, created_by: Option<i64>) -> bool {
+        self.can_manage() || (self.can_operate() && created_by == Some(user_id))
     }
 }
 
@@ -81,7 +108,7 @@ pub struct User {
 
 impl User {
     pub fn role(&self) -> Role {
-        // The database only admits the two roles (CHECK constraint).
+        // The database only admits the three roles (CHECK constraint).
         Role::parse(&self.role).unwrap_or(Role::Viewer)
     }
 }

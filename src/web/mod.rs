@@ -142,6 +142,7 @@ pub fn actor(req: &HttpRequest, user: &access::CurrentUser) -> crate::audit::Act
     crate::audit::Actor {
         user_id: user.id,
         email: user.email.clone(),
+        role: user.role,
         source_ip: client_ip(req),
     }
 }

@@ -86,6 +86,7 @@ fn sqlite_backup_taken_under_load_serves_as_the_database() {
         let actor = granite::audit::Actor {
             user_id: 1,
             email: ADMIN_EMAIL.into(),
+            role: granite::users::Role::Admin,
             source_ip: None,
         };
         let name = granite::api_keys::KeyName::parse("backup load").unwrap();

@@ -103,6 +103,7 @@ fn drivers_and_a_server_killed_at_random_lose_no_run(backend: Backend) {
     let actor = granite::audit::Actor {
         user_id: 1,
         email: ADMIN_EMAIL.into(),
+        role: granite::users::Role::Admin,
         source_ip: None,
     };
     let key = {

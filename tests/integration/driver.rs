@@ -327,6 +327,7 @@ fn a_job_survives_a_server_killed_mid_run(backend: Backend) {
     let actor = granite::audit::Actor {
         user_id: 1,
         email: ADMIN_EMAIL.into(),
+        role: granite::users::Role::Admin,
         source_ip: None,
     };
     let (key, token) = {

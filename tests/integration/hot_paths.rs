@@ -205,6 +205,7 @@ fn actor() -> granite::audit::Actor {
     granite::audit::Actor {
         user_id: 1,
         email: ADMIN_EMAIL.into(),
+        role: granite::users::Role::Admin,
         source_ip: None,
     }
 }

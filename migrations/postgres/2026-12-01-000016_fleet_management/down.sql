@@ -1,0 +1,12 @@
+DROP TABLE invites;
+DROP TABLE api_key_rate_windows;
+ALTER TABLE api_key_usage DROP COLUMN limited_count;
+ALTER TABLE api_keys DROP COLUMN rate_limit_per_minute;
+DROP TRIGGER machines_freed ON machines;
+DROP FUNCTION machine_freed();
+DROP INDEX machines_idle_by_priority;
+ALTER TABLE machines DROP COLUMN idle_since;
+ALTER TABLE machines DROP COLUMN priority;
+UPDATE users SET role = 'viewer' WHERE role = 'member';
+ALTER TABLE users DROP CONSTRAINT users_role_check;
+ALTER TABLE users ADD CONSTRAINT users_role_check CHECK (role IN ('admin', 'viewer'));
