@@ -266,8 +266,10 @@ pub async fn claim(
     dispatcher: web::Data<Dispatcher>,
     metrics: web::Data<Metrics>,
     claims: web::Data<ClaimsInFlight>,
+    settings: web::Data<Settings>,
 ) -> Result<HttpResponse, ApiError> {
     let wait = body.wait_seconds.unwrap_or(0);
+    let offline_after = settings.offline_after();
     if wait > MAX_CLAIM_WAIT {
         return Err(ApiError::invalid_field(
             "wait_seconds",
@@ -293,7 +295,8 @@ pub async fn claim(
             let (pool, machine) = (pool.clone(), machine.clone());
             async move {
                 pool.run(move |conn| {
-                    runs::claim::claim(conn, &machine, chrono::Utc::now().naive_utc())
+                    let now = chrono::Utc::now().naive_utc();
+                    runs::claim::claim(conn, &machine, now, now - offline_after)
                         .map_err(ApiError::from)
                 })
                 .await

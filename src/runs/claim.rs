@@ -2,11 +2,20 @@
 //! statement picks the run with `FOR UPDATE SKIP LOCKED` (claimers on every replica pass each other by),
 //! marks it running and the machine busy, in a single round trip; SQLite runs the same steps under
 //! `BEGIN IMMEDIATE` (one writer at a time).
+//!
+//! Which machine gets a run when several idle ones could take it: the highest machine priority, and
+//! among equals the one idle the longest (round-robin). Every waiting machine is woken by a new run,
+//! so each claim first asks which idle, online machines rank above this one ([`RIVALS`]); when there
+//! are none (the common case) it takes the first run it can. Otherwise it hands the queued runs out in
+//! order, in its head, each to the best-ranked free machine able to run it, and claims only the run
+//! that falls to itself; the better machines claim theirs on their own. A run queued longer than
+//! [`DEFER_FOR`] is taken by whoever asks, so a better machine that stays online without claiming
+//! (a stuck driver) delays runs by seconds, not forever.
 
 use chrono::NaiveDateTime;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text, Timestamp};
+use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
 
 use super::Run;
 use crate::db::schema::{machines, runs};
@@ -31,6 +40,7 @@ const CLAIM_POSTGRES: &str = "WITH gate AS ( \
      picked AS ( \
        SELECT id FROM runs \
        WHERE organization_id = $1 AND status = 'queued' AND requires::jsonb <@ $2::jsonb \
+         AND ($5::bigint IS NULL OR id = $5) \
          AND EXISTS (SELECT 1 FROM gate) \
        ORDER BY priority DESC, created_at, id \
        LIMIT 1 FOR UPDATE SKIP LOCKED), \
@@ -47,54 +57,202 @@ const CLAIM_POSTGRES: &str = "WITH gate AS ( \
        INSERT INTO run_attempts (run_id, machine_id, started_at) SELECT id, $3, $4 FROM claimed) \
      SELECT * FROM claimed";
 
-/// The same pick, for SQLite (the status written in for the same reason).
-const PICK_SQLITE: &str = "SELECT id FROM runs \
+/// The same pick, for SQLite (the status written in for the same reason): the first `$3` runs this
+/// machine can take, in the order they are handed out.
+const PICK_SQLITE: &str = "SELECT id, requires, created_at FROM runs \
      WHERE organization_id = $1 AND status = 'queued' \
        AND NOT EXISTS (SELECT 1 FROM json_each(runs.requires) AS needed \
                        WHERE needed.value NOT IN (SELECT value FROM json_each($2))) \
      ORDER BY priority DESC, created_at, id \
-     LIMIT 1";
+     LIMIT $3";
+
+/// The same candidates on PostgreSQL, read before the claim statement (which takes the one chosen).
+const CANDIDATES_POSTGRES: &str = "SELECT id, requires, created_at FROM runs \
+     WHERE organization_id = $1 AND status = 'queued' AND requires::jsonb <@ $2::jsonb \
+     ORDER BY priority DESC, created_at, id \
+     LIMIT $3";
+
+/// The idle, online, unpaused machines of the organization that rank above machine `$1` (higher
+/// priority; or equal and idle longer; or equal in both and enrolled first), best first: they get
+/// runs before it. Through `machines_idle_by_priority`.
+const RIVALS: &str = "SELECT m.capabilities FROM machines m JOIN machines me ON me.id = $1 \
+     WHERE m.organization_id = me.organization_id AND m.id <> me.id \
+       AND m.removed_at IS NULL AND m.paused_at IS NULL AND m.current_run_id IS NULL \
+       AND m.last_seen_at >= $2 \
+       AND (m.priority > me.priority \
+            OR (m.priority = me.priority AND (m.idle_since < me.idle_since \
+                OR (m.idle_since = me.idle_since AND m.id < me.id)))) \
+     ORDER BY m.priority DESC, m.idle_since, m.id \
+     LIMIT $3";
+
+/// The most better-ranked machines a claim considers. Beyond them a machine is far down a large idle
+/// fleet, and takes the run after theirs as if they were all the machines above it.
+const MOST_RIVALS: i64 = 64;
+
+/// A run queued this long is taken by any machine that can run it, whatever their ranks.
+pub const DEFER_FOR: chrono::Duration = chrono::Duration::seconds(3);
 
 #[derive(QueryableByName)]
-struct Picked {
+struct Candidate {
     #[diesel(sql_type = BigInt)]
     id: i64,
+    #[diesel(sql_type = Text)]
+    requires: String,
+    #[diesel(sql_type = Timestamp)]
+    created_at: NaiveDateTime,
 }
 
-/// Takes the next run this machine can run and makes the machine Busy with it. Nothing while the
-/// machine is paused, removed, or already holds a run (a second long-poll of the same machine): the
-/// machine's row is checked, and on PostgreSQL locked, in the same statement or transaction, so two
-/// claims of one machine, or a claim and a pause, cannot both win. What a machine still held is given
-/// back before its claim (see [`super::leases::release_before_claim`]).
+#[derive(QueryableByName)]
+struct Rival {
+    #[diesel(sql_type = Text)]
+    capabilities: String,
+}
+
+/// What a claim should take: any run it can (no machine ranks above it), one run chosen for it, or
+/// nothing (every run it could take falls to a better machine).
+#[derive(Debug, PartialEq, Eq)]
+enum Share {
+    First,
+    Run(i64),
+    Nothing,
+}
+
+fn parse_set(json: &str) -> Vec<String> {
+    serde_json::from_str(json).unwrap_or_default()
+}
+
+/// Hands `candidates` (in queue order) out to `rivals` (best first) and this machine, each run to the
+/// best free machine that can run it: which one is this machine's? Runs queued before `stale_before`
+/// go to whoever asks.
+fn share_of(
+    candidates: &[Candidate],
+    rivals: &[Rival],
+    stale_before: NaiveDateTime,
+) -> Option<i64> {
+    let mut free: Vec<Vec<String>> = rivals.iter().map(|r| parse_set(&r.capabilities)).collect();
+    for run in candidates {
+        if run.created_at < stale_before {
+            return Some(run.id);
+        }
+        let requires = parse_set(&run.requires);
+        let able = free
+            .iter()
+            .position(|caps| requires.iter().all(|needed| caps.contains(needed)));
+        match able {
+            Some(better) => {
+                free.remove(better);
+            }
+            None => return Some(run.id),
+        }
+    }
+    None
+}
+
+/// Decides what `machine` should take, reading on `conn` (inside the claim's transaction on SQLite).
+fn share(
+    conn: &mut DbConnection,
+    machine: &Machine,
+    now: NaiveDateTime,
+    online_since: NaiveDateTime,
+) -> QueryResult<Share> {
+    let rivals = statement(RIVALS)
+        .bind::<BigInt, _>(machine.id)
+        .bind::<Timestamp, _>(online_since)
+        .bind::<BigInt, _>(MOST_RIVALS);
+    let rivals: Vec<Rival> = match conn {
+        DbConnection::Sqlite(c) => rivals.load(c)?,
+        DbConnection::Postgres(c) => rivals.load(c)?,
+    };
+    if rivals.is_empty() {
+        return Ok(Share::First);
+    }
+    let wanted = rivals.len() as i64 + 1;
+    let candidates: Vec<Candidate> = match conn {
+        DbConnection::Sqlite(c) => statement(PICK_SQLITE)
+            .bind::<BigInt, _>(machine.organization_id)
+            .bind::<Text, _>(&machine.capabilities)
+            .bind::<BigInt, _>(wanted)
+            .load(c)?,
+        DbConnection::Postgres(c) => statement(CANDIDATES_POSTGRES)
+            .bind::<BigInt, _>(machine.organization_id)
+            .bind::<Text, _>(&machine.capabilities)
+            .bind::<BigInt, _>(wanted)
+            .load(c)?,
+    };
+    Ok(match share_of(&candidates, &rivals, now - DEFER_FOR) {
+        Some(id) => Share::Run(id),
+        None => Share::Nothing,
+    })
+}
+
+/// Takes the next run this machine can run, if no better-ranked idle machine should have it (see the
+/// module's documentation), and makes the machine Busy with it. Nothing while the machine is paused,
+/// removed, or already holds a run (a second long-poll of the same machine): the machine's row is
+/// checked, and on PostgreSQL locked, in the same statement or transaction, so two claims of one
+/// machine, or a claim and a pause, cannot both win. What a machine still held is given back before
+/// its claim (see [`super::leases::release_before_claim`]). Machines count as online when heard from
+/// since `online_since`.
 pub fn claim(
     conn: &mut DbConnection,
     machine: &Machine,
     now: NaiveDateTime,
+    online_since: NaiveDateTime,
 ) -> QueryResult<Option<Run>> {
     match conn {
-        // The pick must walk `runs_queued` in its order and stop at the first fit. Right after a
-        // burst of enqueues the table's statistics still say the queue is tiny, and the planner
-        // would rather read every queued run and sort them (70 ms at 100,000 queued); sorting is
-        // turned off for this statement so the plan does not depend on when autovacuum last
-        // analysed the table.
-        DbConnection::Postgres(pg) => pg.transaction(|pg| {
-            pg.batch_execute("SET LOCAL enable_sort = off")?;
-            statement(CLAIM_POSTGRES)
-                .bind::<BigInt, _>(machine.organization_id)
-                .bind::<Text, _>(&machine.capabilities)
-                .bind::<BigInt, _>(machine.id)
-                .bind::<Timestamp, _>(now)
-                .get_result::<Run>(pg)
-                .optional()
-        }),
-        DbConnection::Sqlite(_) => write_transaction(conn, |conn| claim_sqlite(conn, machine, now)),
+        DbConnection::Postgres(_) => {
+            // The run chosen for this machine may be taken by another in between (the read is not
+            // locked); then the choice is made again, a few times at most.
+            for _ in 0..3 {
+                let chosen = match share(conn, machine, now, online_since)? {
+                    Share::Nothing => return Ok(None),
+                    Share::First => None,
+                    Share::Run(id) => Some(id),
+                };
+                let claimed = claim_postgres(conn, machine, now, chosen)?;
+                if claimed.is_some() || chosen.is_none() {
+                    return Ok(claimed);
+                }
+            }
+            Ok(None)
+        }
+        DbConnection::Sqlite(_) => {
+            write_transaction(conn, |conn| claim_sqlite(conn, machine, now, online_since))
+        }
     }
+}
+
+/// The claim statement: the first run this machine can take, or `chosen` if it is still queued.
+fn claim_postgres(
+    conn: &mut DbConnection,
+    machine: &Machine,
+    now: NaiveDateTime,
+    chosen: Option<i64>,
+) -> QueryResult<Option<Run>> {
+    let DbConnection::Postgres(pg) = conn else {
+        unreachable!("called for PostgreSQL only")
+    };
+    // The pick must walk `runs_queued` in its order and stop at the first fit. Right after a burst
+    // of enqueues the table's statistics still say the queue is tiny, and the planner would rather
+    // read every queued run and sort them (70 ms at 100,000 queued); sorting is turned off for this
+    // statement so the plan does not depend on when autovacuum last analysed the table.
+    pg.transaction(|pg| {
+        pg.batch_execute("SET LOCAL enable_sort = off")?;
+        statement(CLAIM_POSTGRES)
+            .bind::<BigInt, _>(machine.organization_id)
+            .bind::<Text, _>(&machine.capabilities)
+            .bind::<BigInt, _>(machine.id)
+            .bind::<Timestamp, _>(now)
+            .bind::<Nullable<BigInt>, _>(chosen)
+            .get_result::<Run>(pg)
+            .optional()
+    })
 }
 
 fn claim_sqlite(
     conn: &mut DbConnection,
     machine: &Machine,
     now: NaiveDateTime,
+    online_since: NaiveDateTime,
 ) -> QueryResult<Option<Run>> {
     let free: i64 = machines::table
         .find(machine.id)
@@ -106,16 +264,24 @@ fn claim_sqlite(
     if free == 0 {
         return Ok(None);
     }
-    let DbConnection::Sqlite(sqlite) = conn else {
-        unreachable!("called for SQLite only")
-    };
-    let picked = statement(PICK_SQLITE)
-        .bind::<BigInt, _>(machine.organization_id)
-        .bind::<Text, _>(&machine.capabilities)
-        .get_result::<Picked>(sqlite)
-        .optional()?;
-    let Some(Picked { id }) = picked else {
-        return Ok(None);
+    let id = match share(conn, machine, now, online_since)? {
+        Share::Nothing => return Ok(None),
+        Share::Run(id) => id,
+        Share::First => {
+            let DbConnection::Sqlite(sqlite) = conn else {
+                unreachable!("called for SQLite only")
+            };
+            let first = statement(PICK_SQLITE)
+                .bind::<BigInt, _>(machine.organization_id)
+                .bind::<Text, _>(&machine.capabilities)
+                .bind::<BigInt, _>(1)
+                .get_result::<Candidate>(sqlite)
+                .optional()?;
+            match first {
+                Some(run) => run.id,
+                None => return Ok(None),
+            }
+        }
     };
     let run = diesel::update(
         runs::table
@@ -138,4 +304,53 @@ fn claim_sqlite(
         .execute(conn)?;
     super::attempts::begin(conn, run.id, machine.id, now)?;
     Ok(Some(run))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(second: u32) -> NaiveDateTime {
+        chrono::NaiveDate::from_ymd_opt(2026, 12, 1)
+            .unwrap()
+            .and_hms_opt(12, 0, second)
+            .unwrap()
+    }
+
+    fn run(id: i64, requires: &str, second: u32) -> Candidate {
+        Candidate {
+            id,
+            requires: requires.into(),
+            created_at: at(second),
+        }
+    }
+
+    fn rival(capabilities: &str) -> Rival {
+        Rival {
+            capabilities: capabilities.into(),
+        }
+    }
+
+    #[test]
+    fn runs_fall_to_better_machines_first() {
+        let fresh = at(0);
+        // One better machine that can run anything: it takes the first run, this one the second.
+        let runs = [run(1, "[]", 10), run(2, "[]", 11)];
+        assert_eq!(share_of(&runs, &[rival("[]")], fresh), Some(2));
+        assert_eq!(share_of(&runs[..1], &[rival("[]")], fresh), None);
+        // A better machine without `sap` leaves the `sap` run to this one.
+        let runs = [run(1, r#"["sap"]"#, 10), run(2, "[]", 11)];
+        assert_eq!(share_of(&runs, &[rival("[]")], fresh), Some(1));
+        // Two better machines, two runs: nothing left for this one.
+        let runs = [run(1, "[]", 10), run(2, "[]", 11)];
+        assert_eq!(
+            share_of(&runs, &[rival("[]"), rival(r#"["x"]"#)], fresh),
+            None
+        );
+        // A run queued before the deferral's end goes to whoever asks.
+        assert_eq!(
+            share_of(&runs, &[rival("[]")], at(10) + chrono::Duration::seconds(1)),
+            Some(1)
+        );
+    }
 }

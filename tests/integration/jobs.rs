@@ -21,7 +21,7 @@ fn a_run_page_shows_every_attempt_with_machine_names(backend: Backend) {
     let (_, first_token) = admin.create_enrollment_token("a");
     let (_, second_token) = admin.create_enrollment_token("b");
     let (first_id, first) = app.enroll(&first_token, "win-07");
-    let (_, second) = app.enroll(&second_token, "win-08");
+    let (second_id, second) = app.enroll(&second_token, "win-08");
 
     // win-07 finishes one run, takes another and gives it back; win-08 finishes that one.
     let earlier = app
@@ -33,6 +33,9 @@ fn a_run_page_shows_every_attempt_with_machine_names(backend: Backend) {
         &earlier,
         &json!({ "status": "completed", "result": {"rows": 3} }),
     );
+    // win-08, idle the longest, would get the next run: paused, it leaves it to win-07.
+    let path = |action: &str| format!("/api-management/machines/{second_id}/{action}");
+    assert_eq!(admin.htmx_post(&path("pause"), &[]).status, 200);
     let id = app
         .start_run(
             &key,
@@ -41,6 +44,7 @@ fn a_run_page_shows_every_attempt_with_machine_names(backend: Backend) {
         )
         .run_id();
     assert_eq!(app.claim(&first, 0).json()["runId"], id.as_str());
+    assert_eq!(admin.htmx_post(&path("resume"), &[]).status, 200);
     let released = app.post_json(
         &format!("/api/v1/driver/jobs/{id}/release"),
         &json!({}),

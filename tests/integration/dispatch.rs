@@ -1,0 +1,135 @@
+//! Which machine gets a run when several idle machines can take it: the highest machine priority, and
+//! among equals the one idle the longest (round-robin). Drivers long-poll as the reference driver
+//! does, on one server and on two PostgreSQL replicas.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::both_backends;
+use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, Backend, TestApp, TestDb};
+
+both_backends!(priority_first_then_round_robin);
+
+fn priority_first_then_round_robin(backend: Backend) {
+    let db = TestDb::new(backend);
+    let app = Arc::new(TestApp::spawn(&db));
+    dispatch_in_order(std::slice::from_ref(&app), &app);
+}
+
+#[test]
+fn priority_first_then_round_robin_across_two_replicas() {
+    let db = TestDb::new(Backend::Postgres);
+    let first = Arc::new(TestApp::spawn(&db));
+    let second = Arc::new(TestApp::spawn_with(&db, |_| {}));
+    dispatch_in_order(&[first.clone(), second], &first);
+}
+
+/// What each driver thread reports: the machine's name and the run it was given.
+type Given = (&'static str, String);
+
+/// Three idle machines that can run anything — `fast` (priority 1), `left` and `right` (priority
+/// 0) — each long-polling on one of `servers` in turn. Thirty runs are queued one after the other,
+/// each once the previous one was claimed (and, except for `fast`'s in the second half, completed).
+fn dispatch_in_order(servers: &[Arc<TestApp>], admin_app: &Arc<TestApp>) {
+    let mut admin = admin_app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (key_id, key) = admin.create_api_key("dispatch");
+    assert_eq!(admin.set_rate_limit(key_id, "0").status, 303);
+
+    let names = ["fast", "left", "right"];
+    let mut credentials = Vec::new();
+    for name in names {
+        let (_, token) = admin.create_enrollment_token(name);
+        credentials.push(admin_app.enroll(&token, name).1);
+    }
+    set_priority(admin_app, "fast", 1);
+
+    let (given_tx, given) = mpsc::channel::<Given>();
+    let mut go_on = Vec::new();
+    for (i, name) in names.into_iter().enumerate() {
+        let (server, credential) = (servers[i % servers.len()].clone(), credentials[i].clone());
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        go_on.push(go_tx);
+        let given_tx = given_tx.clone();
+        std::thread::spawn(move || {
+            loop {
+                let reply = server.claim(&credential, 10);
+                match reply.status {
+                    200 => {
+                        let run = reply.json()["runId"].as_str().unwrap().to_owned();
+                        if given_tx.send((name, run)).is_err() {
+                            return;
+                        }
+                        // Holds the run until told to claim again (a claim gives back what the
+                        // machine held).
+                        if go_rx.recv().is_err() {
+                            return;
+                        }
+                    }
+                    204 => {}
+                    other => panic!("{name}: claim answered {other}: {}", reply.body),
+                }
+                if given_tx.send(("tick", String::new())).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let next_given = || loop {
+        let (name, run) = given
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a machine was given the run");
+        if name != "tick" {
+            return (name, run);
+        }
+    };
+    let complete = |name: &str, run: &str| {
+        let i = names.iter().position(|n| *n == name).unwrap();
+        let server = &servers[i % servers.len()];
+        let done = server.complete(&credentials[i], run, &json!({ "status": "completed" }));
+        assert_eq!(done.status, 200, "{}", done.body);
+    };
+
+    // While `fast` is idle, it gets every run.
+    for n in 0..10 {
+        let queued = admin_app.start_run(&key, &format!("default/job-{n}"), &json!({}));
+        assert_eq!(queued.status, 202);
+        let (name, run) = next_given();
+        assert_eq!(name, "fast", "run {n} went to {name}");
+        assert_eq!(run, queued.run_id());
+        complete(name, &run);
+        go_on[0].send(()).unwrap();
+    }
+
+    // `fast` busy with a long run: the two others alternate.
+    let long = admin_app.start_run(&key, "default/long", &json!({}));
+    let (name, held) = next_given();
+    assert_eq!((name, held.as_str()), ("fast", long.run_id().as_str()));
+    let mut order = Vec::new();
+    for n in 0..20 {
+        let queued = admin_app.start_run(&key, &format!("default/rr-{n}"), &json!({}));
+        let (name, run) = next_given();
+        assert_eq!(run, queued.run_id());
+        order.push(name);
+        complete(name, &run);
+        let i = names.iter().position(|n| *n == name).unwrap();
+        go_on[i].send(()).unwrap();
+    }
+    for pair in order.windows(2) {
+        assert_ne!(pair[0], pair[1], "round-robin: {order:?}");
+    }
+    assert!(order.iter().all(|name| *name != "fast"), "{order:?}");
+    assert_eq!(order.iter().filter(|n| **n == "left").count(), 10);
+}
+
+fn set_priority(app: &TestApp, name: &str, priority: i32) {
+    use diesel::prelude::*;
+    use granite::db::schema::machines;
+    let changed = diesel::update(machines::table.filter(machines::name.eq(name)))
+        .set(machines::priority.eq(priority))
+        .execute(&mut *app.pool.get().unwrap())
+        .unwrap();
+    assert_eq!(changed, 1);
+}
