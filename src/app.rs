@@ -12,6 +12,7 @@ use secrecy::ExposeSecret;
 
 use crate::api;
 use crate::api_keys::cache::VerifiedKeys;
+use crate::api_keys::rate_limit::RateLimiter;
 use crate::api_keys::usage::{FLUSH_EVERY, UsageRecorder};
 use crate::config::Settings;
 use crate::db::{DatabaseUrl, DbConnection, DbError, Pool};
@@ -83,6 +84,8 @@ impl Application {
         let dispatcher = actix_web::web::Data::new(Dispatcher::new(metrics.clone().into_inner()));
         let replicated = matches!(settings.database.database_url, DatabaseUrl::Postgres(_));
         let keys = actix_web::web::Data::new(VerifiedKeys::new(replicated));
+        let limiter =
+            actix_web::web::Data::new(RateLimiter::new(pool.clone(), settings.rate_window()));
         let presences = actix_web::web::Data::new(Presences::new(replicated));
         let fleet = actix_web::web::Data::new(Fleet::new(settings.offline_after()));
         spawn_fleet_census(pool.clone(), fleet.clone());
@@ -136,6 +139,7 @@ impl Application {
                 .app_data(data_pool.clone())
                 .app_data(data_usage.clone())
                 .app_data(keys.clone())
+                .app_data(limiter.clone())
                 .app_data(data_contacts.clone())
                 .app_data(presences.clone())
                 .app_data(fleet.clone())

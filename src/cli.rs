@@ -138,7 +138,8 @@ struct UserAdd {
     /// The user's email, used to sign in.
     #[arg(long)]
     email: String,
-    /// admin (may change everything) or viewer (sees everything, changes nothing).
+    /// admin (may change everything), member (creates keys and tokens, revokes their own, cancels and
+    /// retries runs) or viewer (sees everything, changes nothing).
     #[arg(long, default_value = "admin", value_parser = Role::parse)]
     role: Role,
     /// Slug of an existing organization (shown on the dashboard under API Keys: /api/SLUG/). May be
@@ -271,7 +272,7 @@ fn set_password(args: UserByEmail) -> anyhow::Result<()> {
 
 fn remove_user(args: UserByEmail) -> anyhow::Result<()> {
     let (user, mut conn) = find_user(&args)?;
-    users::remove(&mut conn, &user)?;
+    users::remove(&mut conn, &user, None)?;
     println!("Removed {}; their sessions were signed out.", user.email);
     Ok(())
 }

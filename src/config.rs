@@ -100,6 +100,16 @@ pub struct Settings {
     #[arg(long = "run-retention-days", value_name = "DAYS", env = "GRANITE_RUN_RETENTION_DAYS",
           default_value = "30", value_parser = run_retention)]
     pub run_retention: RetentionDays,
+
+    /// Default number of public-API calls a key may make per minute (0 = unlimited); an admin may
+    /// set a key's own limit on the dashboard.
+    #[arg(long, env = "GRANITE_RATE_LIMIT_PER_MINUTE", default_value_t = 600,
+          value_parser = clap::value_parser!(i64).range(0..=crate::api_keys::rate_limit::MAX_LIMIT))]
+    pub rate_limit_per_minute: i64,
+
+    /// The rate-limit window exactly, instead of a minute (for tests; no flag).
+    #[arg(skip)]
+    pub rate_window_exact: Option<Duration>,
 }
 
 /// A secret setting: kept as [`SecretString`], so `Debug` output (and any log of the settings) shows
@@ -133,6 +143,11 @@ impl Settings {
 
     pub fn offline_after(&self) -> chrono::Duration {
         chrono::Duration::seconds(self.offline_after_secs as i64)
+    }
+
+    /// The window per-key rate limits count in: a minute.
+    pub fn rate_window(&self) -> Duration {
+        self.rate_window_exact.unwrap_or(Duration::from_secs(60))
     }
 
     pub fn session_idle(&self) -> Duration {
@@ -188,6 +203,7 @@ mod tests {
         assert_eq!(settings.session_max_hours, 168);
         assert_eq!(settings.db_pool_size, 16);
         assert_eq!(settings.run_retention.days(), 30);
+        assert_eq!(settings.rate_limit_per_minute, 600);
         assert!(!settings.secure_cookies);
         assert!(settings.admin_password.is_none() && settings.session_key.is_none());
         settings.admin_password = Some("hunter2 hunter2".into());

@@ -168,6 +168,8 @@ pub enum TokenError {
     NotFound,
     #[error("Only an active token can be revoked.")]
     NotActive,
+    #[error("Only admins can revoke tokens someone else created.")]
+    NotYours,
     #[error(transparent)]
     Query(#[from] diesel::result::Error),
 }
@@ -181,6 +183,18 @@ pub fn revoke(
 ) -> Result<EnrollmentToken, TokenError> {
     write_transaction(conn, |conn| {
         let now = chrono::Utc::now().naive_utc();
+        let created_by: Option<Option<i64>> = enrollment_tokens::table
+            .filter(enrollment_tokens::id.eq(token_id))
+            .filter(enrollment_tokens::organization_id.eq(organization_id))
+            .select(enrollment_tokens::created_by_user_id)
+            .first(conn)
+            .optional()?;
+        let Some(created_by) = created_by else {
+            return Err(TokenError::NotFound);
+        };
+        if !actor.may_revoke(created_by) {
+            return Err(TokenError::NotYours);
+        }
         let updated = diesel::update(
             enrollment_tokens::table
                 .filter(enrollment_tokens::id.eq(token_id))
@@ -197,16 +211,7 @@ pub fn revoke(
         .get_result::<EnrollmentToken>(conn)
         .optional()?;
         let Some(token) = updated else {
-            let exists: i64 = enrollment_tokens::table
-                .filter(enrollment_tokens::id.eq(token_id))
-                .filter(enrollment_tokens::organization_id.eq(organization_id))
-                .count()
-                .get_result(conn)?;
-            return Err(if exists > 0 {
-                TokenError::NotActive
-            } else {
-                TokenError::NotFound
-            });
+            return Err(TokenError::NotActive);
         };
         audit::record(
             conn,

@@ -30,6 +30,9 @@ impl Server {
         let mut settings = Settings::new(url, "127.0.0.1:0".parse().unwrap());
         settings.admin_email = Some("bench@example.com".into());
         settings.admin_password = Some("benchmark password".into());
+        // Keys are rate-limited, as in production, but by more than any benchmark can send: the
+        // limiter's cost is measured, never its refusals.
+        settings.rate_limit_per_minute = granite::api_keys::rate_limit::MAX_LIMIT;
         configure(&mut settings);
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -53,6 +56,11 @@ impl Server {
 impl Server {
     /// A new API key of the first organization, named `name`; its secret.
     pub fn api_key(&self, name: &str) -> String {
+        self.api_key_limited(name, None)
+    }
+
+    /// A new API key with its own rate limit (`Some(0)`: unlimited, the limiter skipped).
+    pub fn api_key_limited(&self, name: &str, limit: Option<i64>) -> String {
         let actor = granite::audit::Actor {
             user_id: 1,
             email: "bench@example.com".into(),
@@ -60,8 +68,11 @@ impl Server {
             source_ip: None,
         };
         let name = granite::api_keys::KeyName::parse(name).unwrap();
-        let (_, secret) =
-            granite::api_keys::create(&mut self.pool.get().unwrap(), 1, &name, &actor).unwrap();
+        let mut conn = self.pool.get().unwrap();
+        let (key, secret) = granite::api_keys::create(&mut conn, 1, &name, &actor).unwrap();
+        if limit.is_some() {
+            granite::api_keys::set_rate_limit(&mut conn, 1, key.id, limit, &actor).unwrap();
+        }
         secret.expose().to_owned()
     }
 }

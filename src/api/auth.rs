@@ -12,8 +12,10 @@ use actix_web::{FromRequest, HttpRequest, web};
 
 use super::error::ApiError;
 use crate::api_keys::cache::VerifiedKeys;
-use crate::api_keys::usage::UsageRecorder;
+use crate::api_keys::rate_limit::{self, Allowance, RateLimiter};
+use crate::api_keys::usage::{Outcome, UsageRecorder};
 use crate::api_keys::{self, AuthenticatedKey, Rejection};
+use crate::config::Settings;
 use crate::db::Pool;
 use crate::secret::{Secret, SecretKind};
 
@@ -29,20 +31,43 @@ struct KeyUse {
     at: chrono::NaiveDateTime,
     ip: Option<String>,
     user_agent: Option<String>,
+    /// Refused for being over the key's rate limit.
+    limited: bool,
 }
 
-/// Counts each authenticated call by how it was answered, after the handler has answered.
+/// Counts each authenticated call by how it was answered, after the handler has answered, and puts
+/// the key's rate limit on the answer (`X-RateLimit-*`), errors included.
 pub async fn count_usage(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
     use actix_web::HttpMessage;
-    let response = next.call(req).await?;
+    let mut response = next.call(req).await?;
+    let allowance = response.request().extensions_mut().remove::<Allowance>();
+    if let Some(allowance) = allowance {
+        let headers = response.headers_mut();
+        for (name, value) in [
+            ("x-ratelimit-limit", allowance.limit),
+            ("x-ratelimit-remaining", allowance.remaining),
+            ("x-ratelimit-reset", allowance.reset),
+        ] {
+            headers.insert(
+                header::HeaderName::from_static(name),
+                header::HeaderValue::from(value),
+            );
+        }
+    }
     let used = response.request().extensions_mut().remove::<KeyUse>();
     if let Some(used) = used
         && let Some(usage) = response.request().app_data::<web::Data<UsageRecorder>>()
     {
-        let succeeded = response.status().as_u16() < 400;
+        let outcome = if used.limited {
+            Outcome::Limited
+        } else if response.status().as_u16() < 400 {
+            Outcome::Succeeded
+        } else {
+            Outcome::Refused
+        };
         // The automation a run was started for, else the route: what a revocation would break.
         let request = response.request();
         let endpoint = request
@@ -60,7 +85,7 @@ pub async fn count_usage(
             used.ip,
             used.user_agent.as_deref(),
             endpoint.as_deref(),
-            succeeded,
+            outcome,
         );
     }
     Ok(response)
@@ -87,6 +112,14 @@ impl FromRequest for ApiCaller {
             .app_data::<web::Data<UsageRecorder>>()
             .expect("UsageRecorder registered")
             .clone();
+        let limiter = req
+            .app_data::<web::Data<RateLimiter>>()
+            .expect("RateLimiter registered")
+            .clone();
+        let default_limit = req
+            .app_data::<web::Data<Settings>>()
+            .expect("Settings registered")
+            .rate_limit_per_minute;
         let ip = crate::ops::client_address::client_ip(req).map(|ip| ip.to_string());
         let user_agent = req
             .headers()
@@ -125,12 +158,26 @@ impl FromRequest for ApiCaller {
             match key.check(now) {
                 Ok(()) => {
                     use actix_web::HttpMessage;
-                    req.extensions_mut().insert(KeyUse {
+                    let limit = rate_limit::limit_of(key.key.rate_limit_per_minute, default_limit);
+                    let allowance = limiter.check(key.key.id, limit).await?;
+                    let limited = allowance.is_some_and(|a| !a.allowed);
+                    let mut extensions = req.extensions_mut();
+                    extensions.insert(KeyUse {
                         key_id: key.key.id,
                         at: now,
                         ip,
                         user_agent,
+                        limited,
                     });
+                    if let Some(allowance) = allowance {
+                        extensions.insert(allowance);
+                        if limited {
+                            return Err(ApiError::RateLimited {
+                                limit: allowance.limit,
+                                retry_after: allowance.retry_after,
+                            });
+                        }
+                    }
                     Ok(Self(key))
                 }
                 Err(rejection) => {

@@ -60,6 +60,10 @@ pub enum ApiError {
     BodyTimeout,
     #[error("Too many requests from this address at once. Try again in a moment.")]
     TooManyAtOnce,
+    #[error(
+        "This API key has made {limit} requests this minute, its limit. Try again in {retry_after} seconds."
+    )]
+    RateLimited { limit: i64, retry_after: i64 },
     #[error("Send the body as JSON (Content-Type: application/json).")]
     UnsupportedMediaType,
     #[error("The service is unavailable. Try again in a moment.")]
@@ -112,7 +116,7 @@ impl ApiError {
             Self::PayloadTooLarge => "payload_too_large",
             Self::ClaimInProgress => "claim_in_progress",
             Self::BodyTimeout => "request_timeout",
-            Self::TooManyAtOnce => "rate_limited",
+            Self::TooManyAtOnce | Self::RateLimited { .. } => "rate_limited",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Unavailable(_) => "unavailable",
         }
@@ -139,7 +143,7 @@ impl ResponseError for ApiError {
             Self::InvalidRequest(_) | Self::InvalidField { .. } => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::TooManyAtOnce => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyAtOnce | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -151,8 +155,14 @@ impl ResponseError for ApiError {
             tracing::error!(%error, "API request failed");
         }
         let mut response = HttpResponse::build(status);
-        if let Self::TooManyAtOnce = self {
-            response.insert_header((actix_web::http::header::RETRY_AFTER, 1));
+        match self {
+            Self::TooManyAtOnce => {
+                response.insert_header((actix_web::http::header::RETRY_AFTER, 1));
+            }
+            Self::RateLimited { retry_after, .. } => {
+                response.insert_header((actix_web::http::header::RETRY_AFTER, *retry_after));
+            }
+            _ => {}
         }
         response.json(ErrorBody {
             error: self.code().to_owned(),

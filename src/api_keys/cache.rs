@@ -84,6 +84,7 @@ mod tests {
                 hint: "…abcd".into(),
                 expires_at: None,
                 revoked_at: None,
+                rate_limit_per_minute: None,
             },
             organization: Organization {
                 id: 1,

@@ -2,6 +2,7 @@
 //! to the public API. Only the SHA-256 of a key is stored.
 
 pub mod cache;
+pub mod rate_limit;
 pub mod usage;
 
 use chrono::{Duration, NaiveDateTime};
@@ -72,6 +73,8 @@ pub struct KeyIdentity {
     pub hint: String,
     pub expires_at: Option<NaiveDateTime>,
     pub revoked_at: Option<NaiveDateTime>,
+    /// Calls a minute this key may make; `None` for the server's default.
+    pub rate_limit_per_minute: Option<i64>,
 }
 
 /// A key's name: trimmed, 1–100 characters.
@@ -158,6 +161,8 @@ pub enum KeyError {
     NotFound,
     #[error("This key is already being replaced; roll its successor instead.")]
     AlreadyRolled,
+    #[error("Only admins can change keys someone else created.")]
+    NotYours,
     #[error(transparent)]
     Query(#[from] diesel::result::Error),
 }
@@ -273,6 +278,58 @@ pub fn find(
         .optional()
 }
 
+/// A key's own rate limit as an admin types it: empty for the server's default, else a whole number
+/// of calls a minute, 0 for unlimited.
+pub fn parse_rate_limit(text: &str) -> Result<Option<i64>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let max = rate_limit::MAX_LIMIT;
+    match text.parse::<i64>() {
+        Ok(n) if (0..=max).contains(&n) => Ok(Some(n)),
+        _ => Err(format!(
+            "Enter a whole number of requests per minute from 0 (unlimited) to {max}, or leave it \
+             empty for the server's default."
+        )),
+    }
+}
+
+/// Sets a key's own rate limit (`None`: the server's default). Takes effect on the next call, on every
+/// replica.
+pub fn set_rate_limit(
+    conn: &mut DbConnection,
+    organization_id: i64,
+    key_id: i64,
+    limit: Option<i64>,
+    actor: &Actor,
+) -> Result<ApiKey, KeyError> {
+    write_transaction(conn, |conn| {
+        let key = find(conn, organization_id, key_id)?.ok_or(KeyError::NotFound)?;
+        diesel::update(api_keys::table.find(key.id))
+            .set(api_keys::rate_limit_per_minute.eq(limit))
+            .execute(conn)?;
+        cache::tell_replicas(conn, key.id)?;
+        audit::record(
+            conn,
+            actor.event(
+                organization_id,
+                "api_key_rate_limit_changed",
+                "api_key",
+                key.id,
+                serde_json::json!({
+                    "name": key.name, "hint": key.hint,
+                    "from": key.rate_limit_per_minute, "to": limit,
+                }),
+            ),
+        )?;
+        Ok(ApiKey {
+            rate_limit_per_minute: limit,
+            ..key
+        })
+    })
+}
+
 /// Revokes a key at once: the next call with it gets `revoked_api_key`, on every replica.
 pub fn revoke(
     conn: &mut DbConnection,
@@ -282,6 +339,9 @@ pub fn revoke(
 ) -> Result<ApiKey, KeyError> {
     write_transaction(conn, |conn| {
         let key = find(conn, organization_id, key_id)?.ok_or(KeyError::NotFound)?;
+        if !actor.may_revoke(key.created_by_user_id) {
+            return Err(KeyError::NotYours);
+        }
         if key.revoked_at.is_some() {
             return Ok(key);
         }
@@ -325,6 +385,9 @@ pub fn roll(
     write_transaction(conn, |conn| {
         let now = chrono::Utc::now().naive_utc();
         let old = find(conn, organization_id, key_id)?.ok_or(KeyError::NotFound)?;
+        if !actor.may_revoke(old.created_by_user_id) {
+            return Err(KeyError::NotYours);
+        }
         if old.check(now).is_err() {
             return Err(KeyError::NotFound);
         }

@@ -38,6 +38,18 @@ struct LastUse {
 struct Counts {
     success: i64,
     rejected: i64,
+    limited: i64,
+}
+
+/// How a call with a live key was answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// 2xx or 3xx.
+    Succeeded,
+    /// Any other error (404, 415, …): the caller's mistake.
+    Refused,
+    /// 429: over the key's rate limit, counted apart.
+    Limited,
 }
 
 #[derive(Default)]
@@ -57,8 +69,8 @@ fn hour_of(at: NaiveDateTime) -> NaiveDateTime {
 }
 
 impl UsageRecorder {
-    /// A call made with a live key: a successful or refused call by its answer, and, when it
-    /// succeeded, its last use and who made it to which endpoint (`invoice-sync`, `GET /api/me`).
+    /// A call made with a live key, counted by its outcome, and, when it succeeded, its last use and
+    /// who made it to which endpoint (`invoice-sync`, `GET /api/me`).
     pub fn record(
         &self,
         key_id: i64,
@@ -66,17 +78,18 @@ impl UsageRecorder {
         ip: Option<String>,
         user_agent: Option<&str>,
         endpoint: Option<&str>,
-        succeeded: bool,
+        outcome: Outcome,
     ) {
+        let succeeded = outcome == Outcome::Succeeded;
         let user_agent: Option<String> =
             user_agent.map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect());
         let mut tally = self.tally.lock().unwrap_or_else(|e| e.into_inner());
         let hour = hour_of(at);
         let counts = tally.counts.entry((key_id, hour)).or_default();
-        if succeeded {
-            counts.success += 1;
-        } else {
-            counts.rejected += 1;
+        match outcome {
+            Outcome::Succeeded => counts.success += 1,
+            Outcome::Refused => counts.rejected += 1,
+            Outcome::Limited => counts.limited += 1,
         }
         if succeeded && let Some(endpoint) = endpoint {
             let caller = Caller {
@@ -195,12 +208,14 @@ fn add_counts(
                     u::hour_start.eq(hour),
                     u::success_count.eq(counts.success),
                     u::rejected_count.eq(counts.rejected),
+                    u::limited_count.eq(counts.limited),
                 ))
                 .on_conflict((u::api_key_id, u::hour_start))
                 .do_update()
                 .set((
                     u::success_count.eq(u::success_count + counts.success),
                     u::rejected_count.eq(u::rejected_count + counts.rejected),
+                    u::limited_count.eq(u::limited_count + counts.limited),
                 ))
                 .execute($conn)
         };
@@ -325,6 +340,8 @@ pub struct Bucket {
     pub start: NaiveDateTime,
     pub success: i64,
     pub rejected: i64,
+    /// Refused for being over the key's rate limit.
+    pub limited: i64,
 }
 
 /// Requests per hour for the 24 hours ending with the current hour, oldest first, empty hours included.
@@ -339,11 +356,12 @@ pub fn hourly(
     Ok((0..24)
         .map(|i| {
             let start = first + TimeDelta::hours(i);
-            let (success, rejected) = rows.get(&start).copied().unwrap_or_default();
+            let (success, rejected, limited) = rows.get(&start).copied().unwrap_or_default();
             Bucket {
                 start,
                 success,
                 rejected,
+                limited,
             }
         })
         .collect())
@@ -359,13 +377,15 @@ pub fn daily(conn: &mut DbConnection, key_id: i64, now: NaiveDateTime) -> QueryR
             start: first + TimeDelta::days(i),
             success: 0,
             rejected: 0,
+            limited: 0,
         })
         .collect();
-    for (hour, (success, rejected)) in rows {
+    for (hour, (success, rejected, limited)) in rows {
         let index = (hour - first).num_days();
         if let Some(day) = usize::try_from(index).ok().and_then(|i| days.get_mut(i)) {
             day.success += success;
             day.rejected += rejected;
+            day.limited += limited;
         }
     }
     Ok(days)
@@ -375,19 +395,20 @@ fn load(
     conn: &mut DbConnection,
     key_id: i64,
     since: NaiveDateTime,
-) -> QueryResult<HashMap<NaiveDateTime, (i64, i64)>> {
-    let rows: Vec<(NaiveDateTime, i64, i64)> = api_key_usage::table
+) -> QueryResult<HashMap<NaiveDateTime, (i64, i64, i64)>> {
+    let rows: Vec<(NaiveDateTime, i64, i64, i64)> = api_key_usage::table
         .filter(api_key_usage::api_key_id.eq(key_id))
         .filter(api_key_usage::hour_start.ge(since))
         .select((
             api_key_usage::hour_start,
             api_key_usage::success_count,
             api_key_usage::rejected_count,
+            api_key_usage::limited_count,
         ))
         .load(conn)?;
     Ok(rows
         .into_iter()
-        .map(|(hour, s, r)| (hour, (s, r)))
+        .map(|(hour, s, r, l)| (hour, (s, r, l)))
         .collect())
 }
 
@@ -411,7 +432,7 @@ mod tests {
             Some("10.0.0.1".into()),
             Some("curl/8"),
             None,
-            true,
+            Outcome::Succeeded,
         );
         recorder.record(
             1,
@@ -419,23 +440,32 @@ mod tests {
             Some("10.0.0.2".into()),
             Some("curl/9"),
             None,
-            true,
+            Outcome::Succeeded,
         );
-        recorder.record(1, at(10, 20), Some("10.0.0.3".into()), None, None, true);
+        recorder.record(
+            1,
+            at(10, 20),
+            Some("10.0.0.3".into()),
+            None,
+            None,
+            Outcome::Succeeded,
+        );
         recorder.record_rejected(1, at(11, 1));
         let tally = recorder.tally.lock().unwrap();
         assert_eq!(
             tally.counts[&(1, at(10, 0) - TimeDelta::seconds(7))],
             Counts {
                 success: 3,
-                rejected: 0
+                rejected: 0,
+                limited: 0
             }
         );
         assert_eq!(
             tally.counts[&(1, at(11, 0) - TimeDelta::seconds(7))],
             Counts {
                 success: 0,
-                rejected: 1
+                rejected: 1,
+                limited: 0
             }
         );
         assert_eq!(tally.last_use[&1].ip.as_deref(), Some("10.0.0.2"));
@@ -444,9 +474,9 @@ mod tests {
     #[test]
     fn merge_back_keeps_counts_of_a_failed_flush() {
         let recorder = UsageRecorder::default();
-        recorder.record(1, at(10, 5), None, None, None, true);
+        recorder.record(1, at(10, 5), None, None, None, Outcome::Succeeded);
         let taken = std::mem::take(&mut *recorder.tally.lock().unwrap());
-        recorder.record(1, at(10, 6), None, None, None, true);
+        recorder.record(1, at(10, 6), None, None, None, Outcome::Succeeded);
         recorder.merge_back(taken);
         let tally = recorder.tally.lock().unwrap();
         assert_eq!(tally.counts.values().map(|c| c.success).sum::<i64>(), 2);

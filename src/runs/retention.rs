@@ -79,6 +79,8 @@ pub fn sweep_batch(
     retention: RetentionDays,
 ) -> QueryResult<Swept> {
     let cutoff = retention.cutoff(now);
+    // Rate-limit windows matter for a minute; ten is plenty for a replica whose clock is behind.
+    crate::api_keys::rate_limit::forget_windows(conn, now.and_utc().timestamp() - 600)?;
     Ok(Swept {
         runs: delete_finished_runs_before(conn, cutoff, BATCH_ROWS)?,
         usage_hours: delete_usage_before(conn, cutoff, BATCH_ROWS)?,

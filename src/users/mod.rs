@@ -1,5 +1,6 @@
 //! Users: people who sign in to the dashboard. Each belongs to one organization with one role.
 
+pub mod invites;
 pub mod password;
 pub mod sessions;
 pub mod throttle;
@@ -172,6 +173,79 @@ pub fn set_password(conn: &mut DbConnection, id: i64, password_hash: &str) -> Qu
     })
 }
 
+/// The admins of an organization, counted inside a write transaction. On PostgreSQL their rows are
+/// locked, so two admins demoting or removing each other at once cannot both pass the "one admin
+/// left" check (SQLite has one writer at a time anyway).
+fn admins_of(conn: &mut DbConnection, organization_id: i64) -> QueryResult<i64> {
+    let admins = users::table
+        .filter(users::organization_id.eq(organization_id))
+        .filter(users::role.eq(Role::Admin.as_str()))
+        .select(users::id);
+    let ids: Vec<i64> = match conn {
+        DbConnection::Postgres(pg) => admins.for_update().load(pg)?,
+        DbConnection::Sqlite(sqlite) => admins.load(sqlite)?,
+    };
+    Ok(ids.len() as i64)
+}
+
+/// The users of an organization, by email.
+pub fn list(conn: &mut DbConnection, organization_id: i64) -> QueryResult<Vec<User>> {
+    users::table
+        .filter(users::organization_id.eq(organization_id))
+        .order(users::email)
+        .select(User::as_select())
+        .load(conn)
+}
+
+/// Why a role could not be changed.
+#[derive(Debug, thiserror::Error)]
+pub enum RoleError {
+    #[error("No such member.")]
+    NotFound,
+    #[error("{0} is the last admin of the organization; make someone else admin first.")]
+    LastAdmin(String),
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+}
+
+/// Changes the role of user `user_id` of the organization, keeping at least one admin; audited.
+/// Returns the user as it was before.
+pub fn set_role(
+    conn: &mut DbConnection,
+    organization_id: i64,
+    user_id: i64,
+    role: Role,
+    actor: &crate::audit::Actor,
+) -> Result<User, RoleError> {
+    write_transaction(conn, |conn| {
+        let user = find(conn, user_id)?
+            .filter(|u| u.organization_id == organization_id)
+            .ok_or(RoleError::NotFound)?;
+        if user.role() == role {
+            return Ok(user);
+        }
+        if user.role() == Role::Admin && admins_of(conn, organization_id)? <= 1 {
+            return Err(RoleError::LastAdmin(user.email.clone()));
+        }
+        diesel::update(users::table.find(user.id))
+            .set(users::role.eq(role.as_str()))
+            .execute(conn)?;
+        crate::audit::record(
+            conn,
+            actor.event(
+                organization_id,
+                "member_role_changed",
+                "user",
+                user.id,
+                serde_json::json!({
+                    "email": user.email, "from": user.role, "to": role.as_str(),
+                }),
+            ),
+        )?;
+        Ok(user)
+    })
+}
+
 /// Why a user could not be removed.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoveError {
@@ -184,18 +258,15 @@ pub enum RemoveError {
 /// Removes a user: their sessions end at once; what they created or did stays, attributed to
 /// "a deleted user" (the audit log keeps their email as written then). An organization keeps at
 /// least one admin.
-pub fn remove(conn: &mut DbConnection, user: &User) -> Result<(), RemoveError> {
+pub fn remove(
+    conn: &mut DbConnection,
+    user: &User,
+    actor: Option<&crate::audit::Actor>,
+) -> Result<(), RemoveError> {
     use crate::db::schema::{api_keys, audit_events, enrollment_tokens, machines};
     write_transaction(conn, |conn| {
-        if user.role() == Role::Admin {
-            let admins: i64 = users::table
-                .filter(users::organization_id.eq(user.organization_id))
-                .filter(users::role.eq(Role::Admin.as_str()))
-                .count()
-                .get_result(conn)?;
-            if admins <= 1 {
-                return Err(RemoveError::LastAdmin(user.email.clone()));
-            }
+        if user.role() == Role::Admin && admins_of(conn, user.organization_id)? <= 1 {
+            return Err(RemoveError::LastAdmin(user.email.clone()));
         }
         let id = Some(user.id);
         let none: Option<i64> = None;
@@ -226,6 +297,18 @@ pub fn remove(conn: &mut DbConnection, user: &User) -> Result<(), RemoveError> {
             .set(audit_events::actor_user_id.eq(none))
             .execute(conn)?;
         diesel::delete(users::table.find(user.id)).execute(conn)?;
+        if let Some(actor) = actor {
+            crate::audit::record(
+                conn,
+                actor.event(
+                    user.organization_id,
+                    "member_removed",
+                    "user",
+                    user.id,
+                    serde_json::json!({ "email": user.email, "role": user.role }),
+                ),
+            )?;
+        }
         Ok(())
     })
 }
@@ -254,7 +337,7 @@ mod tests {
 
     #[test]
     fn roles_round_trip() {
-        for role in [Role::Admin, Role::Viewer] {
+        for role in Role::ALL {
             assert_eq!(Role::parse(role.as_str()), Ok(role));
         }
         assert!(Role::parse("owner").is_err());

@@ -88,7 +88,7 @@ impl FromRequest for Member {
             if user.can_operate() {
                 Ok(Self(user))
             } else {
-                Err(WebError::AdminOnly)
+                Err(WebError::ViewerOnly)
             }
         }))
     }

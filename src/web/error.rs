@@ -16,6 +16,11 @@ pub enum WebError {
     CsrfRejected,
     #[error("Only admins can do this.")]
     AdminOnly,
+    #[error("Viewers see everything but change nothing. Ask an admin for the member role.")]
+    ViewerOnly,
+    /// Refused for this object: members change only what they created.
+    #[error("{0}")]
+    NotYours(String),
     #[error("Not found.")]
     NotFound,
     #[error("{0}")]
@@ -59,7 +64,9 @@ struct ErrorPage<'a> {
 impl ResponseError for WebError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::CsrfRejected | Self::AdminOnly => StatusCode::FORBIDDEN,
+            Self::CsrfRejected | Self::AdminOnly | Self::ViewerOnly | Self::NotYours(_) => {
+                StatusCode::FORBIDDEN
+            }
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,

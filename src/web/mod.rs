@@ -19,8 +19,8 @@ use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, web};
 
 use pages::{
-    account, api_keys, api_management, enrollment_tokens, jobs, login, machines, queue_status,
-    setup, status_strip,
+    account, api_keys, api_management, enrollment_tokens, invite, jobs, login, machines, members,
+    queue_status, setup, status_strip,
 };
 
 /// Every dashboard route, inside the session and CSRF middleware.
@@ -31,6 +31,8 @@ pub fn scope(sessions: SessionMiddleware<CookieSessionStore>) -> impl HttpServic
         .route("/logout", web::post().to(login::sign_out))
         .route("/setup", web::get().to(setup::show))
         .route("/setup", web::post().to(setup::submit))
+        .route("/invite", web::get().to(invite::show))
+        .route("/invite", web::post().to(invite::accept))
         .service(
             web::scope("")
                 .wrap(from_fn(middleware::sign_in::require_sign_in))
@@ -62,6 +64,10 @@ pub fn scope(sessions: SessionMiddleware<CookieSessionStore>) -> impl HttpServic
                 .route(
                     "/api-management/api-keys/{id}/analytics",
                     web::get().to(api_keys::analytics),
+                )
+                .route(
+                    "/api-management/api-keys/{id}/rate-limit",
+                    web::post().to(api_keys::set_rate_limit),
                 )
                 .route(
                     "/api-management/enrollment-tokens",
@@ -99,6 +105,23 @@ pub fn scope(sessions: SessionMiddleware<CookieSessionStore>) -> impl HttpServic
                     "/api-management/machines/{id}/resume",
                     web::post().to(machines::set_paused::<false>),
                 )
+                .route(members::PATH, web::get().to(members::show))
+                .route(
+                    "/api-management/members/invites",
+                    web::post().to(members::invite),
+                )
+                .route(
+                    "/api-management/members/invites/{id}/revoke",
+                    web::post().to(members::revoke_invite),
+                )
+                .route(
+                    "/api-management/members/{id}/role",
+                    web::post().to(members::change_role),
+                )
+                .route(
+                    "/api-management/members/{id}/remove",
+                    web::post().to(members::remove),
+                )
                 .route("/api-management/queue", web::get().to(queue_status::show))
                 .route(
                     "/api-management/status-strip",
@@ -122,6 +145,37 @@ pub fn scope(sessions: SessionMiddleware<CookieSessionStore>) -> impl HttpServic
         .wrap(from_fn(
             crate::ops::in_flight::limit_changes::<error::WebError>,
         ))
+}
+
+/// Where users and machines reach this server, for links and commands the dashboard shows:
+/// GRANITE_PUBLIC_URL when set (behind a proxy the request's own Host may be an internal name), else
+/// the address this request came to.
+pub fn server_url(req: &HttpRequest, settings: &crate::config::Settings) -> String {
+    match &settings.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let info = req.connection_info();
+            format!("{}://{}", info.scheme(), info.host())
+        }
+    }
+}
+
+/// After a change made from a page: to `location`, which announces `said` once loaded (htmx follows
+/// `HX-Redirect`; a plain form gets 303).
+pub fn redirect_with_flash(
+    req: &HttpRequest,
+    session: actix_session::Session,
+    location: &str,
+    said: &str,
+) -> actix_web::HttpResponse {
+    middleware::session::DashboardSession::new(session).set_flash(said);
+    if is_htmx(req) {
+        actix_web::HttpResponse::Ok()
+            .insert_header(("HX-Redirect", location))
+            .finish()
+    } else {
+        pages::login::see_other(location)
+    }
 }
 
 /// Whether htmx sent the request (it then wants a fragment, not a page).

@@ -503,7 +503,11 @@ fn viewers_see_keys_but_cannot_change_them(backend: Backend) {
     ] {
         let reply = viewer.htmx_post(&path, &fields);
         assert_eq!(reply.status, 403, "{path}");
-        assert!(reply.body.contains("Only admins can do this."));
+        assert!(
+            reply
+                .body
+                .contains("Viewers see everything but change nothing.")
+        );
     }
     assert_eq!(app.api(Some(&secret)).get("/api/me").status, 200);
     assert_eq!(admin.get("/api-management").row_ids(), [id]);

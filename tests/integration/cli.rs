@@ -122,7 +122,28 @@ fn user_add_adds_users_that_can_sign_in(backend: Backend) {
         &db.url_text,
         "long enough pw\n",
     );
-    assert!(!ok && out.contains("admin or viewer"), "{out}");
+    assert!(!ok && out.contains("admin, member or viewer"), "{out}");
+
+    let (ok, out) = granite(
+        &[
+            "user",
+            "add",
+            "--email",
+            "dev@example.com",
+            "--role",
+            "member",
+        ],
+        &db.url_text,
+        "member password 1\n",
+    );
+    assert!(ok && out.contains("as member of"), "{out}");
+    let mut member = app.signed_in("dev@example.com", "member password 1");
+    assert!(
+        member
+            .get("/api-management")
+            .body
+            .contains(">member</span>")
+    );
 
     let (ok, out) = granite(
         &[

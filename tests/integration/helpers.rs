@@ -562,6 +562,16 @@ impl Client {
         (id, secret)
     }
 
+    /// Sets a key's own rate limit through its analytics page's form, as an admin does ("" for the
+    /// default, "0" for unlimited).
+    pub fn set_rate_limit(&mut self, key_id: i64, per_minute: &str) -> Reply {
+        let token = self.page_csrf_token();
+        self.post_form(
+            &format!("/api-management/api-keys/{key_id}/rate-limit"),
+            &[("rate_limit", per_minute), ("csrf_token", &token)],
+        )
+    }
+
     /// Creates an enrollment token through the dashboard and returns (its id, the secret shown once).
     pub fn create_enrollment_token(&mut self, description: &str) -> (i64, String) {
         let reply = self.htmx_post(

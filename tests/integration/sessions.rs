@@ -382,7 +382,7 @@ fn removing_a_user_or_resetting_their_password_ends_their_sessions(backend: Back
         drop(conn);
         app.signed_in("second@example.com", "second admin pw 2")
     };
-    granite::users::remove(&mut app.pool.get().unwrap(), &user).unwrap();
+    granite::users::remove(&mut app.pool.get().unwrap(), &user, None).unwrap();
     assert_eq!(
         second.get("/api-management").status,
         303,
@@ -400,6 +400,6 @@ fn removing_a_user_or_resetting_their_password_ends_their_sessions(backend: Back
     )
     .unwrap()
     .unwrap();
-    let refused = granite::users::remove(&mut conn, &me).unwrap_err();
+    let refused = granite::users::remove(&mut conn, &me, None).unwrap_err();
     assert!(refused.to_string().contains("last admin"), "{refused}");
 }

@@ -9,15 +9,16 @@ use chrono::NaiveDateTime;
 use serde::Deserialize;
 
 use crate::api_keys::cache::VerifiedKeys;
-use crate::api_keys::{self, GracePeriod, KeyError, KeyName, ListedKey, usage};
+use crate::api_keys::{self, GracePeriod, KeyError, KeyName, ListedKey, rate_limit, usage};
+use crate::config::Settings;
 use crate::db::{DbConnection, Pool};
 use crate::secret::Secret;
-use crate::web::access::{Admin, CurrentUser, Viewer};
+use crate::web::access::{Admin, CurrentUser, Member, Viewer};
 use crate::web::error::WebError;
 use crate::web::middleware::session::DashboardSession;
 use crate::web::view::charts::{BarChart, Point};
 use crate::web::view::feedback::{Focus, announce};
-use crate::web::view::layout::{Layout, NewSecret, render, render_with_status};
+use crate::web::view::layout::{Layout, NewSecret, render_with_status};
 use crate::web::view::time::{Moment, duration_words};
 use crate::web::{actor, page_instead_of_fragment};
 
@@ -42,6 +43,12 @@ pub struct KeyRow {
     /// What revoking it would break, for its confirmation: who called with it in the last day.
     pub revoke_impact: String,
     last_used_at: Option<NaiveDateTime>,
+    /// Whether the viewer may revoke or roll it: admins any, members their own.
+    pub can_revoke: bool,
+    /// "600 / min (default)", "1,000 / min", "Unlimited".
+    pub rate_limit: String,
+    /// The key's own limit as the settings form shows it (empty: the default).
+    pub own_rate_limit: String,
 }
 
 impl KeyRow {
@@ -53,8 +60,15 @@ impl KeyRow {
 }
 
 impl KeyRow {
-    fn new(listed: ListedKey, now: NaiveDateTime) -> Self {
+    fn new(listed: ListedKey, now: NaiveDateTime, user: &CurrentUser, default_limit: i64) -> Self {
         let key = listed.key;
+        let limit = rate_limit::limit_of(key.rate_limit_per_minute, default_limit);
+        let rate_limit = match (limit, key.rate_limit_per_minute) {
+            (0, None) => "Unlimited (default)".to_owned(),
+            (0, Some(_)) => "Unlimited".to_owned(),
+            (n, None) => format!("{} / min (default)", thousands(n)),
+            (n, Some(_)) => format!("{} / min", thousands(n)),
+        };
         let last_used_from = [
             key.last_used_ip.as_deref(),
             key.last_used_user_agent.as_deref(),
@@ -64,6 +78,12 @@ impl KeyRow {
         .collect::<Vec<_>>()
         .join(" · ");
         Self {
+            can_revoke: user.may_revoke(key.created_by_user_id),
+            rate_limit,
+            own_rate_limit: key
+                .rate_limit_per_minute
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
             id: key.id,
             needs_rotation: key.needs_rotation(now) && key.expires_at.is_none(),
             age_days: (now - key.created_at).num_days(),
@@ -194,7 +214,8 @@ pub struct ApiKeysSection {
     /// The organization's slug: every public API path starts `/api/{slug}/`.
     pub slug: String,
     pub rows: Vec<KeyRow>,
-    pub can_manage: bool,
+    /// Whether the viewer may create keys (admins and members).
+    pub can_create: bool,
     pub new_secret: Option<NewSecret>,
     pub form_name: String,
     pub form_error: Option<String>,
@@ -205,11 +226,12 @@ impl ApiKeysSection {
     pub fn load(
         conn: &mut DbConnection,
         user: &CurrentUser,
+        default_limit: i64,
         now: NaiveDateTime,
     ) -> Result<Self, WebError> {
         let mut rows: Vec<KeyRow> = api_keys::list_live(conn, user.organization.id, now)?
             .into_iter()
-            .map(|k| KeyRow::new(k, now))
+            .map(|k| KeyRow::new(k, now, user, default_limit))
             .collect();
         link_rolls(&mut rows);
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
@@ -220,7 +242,7 @@ impl ApiKeysSection {
         Ok(Self {
             slug: user.organization.slug.clone(),
             rows,
-            can_manage: user.can_manage(),
+            can_create: user.can_operate(),
             new_secret: None,
             form_name: String::new(),
             form_error: None,
@@ -238,12 +260,15 @@ struct SectionFragment<'a> {
 /// Loads the section and applies `change` to it, off the async executor.
 async fn section(
     pool: &Pool,
+    settings: &Settings,
     user: &CurrentUser,
     change: impl FnOnce(&mut ApiKeysSection) + Send + 'static,
 ) -> Result<ApiKeysSection, WebError> {
     let user = user.clone();
+    let default_limit = settings.rate_limit_per_minute;
     pool.run(move |conn| {
-        let mut section = ApiKeysSection::load(conn, &user, chrono::Utc::now().naive_utc())?;
+        let mut section =
+            ApiKeysSection::load(conn, &user, default_limit, chrono::Utc::now().naive_utc())?;
         change(&mut section);
         Ok(section)
     })
@@ -258,12 +283,16 @@ fn fragment(status: StatusCode, section: &ApiKeysSection) -> Result<HttpResponse
 pub async fn show(
     req: HttpRequest,
     Viewer(user): Viewer,
+    settings: web::Data<Settings>,
     pool: web::Data<Pool>,
 ) -> Result<HttpResponse, WebError> {
     if let Some(page) = page_instead_of_fragment(&req, "api-keys") {
         return Ok(page);
     }
-    fragment(StatusCode::OK, &section(&pool, &user, |_| {}).await?)
+    fragment(
+        StatusCode::OK,
+        &section(&pool, &settings, &user, |_| {}).await?,
+    )
 }
 
 #[derive(Deserialize)]
@@ -274,7 +303,8 @@ pub struct CreateForm {
 
 pub async fn create(
     req: HttpRequest,
-    Admin(user): Admin,
+    Member(user): Member,
+    settings: web::Data<Settings>,
     pool: web::Data<Pool>,
     form: web::Form<CreateForm>,
 ) -> Result<HttpResponse, WebError> {
@@ -282,7 +312,7 @@ pub async fn create(
         Ok(name) => name,
         Err(message) => {
             let typed = form.name.clone();
-            let section = section(&pool, &user, move |s| {
+            let section = section(&pool, &settings, &user, move |s| {
                 s.form_name = typed;
                 s.form_error = Some(message);
             })
@@ -298,7 +328,7 @@ pub async fn create(
     let shown = shown_once(secret, format!("“{}” is ready.", key.name));
     let mut response = fragment(
         StatusCode::OK,
-        &section(&pool, &user, move |s| s.new_secret = Some(shown)).await?,
+        &section(&pool, &settings, &user, move |s| s.new_secret = Some(shown)).await?,
     )?;
     announce(
         &mut response,
@@ -327,7 +357,8 @@ fn shown_once(secret: Secret, note: String) -> NewSecret {
 /// Revokes a key and removes its row; when it was the last one, the whole section (its empty state).
 pub async fn revoke(
     req: HttpRequest,
-    Admin(user): Admin,
+    Member(user): Member,
+    settings: web::Data<Settings>,
     pool: web::Data<Pool>,
     keys: web::Data<VerifiedKeys>,
     key_id: web::Path<i64>,
@@ -349,7 +380,7 @@ pub async fn revoke(
         "Revoked key {} ({}). Calls with it now get 401 revoked_api_key.",
         key.name, key.hint
     );
-    let section = section(&pool, &user, |_| {}).await?;
+    let section = section(&pool, &settings, &user, |_| {}).await?;
     if section.rows.is_empty() {
         let mut response = fragment(StatusCode::OK, &section)?;
         announce(&mut response, &said, Focus::On("#api-keys-heading".into()));
@@ -379,7 +410,8 @@ pub struct RollForm {
 
 pub async fn roll(
     req: HttpRequest,
-    Admin(user): Admin,
+    Member(user): Member,
+    settings: web::Data<Settings>,
     pool: web::Data<Pool>,
     keys: web::Data<VerifiedKeys>,
     key_id: web::Path<i64>,
@@ -412,7 +444,7 @@ pub async fn roll(
     let shown = shown_once(secret, note);
     let mut response = fragment(
         StatusCode::OK,
-        &section(&pool, &user, move |s| s.new_secret = Some(shown)).await?,
+        &section(&pool, &settings, &user, move |s| s.new_secret = Some(shown)).await?,
     )?;
     announce(&mut response, &said, Focus::On(format!("#{NEW_SECRET_ID}")));
     Ok(response)
@@ -422,6 +454,7 @@ fn key_error(error: KeyError) -> WebError {
     match error {
         KeyError::NotFound => WebError::NotFound,
         KeyError::AlreadyRolled => WebError::BadRequest(error.to_string()),
+        KeyError::NotYours => WebError::NotYours(error.to_string()),
         KeyError::Query(e) => e.into(),
     }
 }
@@ -452,16 +485,35 @@ struct AnalyticsPage {
     revoked: Option<Moment>,
     hourly: BarChart,
     daily: BarChart,
+    /// Calls refused for the rate limit in the last 24 hours.
+    limited_today: i64,
+    default_limit: i64,
+    form_error: Option<String>,
+    form_value: String,
 }
 
-/// `GET /api-management/api-keys/{id}/analytics`: requests per hour (24 h) and per day (7 days).
+/// `GET /api-management/api-keys/{id}/analytics`: requests per hour (24 h) and per day (7 days), and
+/// the key's rate limit.
 pub async fn analytics(
     Viewer(user): Viewer,
     session: actix_session::Session,
+    settings: web::Data<Settings>,
     pool: web::Data<Pool>,
     key_id: web::Path<i64>,
 ) -> Result<HttpResponse, WebError> {
-    let (organization_id, key_id) = (user.organization.id, key_id.into_inner());
+    analytics_page(user, session, &settings, &pool, key_id.into_inner(), None).await
+}
+
+/// The analytics page, with the rate-limit form's error and what was typed when `refused`.
+async fn analytics_page(
+    user: CurrentUser,
+    session: actix_session::Session,
+    settings: &Settings,
+    pool: &Pool,
+    key_id: i64,
+    refused: Option<(String, String)>,
+) -> Result<HttpResponse, WebError> {
+    let organization_id = user.organization.id;
     let now = chrono::Utc::now().naive_utc();
     let (key, hourly, daily) = pool
         .run(move |conn| {
@@ -472,20 +524,36 @@ pub async fn analytics(
         })
         .await?;
     let revoked = key.revoked_at.map(|t| Moment::new(t, now));
+    let default_limit = settings.rate_limit_per_minute;
+    let key = KeyRow::new(
+        ListedKey {
+            key,
+            created_by: None,
+        },
+        now,
+        &user,
+        default_limit,
+    );
+    let status = if refused.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    let (form_error, form_value) = match refused {
+        Some((message, typed)) => (Some(message), typed),
+        None => (None, key.own_rate_limit.clone()),
+    };
+    let session = DashboardSession::new(session);
     let page = AnalyticsPage {
         layout: Layout::new(
             format!("{} · Analytics", key.name),
-            DashboardSession::new(session).ensure_csrf_token(),
-        ),
+            session.ensure_csrf_token(),
+        )
+        .with_flash(&session),
         user,
-        key: KeyRow::new(
-            ListedKey {
-                key,
-                created_by: None,
-            },
-            now,
-        ),
+        key,
         revoked,
+        limited_today: hourly.iter().map(|b| b.limited).sum(),
         hourly: usage_chart(
             "Requests per hour, last 24 hours (UTC)",
             &hourly,
@@ -493,8 +561,78 @@ pub async fn analytics(
             3,
         ),
         daily: usage_chart("Requests per day, last 7 days (UTC)", &daily, "%a %d", 1),
+        default_limit,
+        form_error,
+        form_value,
     };
-    render(&page)
+    render_with_status(status, &page)
+}
+
+#[derive(Deserialize)]
+pub struct RateLimitForm {
+    #[serde(default)]
+    rate_limit: String,
+}
+
+/// `POST /api-management/api-keys/{id}/rate-limit`: sets the key's own limit (admins).
+#[allow(clippy::too_many_arguments)]
+pub async fn set_rate_limit(
+    req: HttpRequest,
+    Admin(user): Admin,
+    session: actix_session::Session,
+    settings: web::Data<Settings>,
+    pool: web::Data<Pool>,
+    keys: web::Data<VerifiedKeys>,
+    key_id: web::Path<i64>,
+    form: web::Form<RateLimitForm>,
+) -> Result<HttpResponse, WebError> {
+    let key_id = key_id.into_inner();
+    let limit = match api_keys::parse_rate_limit(&form.rate_limit) {
+        Ok(limit) => limit,
+        Err(message) => {
+            let typed: String = form
+                .rate_limit
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect();
+            return analytics_page(
+                user,
+                session,
+                &settings,
+                &pool,
+                key_id,
+                Some((message, typed)),
+            )
+            .await;
+        }
+    };
+    let (organization_id, actor) = (user.organization.id, actor(&req, &user));
+    let key = pool
+        .run(move |conn| {
+            let key = api_keys::set_rate_limit(conn, organization_id, key_id, limit, &actor)
+                .map_err(key_error)?;
+            keys.forget(key.id);
+            Ok::<_, WebError>(key)
+        })
+        .await?;
+    let said = match limit {
+        None => format!(
+            "{} ({}) now has the default rate limit.",
+            key.name, key.hint
+        ),
+        Some(0) => format!("{} ({}) is now unlimited.", key.name, key.hint),
+        Some(n) => format!(
+            "{} ({}) may now make {} requests a minute.",
+            key.name,
+            key.hint,
+            thousands(n)
+        ),
+    };
+    tracing::info!(key_id = key.id, limit = ?limit, "API key rate limit set");
+    DashboardSession::new(session).set_flash(&said);
+    Ok(crate::web::pages::login::see_other(&format!(
+        "/api-management/api-keys/{key_id}/analytics"
+    )))
 }
 
 #[cfg(test)]

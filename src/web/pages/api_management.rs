@@ -44,10 +44,11 @@ pub async fn page(
     let offline_after = settings.offline_after();
     let for_load = user.clone();
     let default_token_hours = settings.enrollment_ttl_hours as i64;
+    let default_limit = settings.rate_limit_per_minute;
     let (api_keys, enrollment_tokens, machines, queue, strip) = pool
         .run(move |conn| {
             let now = chrono::Utc::now().naive_utc();
-            let api_keys = ApiKeysSection::load(conn, &for_load, now)?;
+            let api_keys = ApiKeysSection::load(conn, &for_load, default_limit, now)?;
             let enrollment_tokens =
                 EnrollmentTokensSection::load(conn, &for_load, default_token_hours, now)?;
             let fleet = fleet.of(conn, for_load.organization.id, now)?;

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::config::Settings;
 use crate::db::{DbConnection, Pool};
 use crate::enrollment::{self, ListedToken, TokenError, TokenState};
-use crate::web::access::{Admin, CurrentUser, Viewer};
+use crate::web::access::{CurrentUser, Member, Viewer};
 use crate::web::error::WebError;
 use crate::web::view::feedback::{Focus, announce};
 use crate::web::view::layout::{NewSecret, render_with_status};
@@ -27,13 +27,15 @@ pub struct TokenRow {
     pub state: TokenState,
     pub machine_id: Option<i64>,
     pub machine_name: Option<String>,
-    pub can_manage: bool,
+    /// Whether the viewer may revoke it: admins any, members their own.
+    pub can_revoke: bool,
 }
 
 impl TokenRow {
-    fn new(listed: ListedToken, now: NaiveDateTime, can_manage: bool) -> Self {
+    fn new(listed: ListedToken, now: NaiveDateTime, user: &CurrentUser) -> Self {
         let token = listed.token;
         Self {
+            can_revoke: user.may_revoke(token.created_by_user_id),
             id: token.id,
             state: token.state(now),
             description: token.description,
@@ -43,7 +45,6 @@ impl TokenRow {
             expires: Moment::new(token.expires_at, now),
             machine_id: token.machine_id,
             machine_name: listed.machine_name,
-            can_manage,
         }
     }
 
@@ -79,10 +80,9 @@ impl TokenList {
         user: &CurrentUser,
         now: NaiveDateTime,
     ) -> Result<Self, WebError> {
-        let can_manage = user.can_manage();
         let rows = enrollment::list_recent(conn, user.organization.id, now)?
             .into_iter()
-            .map(|t| TokenRow::new(t, now, can_manage))
+            .map(|t| TokenRow::new(t, now, user))
             .collect();
         Ok(Self {
             rows,
@@ -93,7 +93,8 @@ impl TokenList {
 
 pub struct EnrollmentTokensSection {
     pub list: TokenList,
-    pub can_manage: bool,
+    /// Whether the viewer may create tokens (admins and members).
+    pub can_create: bool,
     pub new_secret: Option<NewSecret>,
     pub form_description: String,
     pub form_error: Option<String>,
@@ -107,7 +108,7 @@ impl EnrollmentTokensSection {
         default_lifetime_hours: i64,
         now: NaiveDateTime,
     ) -> Result<Self, WebError> {
-        let can_manage = user.can_manage();
+        let can_create = user.can_operate();
         let list = TokenList::load(conn, user, now)?;
         let mut hours = vec![1, 6, 24, 72, 168];
         if !hours.contains(&default_lifetime_hours) {
@@ -129,7 +130,7 @@ impl EnrollmentTokensSection {
             .collect();
         Ok(Self {
             list,
-            can_manage,
+            can_create,
             new_secret: None,
             form_description: String::new(),
             form_error: None,
@@ -219,7 +220,7 @@ pub struct CreateForm {
 
 pub async fn create(
     req: HttpRequest,
-    Admin(user): Admin,
+    Member(user): Member,
     pool: web::Data<Pool>,
     settings: web::Data<Settings>,
     form: web::Form<CreateForm>,
@@ -262,15 +263,7 @@ pub async fn create(
         })
         .await?;
     tracing::info!(token_id = token.id, hint = %token.hint, "enrollment token created");
-    // Where machines reach this server: GRANITE_PUBLIC_URL when set (behind a proxy the request's
-    // own Host may be an internal name), else the address this request came to.
-    let server = match &settings.public_url {
-        Some(url) => url.trim_end_matches('/').to_owned(),
-        None => {
-            let info = req.connection_info();
-            format!("{}://{}", info.scheme(), info.host())
-        }
-    };
+    let server = crate::web::server_url(&req, &settings);
     let shown = NewSecret {
         element_id: NEW_SECRET_ID,
         label: "token",
@@ -312,7 +305,7 @@ fn enroll_command(server: &str) -> String {
 /// Revokes an active token and answers with its row, now Revoked.
 pub async fn revoke(
     req: HttpRequest,
-    Admin(user): Admin,
+    Member(user): Member,
     pool: web::Data<Pool>,
     token_id: web::Path<i64>,
 ) -> Result<HttpResponse, WebError> {
@@ -326,6 +319,7 @@ pub async fn revoke(
             enrollment::revoke(conn, organization_id, token_id, &actor).map_err(|e| match e {
                 TokenError::NotFound => WebError::NotFound,
                 TokenError::NotActive => WebError::BadRequest(e.to_string()),
+                TokenError::NotYours => WebError::NotYours(e.to_string()),
                 TokenError::Query(e) => e.into(),
             })
         })
@@ -349,7 +343,7 @@ pub async fn revoke(
     let mut response = render_with_status(
         StatusCode::OK,
         &RowFragment {
-            token: &TokenRow::new(row, now, true),
+            token: &TokenRow::new(row, now, &user),
         },
     )?;
     announce(

@@ -14,13 +14,12 @@ use crate::machines::{self, MachineName};
 use crate::runs::dispatch::Dispatcher;
 use crate::runs::{self, Run, RunError, RunSummary};
 use crate::status::RunStatus;
-use crate::web::access::{Admin, CurrentUser, Viewer};
+use crate::web::access::{CurrentUser, Member, Viewer};
+use crate::web::actor;
 use crate::web::error::WebError;
 use crate::web::middleware::session::DashboardSession;
-use crate::web::pages::login::see_other;
 use crate::web::view::layout::{Layout, render};
 use crate::web::view::time::Moment;
-use crate::web::{actor, is_htmx};
 
 const PAGE_SIZE: i64 = 50;
 
@@ -179,7 +178,7 @@ struct RunPage {
     attempts: Vec<AttemptRow>,
     retried_from: Option<String>,
     retries: Vec<String>,
-    can_manage: bool,
+    can_operate: bool,
 }
 
 fn pretty(json: &str) -> String {
@@ -230,7 +229,7 @@ pub async fn detail(
                 .map_or_else(|| "Running".to_owned(), |o| o.label().to_owned()),
         })
         .collect();
-    let can_manage = user.can_manage();
+    let can_operate = user.can_operate();
     render(&RunPage {
         layout: {
             let session = DashboardSession::new(session);
@@ -252,27 +251,23 @@ pub async fn detail(
         attempts,
         retried_from,
         retries,
-        can_manage,
+        can_operate,
     })
 }
 
-/// After a change to a run from its page: back to a run's page (htmx follows `HX-Redirect`), which
-/// announces what was done.
+/// After a change to a run from its page: back to a run's page, which announces what was done.
 fn to_run_page(
     req: &HttpRequest,
     session: actix_session::Session,
     public_id: &str,
     said: &str,
 ) -> HttpResponse {
-    DashboardSession::new(session).set_flash(said);
-    let page = format!("/api-management/jobs/{public_id}");
-    if is_htmx(req) {
-        HttpResponse::Ok()
-            .insert_header(("HX-Redirect", page))
-            .finish()
-    } else {
-        see_other(&page)
-    }
+    crate::web::redirect_with_flash(
+        req,
+        session,
+        &format!("/api-management/jobs/{public_id}"),
+        said,
+    )
 }
 
 fn run_error(error: RunError) -> WebError {
@@ -289,7 +284,7 @@ fn run_error(error: RunError) -> WebError {
 pub async fn cancel(
     req: HttpRequest,
     session: actix_session::Session,
-    Admin(user): Admin,
+    Member(user): Member,
     pool: web::Data<Pool>,
     dispatcher: web::Data<Dispatcher>,
     run_id: web::Path<String>,
@@ -311,7 +306,7 @@ pub async fn cancel(
 pub async fn retry(
     req: HttpRequest,
     session: actix_session::Session,
-    Admin(user): Admin,
+    Member(user): Member,
     pool: web::Data<Pool>,
     dispatcher: web::Data<Dispatcher>,
     run_id: web::Path<String>,
