@@ -19,8 +19,8 @@ use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, web};
 
 use pages::{
-    account, api_keys, api_management, enrollment_tokens, jobs, login, machines, queue_status,
-    setup, status_strip,
+    account, api_keys, api_management, enrollment_tokens, jobs, login, machine_detail, machines,
+    queue_status, setup, status_strip,
 };
 
 /// Every dashboard route, inside the session and CSRF middleware.
@@ -85,7 +85,15 @@ pub fn scope(sessions: SessionMiddleware<CookieSessionStore>) -> impl HttpServic
                 )
                 .route(
                     "/api-management/machines/{id}",
-                    web::get().to(machines::detail),
+                    web::get().to(machine_detail::show),
+                )
+                .route(
+                    "/api-management/machines/{id}/rename",
+                    web::post().to(machine_detail::rename),
+                )
+                .route(
+                    "/api-management/machines/{id}/priority",
+                    web::post().to(machine_detail::set_priority),
                 )
                 .route(
                     "/api-management/machines/{id}/remove",

@@ -18,6 +18,7 @@ mod hostile_input;
 mod hot_paths;
 mod jobs;
 mod lifecycle;
+mod machine_pages;
 mod machines;
 mod pages;
 mod process;
