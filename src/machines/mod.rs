@@ -1,6 +1,7 @@
 //! Driver machines: what they tell us about themselves, their heartbeats, removal, and the lists and
 //! counts of the VM Machines section (the status rule itself is [`MachineStatus::from_last_seen`]).
 
+pub mod cleanup;
 pub mod contacts;
 pub mod fleet;
 pub mod memory;

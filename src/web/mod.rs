@@ -19,8 +19,8 @@ use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, web};
 
 use pages::{
-    account, api_keys, api_management, enrollment_tokens, jobs, login, machine_detail, machines,
-    queue_status, setup, status_strip,
+    account, api_keys, api_management, enrollment_tokens, jobs, login, machine_cleanup,
+    machine_detail, machines, queue_status, setup, status_strip,
 };
 
 /// Every dashboard route, inside the session and CSRF middleware.
@@ -82,6 +82,11 @@ pub fn scope(sessions: SessionMiddleware<CookieSessionStore>) -> impl HttpServic
                 .route(
                     "/api-management/machines/list",
                     web::get().to(machines::list),
+                )
+                .route(machine_cleanup::PATH, web::get().to(machine_cleanup::show))
+                .route(
+                    machine_cleanup::PATH,
+                    web::post().to(machine_cleanup::confirm),
                 )
                 .route(
                     "/api-management/machines/{id}",

@@ -153,6 +153,9 @@ fn every_page_passes_axe_at_laptop_and_phone_width(backend: Backend) {
     browser.goto(&app.url("/api-management?capability=linux"));
     browser.wait_for_css("#machine-list .filter-note");
     check_page(&browser, "dashboard-capability-filter", &mut failures);
+    browser.goto(&app.url("/api-management/machines/cleanup?days=1"));
+    browser.wait_for_css("h1");
+    check_page(&browser, "machine-cleanup", &mut failures);
     browser.goto(&app.url("/api-management/jobs"));
     browser.wait_for_css("h1");
     check_page(&browser, "jobs", &mut failures);

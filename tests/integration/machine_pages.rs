@@ -1,5 +1,5 @@
-//! The machine list's capability filter and queue depth, and the machine page's tabs and settings:
-//! over HTTP and in the browser, on both backends.
+//! The machine list's capability filter and queue depth, the machine page's tabs and settings, and
+//! cleaning up machines offline for days: over HTTP and in the browser, on both backends.
 
 use diesel::prelude::*;
 use granite::db::schema::{audit_events, machines};
@@ -16,11 +16,15 @@ both_backends!(
     tabs_show_what_they_hold,
     rename_and_priority_are_checked_and_audited,
     members_and_viewers_are_refused_every_settings_change,
+    cleanup_previews_then_removes_exactly_those_listed,
 );
 
 mod in_the_browser {
     use super::*;
-    both_backends!(an_admin_switches_tabs_by_keyboard_and_sets_priority,);
+    both_backends!(
+        an_admin_switches_tabs_by_keyboard_and_sets_priority,
+        an_admin_cleans_up_offline_machines_after_confirming,
+    );
 }
 
 const MEMBER_EMAIL: &str = "member@example.com";
@@ -69,6 +73,15 @@ fn machine_row(app: &TestApp, id: i64) -> (String, i32, Option<chrono::NaiveDate
         .select((machines::name, machines::priority, machines::removed_at))
         .first(&mut *app.pool.get().unwrap())
         .unwrap()
+}
+
+/// Makes a machine look silent since `days` days ago.
+fn last_seen_days_ago(app: &TestApp, id: i64, days: i64) {
+    let then = chrono::Utc::now().naive_utc() - chrono::Duration::days(days);
+    diesel::update(machines::table.find(id))
+        .set(machines::last_seen_at.eq(then))
+        .execute(&mut *app.pool.get().unwrap())
+        .unwrap();
 }
 
 fn the_list_filters_by_capability_in_sql(backend: Backend) {
@@ -401,6 +414,8 @@ fn members_and_viewers_are_refused_every_settings_change(backend: Backend) {
     app.add_user(VIEWER_EMAIL, OTHER_PASSWORD, Role::Viewer, None);
     let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
     let (id, credential) = enroll_with(&app, &mut admin, "vm-kept", &["sap"]);
+    last_seen_days_ago(&app, id, 90);
+    let id_text = id.to_string();
     for email in [MEMBER_EMAIL, VIEWER_EMAIL] {
         let mut user = app.signed_in(email, OTHER_PASSWORD);
         for (path, fields) in [
@@ -415,10 +430,24 @@ fn members_and_viewers_are_refused_every_settings_change(backend: Backend) {
             (format!("/api-management/machines/{id}/pause"), vec![]),
             (format!("/api-management/machines/{id}/resume"), vec![]),
             (format!("/api-management/machines/{id}/remove"), vec![]),
+            (
+                "/api-management/machines/cleanup".to_owned(),
+                vec![("days", "30"), ("ids", id_text.as_str())],
+            ),
         ] {
             let reply = user.htmx_post(&path, &fields);
             assert_eq!(reply.status, 403, "{email} {path}");
         }
+        assert_eq!(
+            user.get("/api-management/machines/cleanup?days=30").status,
+            403
+        );
+        assert!(
+            !user
+                .get("/api-management")
+                .body
+                .contains("Clean up offline machines")
+        );
     }
     assert_eq!(machine_row(&app, id), ("vm-kept".to_owned(), 0, None));
     let paused: Option<chrono::NaiveDateTime> = machines::table
@@ -428,6 +457,136 @@ fn members_and_viewers_are_refused_every_settings_change(backend: Backend) {
         .unwrap();
     assert_eq!(paused, None);
     assert_eq!(app.heartbeat(&credential).status, 200);
+}
+
+fn cleanup_previews_then_removes_exactly_those_listed(backend: Backend) {
+    let db = TestDb::new(backend);
+    let app = TestApp::spawn(&db);
+    let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (_, key) = admin.create_api_key("scheduler");
+    let (gone, gone_credential) = enroll_with(&app, &mut admin, "old-1", &[]);
+    let (returns, returns_credential) = enroll_with(&app, &mut admin, "old-2", &[]);
+    let (recent, _) = enroll_with(&app, &mut admin, "recent", &[]);
+    let (week_old, _) = enroll_with(&app, &mut admin, "week-old", &[]);
+    // The machine about to go holds a running job: it goes back to the queue.
+    let run = app.start_run(&key, "default/sync", &json!({})).run_id();
+    assert_eq!(app.claim(&gone_credential, 0).run_id(), run);
+    last_seen_days_ago(&app, gone, 45);
+    last_seen_days_ago(&app, returns, 31);
+    last_seen_days_ago(&app, week_old, 7);
+    let mut rival = app.rival();
+    let (rival_old, rival_credential) = enroll_with(&app, &mut rival, "rival-old", &[]);
+    last_seen_days_ago(&app, rival_old, 400);
+
+    let section = admin.get("/api-management");
+    assert!(
+        section
+            .body
+            .contains("href=\"/api-management/machines/cleanup\">Clean up offline machines</a>")
+    );
+    let form = admin.get("/api-management/machines/cleanup");
+    assert_eq!(form.status, 200);
+    assert!(form.body.contains(
+        "name=\"days\" type=\"number\" min=\"1\" max=\"3650\" step=\"1\" required value=\"30\""
+    ));
+    for bad in ["0", "3651", "abc", "-3", "1e3", "99999999999999", "3%00"] {
+        let reply = admin.get(&format!("/api-management/machines/cleanup?days={bad}"));
+        assert_eq!(reply.status, 422, "{bad}");
+        assert!(
+            reply
+                .body
+                .contains("Enter a whole number of days from 1 to 3650.")
+        );
+        assert!(!reply.body.contains("name=\"ids\""));
+    }
+
+    let preview = admin.get("/api-management/machines/cleanup?days=30");
+    assert_eq!(preview.status, 200);
+    assert_eq!(preview.row_ids(), [gone, returns], "longest offline first");
+    assert!(
+        preview
+            .body
+            .contains(">2 machines offline for more than 30 days<")
+    );
+    assert!(preview.body.contains(">Remove 2 machines</button>"));
+    assert!(!preview.body.contains("recent") && !preview.body.contains("week-old"));
+    assert!(!preview.body.contains("rival-old"));
+    let ids = preview
+        .body
+        .split("name=\"ids\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    assert_eq!(ids, format!("{gone},{returns}"));
+    assert_eq!(
+        admin
+            .get("/api-management/machines/cleanup?days=5")
+            .row_ids(),
+        [gone, returns, week_old]
+    );
+
+    // One comes back before the admin confirms; someone also slips in another organization's id.
+    assert_eq!(app.heartbeat(&returns_credential).status, 200);
+    let smuggled = format!("{ids},{rival_old},{recent}");
+    let confirmed = admin.htmx_post(
+        "/api-management/machines/cleanup",
+        &[("days", "30"), ("ids", &smuggled)],
+    );
+    assert_eq!(confirmed.status, 200, "{}", confirmed.body);
+    assert_eq!(
+        confirmed.header("hx-redirect"),
+        Some("/api-management#machines")
+    );
+    let flash = admin.get("/api-management");
+    assert!(
+        flash
+            .body
+            .contains("Removed 1 machine offline for more than 30 days."),
+        "{}",
+        flash.body
+    );
+
+    assert!(machine_row(&app, gone).2.is_some());
+    for kept in [returns, recent, week_old, rival_old] {
+        assert_eq!(machine_row(&app, kept).2, None, "machine {kept} stays");
+    }
+    assert_eq!(
+        app.heartbeat(&gone_credential).api_error(),
+        (401, "machine_removed".into())
+    );
+    assert_eq!(app.heartbeat(&rival_credential).status, 200);
+    assert_eq!(
+        app.run_of(&key, &run)["status"],
+        "queued",
+        "its job went back to the queue"
+    );
+    assert_eq!(app.audit_count("machines_cleaned_up"), 1);
+    let details: String = audit_events::table
+        .filter(audit_events::action.eq("machines_cleaned_up"))
+        .select(audit_events::details)
+        .first(&mut *app.pool.get().unwrap())
+        .unwrap();
+    let details: serde_json::Value = serde_json::from_str(&details).unwrap();
+    assert_eq!(details["count"], 1);
+    assert_eq!(details["ids"], json!([gone]));
+
+    // Confirming again removes nothing more and records nothing.
+    let again = admin.htmx_post(
+        "/api-management/machines/cleanup",
+        &[("days", "30"), ("ids", &ids)],
+    );
+    assert_eq!(again.status, 200);
+    assert_eq!(app.audit_count("machines_cleaned_up"), 1);
+    assert_eq!(machine_row(&app, returns).2, None);
+    // A confirmation that is not one is refused.
+    for (days, ids) in [("0", "1"), ("30", "1,x"), ("30", "1;2")] {
+        let reply = admin.htmx_post(
+            "/api-management/machines/cleanup",
+            &[("days", days), ("ids", ids)],
+        );
+        assert_eq!(reply.status, 400, "{days} {ids}");
+    }
 }
 
 fn sign_in(browser: &Browser, app: &TestApp) {
@@ -511,5 +670,57 @@ fn an_admin_switches_tabs_by_keyboard_and_sets_priority(backend: Backend) {
         browser.focused(),
         "Priority",
         "focus is on the field to correct"
+    );
+}
+
+fn an_admin_cleans_up_offline_machines_after_confirming(backend: Backend) {
+    let db = TestDb::new(backend);
+    let app = TestApp::spawn(&db);
+    let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (old, credential) = enroll_with(&app, &mut admin, "forgotten-vm", &[]);
+    let (fresh, _) = enroll_with(&app, &mut admin, "busy-vm", &[]);
+    last_seen_days_ago(&app, old, 60);
+    let browser = Browser::start();
+    sign_in(&browser, &app);
+    browser.click(&browser.wait_for_css("a[href='/api-management/machines/cleanup']")[0]);
+    let days = browser.field_labelled("Days offline");
+    assert_eq!(browser.attribute(&days, "value").as_deref(), Some("30"));
+    browser.click_button("Show machines");
+    browser.wait_until("the preview", || {
+        browser
+            .text_of("#cleanup-preview h2")
+            .filter(|t| t == "1 machine offline for more than 30 days")
+    });
+    assert!(
+        browser
+            .text_of("#cleanup-preview tbody")
+            .unwrap()
+            .contains("forgotten-vm")
+    );
+    assert_eq!(
+        browser.count(&format!("#cleanup-preview tr[data-id='{fresh}']")),
+        0
+    );
+    browser.screenshot(&format!("machine-cleanup-{backend:?}").to_lowercase());
+    browser.click_button("Remove 1 machine");
+    browser.wait_until("the machines section again", || {
+        browser
+            .current_url()
+            .ends_with("/api-management#machines")
+            .then_some(())
+    });
+    browser.wait_until("the removal announced", || {
+        browser
+            .text_of("#notice")
+            .filter(|t| t.contains("Removed 1 machine offline for more than 30 days"))
+    });
+    browser.wait_until("the list without it", || {
+        (browser.count(&format!("#machine-list tr[data-id='{fresh}']")) == 1
+            && browser.count(&format!("#machine-list tr[data-id='{old}']")) == 0)
+            .then_some(())
+    });
+    assert_eq!(
+        app.heartbeat(&credential).api_error(),
+        (401, "machine_removed".into())
     );
 }

@@ -7,6 +7,7 @@ pub mod api_management;
 pub mod enrollment_tokens;
 pub mod jobs;
 pub mod login;
+pub mod machine_cleanup;
 pub mod machine_detail;
 pub mod machines;
 pub mod queue_status;
