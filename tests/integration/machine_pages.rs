@@ -224,12 +224,28 @@ fn tabs_show_what_they_hold(backend: Backend) {
         "3.1.4",
         "data-connection=\"online\">Online",
         "created by admin@example.com",
-        "not announced",
+        "not announced by its driver",
     ] {
         assert!(overview.body.contains(fact), "Overview lacks {fact}");
     }
     assert_eq!(overview.body.matches("aria-current=\"page\"").count(), 1);
     assert!(!overview.body.contains("id=\"machine-settings\""));
+    // A driver that says when it started has an uptime.
+    let started = chrono::Utc::now() - chrono::Duration::hours(3);
+    let announced = app.post_json(
+        "/api/v1/driver/heartbeat",
+        &json!({ "status": "idle", "started_at": started.to_rfc3339() }),
+        Some(&credential),
+    );
+    assert_eq!(announced.status, 200, "{}", announced.body);
+    let overview = admin.get(&url("overview"));
+    assert!(
+        overview
+            .body
+            .contains("<dd data-uptime>3 hours <span class=\"muted\">(driver started <time"),
+        "{}",
+        overview.body
+    );
 
     let capabilities = admin.get(&url("capabilities"));
     assert!(capabilities.body.contains(&current("capabilities")));

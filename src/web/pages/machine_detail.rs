@@ -18,13 +18,14 @@ use crate::machines::settings::{self, NewName, Priority};
 use crate::machines::{self, Machine};
 use crate::queue;
 use crate::runs::{self, RunSummary};
+use crate::status::MachineStatus;
 use crate::web::access::{Admin, CurrentUser, Viewer};
 use crate::web::error::WebError;
 use crate::web::middleware::session::DashboardSession;
 use crate::web::pages::jobs::JobRow;
 use crate::web::pages::machines::{MachineRow, REFRESH_SECONDS};
 use crate::web::view::layout::{Layout, render, render_with_status};
-use crate::web::view::time::Moment;
+use crate::web::view::time::{Moment, duration_words};
 use crate::web::{actor, is_htmx};
 
 /// Jobs per page of the Job History tab.
@@ -96,6 +97,8 @@ struct DetailPage {
     tabs: [Tab; 4],
     machine: MachineRow,
     driver_version: String,
+    /// How long the driver has been up ("3 hours"), while the machine is in contact.
+    uptime: Option<String>,
     enrolled: Moment,
     token_hint: Option<String>,
     token_description: Option<String>,
@@ -183,6 +186,11 @@ fn page(
         current,
         waiting,
     } = loaded;
+    let in_contact = machine.status(now, offline_after) != MachineStatus::Offline;
+    let uptime = machine
+        .driver_started_at
+        .filter(|_| in_contact)
+        .map(|started| duration_words((now - started).num_seconds().max(0)));
     let (driver_version, enrolled) = (
         machine.driver_version.clone(),
         Moment::new(machine.enrolled_at, now),
@@ -225,6 +233,7 @@ fn page(
         tab,
         tabs: Tab::ALL,
         driver_version,
+        uptime,
         enrolled,
         token_hint,
         token_description,
