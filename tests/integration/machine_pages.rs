@@ -143,6 +143,8 @@ fn the_list_filters_by_capability_in_sql(backend: Backend) {
         .unwrap()
         .row_ids();
     assert_eq!(sorted(shown), sorted(vec![both, sap_only]));
+    // A query that is no filter still shows the page.
+    assert_eq!(admin.get("/api-management?page=abc").status, 200);
     // Nothing of another organization, either way.
     assert_eq!(rival.machine_list("capability=sap").row_ids(), [rival_sap]);
     assert!(!list.row_ids().contains(&rival_sap));

@@ -40,9 +40,13 @@ pub async fn page(
     pool: web::Data<Pool>,
     settings: web::Data<Settings>,
     fleet: web::Data<Fleet>,
-    machine_query: web::Query<ListQuery>,
+    machine_query: Option<web::Query<ListQuery>>,
 ) -> Result<HttpResponse, WebError> {
-    let machine_query = machine_query.into_inner();
+    // The machines section's filter, when a link carries one (`?capability=sap`); a query that is not
+    // one still shows the page, unfiltered.
+    let machine_query = machine_query
+        .map(web::Query::into_inner)
+        .unwrap_or_default();
     let offline_after = settings.offline_after();
     let for_load = user.clone();
     let default_token_hours = settings.enrollment_ttl_hours as i64;
