@@ -155,6 +155,35 @@ pub fn counts(conn: &mut DbConnection, organization_id: i64) -> QueryResult<Vec<
         .load(conn)
 }
 
+/// Queued runs of one `requires` set, the set read once: what a machine's queue depth is summed from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Waiting {
+    pub requires: Vec<String>,
+    pub queued: i64,
+}
+
+/// The organization's queued runs by `requires` set, from `queue_counts` (a handful of rows).
+pub fn waiting(conn: &mut DbConnection, organization_id: i64) -> QueryResult<Vec<Waiting>> {
+    Ok(counts(conn, organization_id)?
+        .into_iter()
+        .filter(|c| c.queued > 0)
+        .map(|c| Waiting {
+            requires: serde_json::from_str(&c.requires).unwrap_or_default(),
+            queued: c.queued,
+        })
+        .collect())
+}
+
+/// A machine's queue depth: the queued runs it could take, those whose `requires` are all among its
+/// capabilities.
+pub fn depth_for(waiting: &[Waiting], capabilities: &[String]) -> i64 {
+    waiting
+        .iter()
+        .filter(|w| w.requires.iter().all(|r| capabilities.contains(r)))
+        .map(|w| w.queued)
+        .sum()
+}
+
 /// How often a replica samples queue depth. A sample is per minute, so several a minute only keep
 /// the newest (and cover for a replica that stopped).
 pub const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
@@ -276,6 +305,25 @@ pub fn unrunnable(status: &QueueStatus, fleet: &OrgFleet) -> Vec<Unrunnable> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_machine_counts_only_the_runs_it_could_take() {
+        let w = |requires: &[&str], queued| Waiting {
+            requires: requires.iter().map(|r| r.to_string()).collect(),
+            queued,
+        };
+        let waiting = [
+            w(&[], 2),
+            w(&["sap"], 3),
+            w(&["sap", "excel"], 5),
+            w(&["gpu"], 7),
+        ];
+        let caps = |c: &[&str]| c.iter().map(|r| r.to_string()).collect::<Vec<_>>();
+        assert_eq!(depth_for(&waiting, &caps(&[])), 2);
+        assert_eq!(depth_for(&waiting, &caps(&["sap"])), 5);
+        assert_eq!(depth_for(&waiting, &caps(&["excel", "sap"])), 10);
+        assert_eq!(depth_for(&waiting, &caps(&["gpu", "sap", "excel"])), 17);
+    }
 
     fn with_wait(s: Option<f64>) -> QueueStatus {
         QueueStatus {

@@ -1,9 +1,11 @@
 //! Driver machines: what they tell us about themselves, their heartbeats, removal, and the lists and
 //! counts of the VM Machines section (the status rule itself is [`MachineStatus::from_last_seen`]).
 
+pub mod cleanup;
 pub mod contacts;
 pub mod fleet;
 pub mod memory;
+pub mod settings;
 
 use std::net::IpAddr;
 
@@ -513,8 +515,7 @@ pub fn remove(
                 machines::removed_by_user_id.eq(actor.user_id),
             ))
             .execute(conn)?;
-        let released = crate::runs::leases::release_machine(conn, machine.id, now)?;
-        released.announce(organization_id, changes);
+        let requeued = release_removed(conn, &machine, now, changes)?;
         audit::record(
             conn,
             actor.event(
@@ -523,12 +524,26 @@ pub fn remove(
                 "machine",
                 machine.id,
                 serde_json::json!({
-                    "name": machine.name, "requeued_runs": released.requeued,
+                    "name": machine.name, "requeued_runs": requeued,
                 }),
             ),
         )?;
         Ok(Some(machine))
     })
+}
+
+/// What removing a machine does beyond marking it removed (inside the transaction that marked it):
+/// its running job goes back to the queue. Returns how many runs were queued again.
+fn release_removed(
+    conn: &mut DbConnection,
+    machine: &Machine,
+    now: NaiveDateTime,
+    changes: &mut Changes,
+) -> QueryResult<usize> {
+    let released = crate::runs::leases::release_machine(conn, machine.id, now)?;
+    let requeued = released.requeued;
+    released.announce(machine.organization_id, changes);
+    Ok(requeued)
 }
 
 /// Machines Online and Busy right now (together: Active Drivers), and Offline.
@@ -642,20 +657,66 @@ diesel::define_sql_function! {
     fn lower(text: diesel::sql_types::Text) -> diesel::sql_types::Text;
 }
 
-/// What the VM Machines list shows: optionally one status, optionally names containing some text.
+/// What the VM Machines list shows: optionally one status, optionally names containing some text,
+/// optionally only machines with one capability.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MachineFilter {
     pub status: Option<MachineStatus>,
     pub name_contains: String,
+    /// Empty: any capabilities.
+    pub capability: String,
+}
+
+impl MachineFilter {
+    /// Whether the census's counts per status answer how many machines pass (no search, no
+    /// capability).
+    pub fn counted_by_census(&self) -> bool {
+        self.name_contains.trim().is_empty() && self.capability.is_empty()
+    }
+}
+
+/// "The machine's capabilities (a JSON array) hold this one", in each backend's own words: SQLite
+/// walks the array with `json_each`; PostgreSQL asks jsonb containment, which the GIN index of
+/// `machines_by_capability` answers.
+fn has_capability(
+    conn: &DbConnection,
+    capability: &str,
+) -> Box<
+    dyn BoxableExpression<
+            machines::table,
+            crate::db::DbConnectionBackend,
+            SqlType = diesel::sql_types::Bool,
+        >,
+> {
+    use diesel::dsl::sql;
+    use diesel::sql_types::{Bool, Text};
+    match conn {
+        DbConnection::Postgres(_) => Box::new(
+            sql::<Bool>("(machines.capabilities)::jsonb @> jsonb_build_array(CAST(")
+                .bind::<Text, _>(capability.to_owned())
+                .sql(" AS TEXT))"),
+        ),
+        DbConnection::Sqlite(_) => Box::new(
+            sql::<Bool>(
+                "EXISTS (SELECT 1 FROM json_each(machines.capabilities) AS held WHERE held.value = ",
+            )
+            .bind::<Text, _>(capability.to_owned())
+            .sql(")"),
+        ),
+    }
 }
 
 /// The organization's live machines that pass the filter, as a query.
 fn filtered(
+    conn: &DbConnection,
     organization_id: i64,
     filter: &MachineFilter,
     cutoff: NaiveDateTime,
 ) -> machines::BoxedQuery<'static, crate::db::DbConnectionBackend> {
     let mut query = live(Some(organization_id));
+    if !filter.capability.is_empty() {
+        query = query.filter(has_capability(conn, &filter.capability));
+    }
     if let Some(status) = filter.status {
         query = with_status(query, status, cutoff);
     }
@@ -677,7 +738,7 @@ pub fn list(
     offset: i64,
     limit: i64,
 ) -> QueryResult<Vec<Machine>> {
-    filtered(organization_id, filter, now - offline_after)
+    filtered(conn, organization_id, filter, now - offline_after)
         .order((machines::name.asc(), machines::id.asc()))
         .offset(offset)
         .limit(limit)
@@ -685,7 +746,8 @@ pub fn list(
         .load(conn)
 }
 
-/// How many machines pass the filter (a search; the counts per status come from the census).
+/// How many machines pass the filter (a search or a capability; the counts per status come from the
+/// census).
 pub fn count_matching(
     conn: &mut DbConnection,
     organization_id: i64,
@@ -693,7 +755,7 @@ pub fn count_matching(
     now: NaiveDateTime,
     offline_after: chrono::Duration,
 ) -> QueryResult<i64> {
-    filtered(organization_id, filter, now - offline_after)
+    filtered(conn, organization_id, filter, now - offline_after)
         .count()
         .get_result(conn)
 }

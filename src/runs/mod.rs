@@ -545,11 +545,13 @@ pub struct RunSummary {
 pub fn history_of_machine(
     conn: &mut DbConnection,
     machine_id: i64,
+    offset: i64,
     limit: i64,
 ) -> QueryResult<Vec<RunSummary>> {
     runs::table
         .filter(runs::machine_id.eq(machine_id))
         .order((runs::created_at.desc(), runs::id.desc()))
+        .offset(offset)
         .limit(limit)
         .select(RunSummary::as_select())
         .load(conn)

@@ -19,8 +19,8 @@ use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, web};
 
 use pages::{
-    account, api_keys, api_management, enrollment_tokens, invite, jobs, login, machines, members,
-    queue_status, setup, status_strip,
+    account, api_keys, api_management, enrollment_tokens, invite, jobs, login, machine_cleanup,
+    machine_detail, machines, members, queue_status, setup, status_strip,
 };
 
 /// Every dashboard route, inside the session and CSRF middleware.
@@ -89,9 +89,22 @@ pub fn scope(sessions: SessionMiddleware<CookieSessionStore>) -> impl HttpServic
                     "/api-management/machines/list",
                     web::get().to(machines::list),
                 )
+                .route(machine_cleanup::PATH, web::get().to(machine_cleanup::show))
+                .route(
+                    machine_cleanup::PATH,
+                    web::post().to(machine_cleanup::confirm),
+                )
                 .route(
                     "/api-management/machines/{id}",
-                    web::get().to(machines::detail),
+                    web::get().to(machine_detail::show),
+                )
+                .route(
+                    "/api-management/machines/{id}/rename",
+                    web::post().to(machine_detail::rename),
+                )
+                .route(
+                    "/api-management/machines/{id}/priority",
+                    web::post().to(machine_detail::set_priority),
                 )
                 .route(
                     "/api-management/machines/{id}/remove",

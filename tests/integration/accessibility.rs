@@ -138,6 +138,24 @@ fn every_page_passes_axe_at_laptop_and_phone_width(backend: Backend) {
     browser.goto(&app.url(&format!("/api-management/machines/{machine}")));
     browser.wait_for_css("h1");
     check_page(&browser, "machine-detail", &mut failures);
+    for tab in ["capabilities", "jobs", "settings"] {
+        browser.goto(&app.url(&format!("/api-management/machines/{machine}?tab={tab}")));
+        browser.wait_for_css("a[aria-current=page]");
+        check_page(&browser, &format!("machine-{tab}"), &mut failures);
+    }
+    // A refused priority, as the admin sees it: the error beside the field.
+    browser.execute(
+        "const f = document.getElementById('machine-priority'); f.removeAttribute('max'); f.value = '5000'; return null;",
+    );
+    browser.click_button("Save priority");
+    browser.wait_for_css("#machine-priority-error");
+    check_page(&browser, "machine-settings-refused", &mut failures);
+    browser.goto(&app.url("/api-management?capability=linux"));
+    browser.wait_for_css("#machine-list .filter-note");
+    check_page(&browser, "dashboard-capability-filter", &mut failures);
+    browser.goto(&app.url("/api-management/machines/cleanup?days=1"));
+    browser.wait_for_css("h1");
+    check_page(&browser, "machine-cleanup", &mut failures);
     browser.goto(&app.url("/api-management/jobs"));
     browser.wait_for_css("h1");
     check_page(&browser, "jobs", &mut failures);

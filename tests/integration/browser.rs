@@ -384,7 +384,7 @@ fn jobs_flow_through_the_page_without_a_reload(backend: Backend) {
     browser.screenshot(&format!("queue-status-{backend:?}").to_lowercase());
 
     // The job is in the machine's history.
-    browser.goto(&app.url(&format!("/api-management/machines/{machine_id}")));
+    browser.goto(&app.url(&format!("/api-management/machines/{machine_id}?tab=jobs")));
     browser.wait_until("the job in the history", || {
         let history = browser.text_of("section[aria-labelledby=history-heading] tbody")?;
         let completed = history.to_lowercase().contains("completed");

@@ -44,7 +44,14 @@ fn dispatch_in_order(servers: &[Arc<TestApp>], admin_app: &Arc<TestApp>) {
         let (_, token) = admin.create_enrollment_token(name);
         credentials.push(admin_app.enroll(&token, name).1);
     }
-    set_priority(admin_app, "fast", 1);
+    // An admin gives `fast` priority 1 in its Settings tab.
+    let fast = machine_id(admin_app, "fast");
+    let token = admin.page_csrf_token();
+    let set = admin.post_form(
+        &format!("/api-management/machines/{fast}/priority"),
+        &[("priority", "1"), ("csrf_token", &token)],
+    );
+    assert_eq!(set.status, 303, "{}", set.body);
 
     let (given_tx, given) = mpsc::channel::<Given>();
     let mut go_on = Vec::new();
@@ -124,12 +131,12 @@ fn dispatch_in_order(servers: &[Arc<TestApp>], admin_app: &Arc<TestApp>) {
     assert_eq!(order.iter().filter(|n| **n == "left").count(), 10);
 }
 
-fn set_priority(app: &TestApp, name: &str, priority: i32) {
+fn machine_id(app: &TestApp, name: &str) -> i64 {
     use diesel::prelude::*;
     use granite::db::schema::machines;
-    let changed = diesel::update(machines::table.filter(machines::name.eq(name)))
-        .set(machines::priority.eq(priority))
-        .execute(&mut *app.pool.get().unwrap())
-        .unwrap();
-    assert_eq!(changed, 1);
+    machines::table
+        .filter(machines::name.eq(name))
+        .select(machines::id)
+        .first(&mut *app.pool.get().unwrap())
+        .unwrap()
 }

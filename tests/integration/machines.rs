@@ -797,24 +797,33 @@ fn the_detail_page_tells_where_a_machine_came_from(backend: Backend) {
     let machine_id = reply.json()["machine_id"].as_i64().unwrap();
     let page = admin.get(&format!("/api-management/machines/{machine_id}"));
     assert_eq!(page.status, 200);
-    for fact in [
-        "10.20.30.40",
-        "macOS 15.1",
-        "2.0.1",
-        "<code class=\"capability\">macos</code>",
-        "<code class=\"capability\">safari</code>",
-        &format!(
-            "with token <code>{}…</code> (lab bench 2), created by admin@example.com",
-            &token[..11]
+    let tab = |admin: &mut crate::helpers::Client, tab: &str| {
+        let reply = admin.get(&format!("/api-management/machines/{machine_id}?tab={tab}"));
+        assert_eq!(reply.status, 200);
+        reply.body
+    };
+    let (capabilities, jobs, settings) = (
+        tab(&mut admin, "capabilities"),
+        tab(&mut admin, "jobs"),
+        tab(&mut admin, "settings"),
+    );
+    for (body, fact) in [
+        (&page.body, "10.20.30.40"),
+        (&page.body, "macOS 15.1"),
+        (&page.body, "2.0.1"),
+        (&capabilities, ">macos</a>"),
+        (&capabilities, ">safari</a>"),
+        (
+            &page.body,
+            &format!(
+                "with token <code>{}…</code> (lab bench 2), created by admin@example.com",
+                &token[..11]
+            ),
         ),
-        "No jobs yet",
-        "aria-label=\"Remove machine lab-2\"",
+        (&jobs, "No jobs yet"),
+        (&settings, "aria-label=\"Remove machine lab-2\""),
     ] {
-        assert!(
-            page.body.contains(fact),
-            "detail lacks {fact}: {}",
-            page.body
-        );
+        assert!(body.contains(fact), "detail lacks {fact}: {body}");
     }
     assert!(!page.body.contains(&token));
     let removed = admin.post_form_with(

@@ -20,6 +20,7 @@ mod hostile_input;
 mod hot_paths;
 mod jobs;
 mod lifecycle;
+mod machine_pages;
 mod machines;
 mod members;
 mod pages;

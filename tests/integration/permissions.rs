@@ -252,6 +252,7 @@ fn the_table_names_every_dashboard_route() {
     for route in [
         granite::web::pages::account::PATH,
         granite::web::pages::members::PATH,
+        granite::web::pages::machine_cleanup::PATH,
     ] {
         if !table.contains(&route) {
             missing.push(route.to_owned());

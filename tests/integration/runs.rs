@@ -321,7 +321,9 @@ fn claims_follow_priority_age_and_capabilities(backend: Backend) {
         (400, "invalid_request".into())
     );
 
-    let history = s.admin.get(&format!("/api-management/machines/{linux_id}"));
+    let history = s
+        .admin
+        .get(&format!("/api-management/machines/{linux_id}?tab=jobs"));
     for (id, endpoint) in order.iter().zip(["high-old", "high-new", "low", "plain"]) {
         assert!(
             history.body.contains(id) && history.body.contains(endpoint),

@@ -13,7 +13,7 @@ use crate::web::middleware::session::DashboardSession;
 use crate::web::pages::api_keys::ApiKeysSection;
 use crate::web::pages::enrollment_tokens::EnrollmentTokensSection;
 use crate::web::pages::login::see_other;
-use crate::web::pages::machines::MachinesSection;
+use crate::web::pages::machines::{ListQuery, MachinesSection};
 use crate::web::pages::queue_status::QueueSection;
 use crate::web::pages::status_strip::StatusStrip;
 use crate::web::view::layout::{Layout, render};
@@ -40,7 +40,13 @@ pub async fn page(
     pool: web::Data<Pool>,
     settings: web::Data<Settings>,
     fleet: web::Data<Fleet>,
+    machine_query: Option<web::Query<ListQuery>>,
 ) -> Result<HttpResponse, WebError> {
+    // The machines section's filter, when a link carries one (`?capability=sap`); a query that is not
+    // one still shows the page, unfiltered.
+    let machine_query = machine_query
+        .map(web::Query::into_inner)
+        .unwrap_or_default();
     let offline_after = settings.offline_after();
     let for_load = user.clone();
     let default_token_hours = settings.enrollment_ttl_hours as i64;
@@ -52,7 +58,8 @@ pub async fn page(
             let enrollment_tokens =
                 EnrollmentTokensSection::load(conn, &for_load, default_token_hours, now)?;
             let fleet = fleet.of(conn, for_load.organization.id, now)?;
-            let machines = MachinesSection::load(conn, &for_load, now, offline_after, &fleet)?;
+            let machines =
+                MachinesSection::load(conn, &for_load, machine_query, now, offline_after, &fleet)?;
             let queue = QueueSection::load(conn, for_load.organization.id, now, &fleet)?;
             let strip = StatusStrip::of(&fleet, &queue.status);
             Ok::<_, WebError>((api_keys, enrollment_tokens, machines, queue, strip))

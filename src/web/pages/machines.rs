@@ -1,5 +1,6 @@
 //! The VM Machines section: live status of the fleet (refreshed by htmx every few seconds), counts per
-//! status, filter and search, pages, removal in place; and each machine's detail page.
+//! status, filter by status or capability and search, each machine's queue depth, pages, pause and
+//! removal in place. Each machine's own page is [`super::machine_detail`].
 
 use std::collections::HashMap;
 
@@ -11,18 +12,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
 use crate::db::{DbConnection, Pool};
-use crate::enrollment;
 use crate::machines::fleet::{Fleet, OrgFleet};
 use crate::machines::{self, Machine, MachineFilter, StatusCounts};
+use crate::queue::{self, Waiting};
 use crate::runs::dispatch::Dispatcher;
 use crate::runs::{self, RunSummary};
 use crate::status::MachineStatus;
 use crate::web::access::{Admin, CurrentUser, Viewer};
 use crate::web::error::WebError;
 use crate::web::middleware::session::DashboardSession;
-use crate::web::pages::jobs::JobRow;
 use crate::web::view::feedback::{Focus, announce};
-use crate::web::view::layout::{Layout, render, render_with_status};
+use crate::web::view::layout::{render, render_with_status};
 use crate::web::view::time::Moment;
 use crate::web::{actor, is_htmx, page_instead_of_fragment};
 
@@ -44,12 +44,18 @@ pub struct MachineRow {
     pub current_job: Option<String>,
     pub os_version: String,
     pub ip_address: String,
+    pub capabilities: Vec<String>,
+    /// Set by an admin; shown when not 0.
+    pub priority: i32,
+    /// Queued runs this machine could take.
+    pub queue_depth: i64,
 }
 
 impl MachineRow {
-    fn new(
+    pub fn new(
         machine: Machine,
         jobs: &HashMap<i64, RunSummary>,
+        waiting: &[Waiting],
         now: NaiveDateTime,
         offline_after: chrono::Duration,
     ) -> Self {
@@ -59,7 +65,11 @@ impl MachineRow {
             .filter(|_| status == MachineStatus::Busy)
             .and_then(|id| jobs.get(&id))
             .map(|run| format!("{} ({})", run.endpoint, run.public_id));
+        let capabilities = machine.capability_list();
         Self {
+            queue_depth: queue::depth_for(waiting, &capabilities),
+            capabilities,
+            priority: machine.priority,
             id: machine.id,
             status,
             paused: machine.paused_at.is_some(),
@@ -80,6 +90,8 @@ pub struct ListQuery {
     pub status: String,
     #[serde(default)]
     pub q: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub capability: String,
     #[serde(default)]
     pub page: Option<i64>,
 }
@@ -90,7 +102,28 @@ impl ListQuery {
             status: MachineStatus::parse(&self.status),
             // No stored name holds a NUL character (`crate::text`), so none can match one.
             name_contains: self.q.chars().filter(|c| *c != '\0').take(100).collect(),
+            capability: self.capability(),
         }
+    }
+
+    /// The capability asked for, as stored capabilities could hold it (no NUL, at most 50
+    /// characters); empty for none.
+    pub fn capability(&self) -> String {
+        self.capability
+            .trim()
+            .chars()
+            .filter(|c| *c != '\0')
+            .take(50)
+            .collect()
+    }
+
+    /// This view without its capability filter (and from its first page), as a query string.
+    fn without_capability(&self) -> String {
+        let kept: Vec<(&str, &str)> = [("status", self.status.as_str()), ("q", self.q.as_str())]
+            .into_iter()
+            .filter(|(_, value)| !value.is_empty())
+            .collect();
+        serde_urlencoded::to_string(kept).unwrap_or_default()
     }
 
     /// The page asked for, within 1 and the last page any fleet could have (offsets stay small).
@@ -123,6 +156,9 @@ pub struct MachineList {
     pub previous_query: Option<String>,
     pub next_query: Option<String>,
     pub filtered: bool,
+    /// The capability the list is narrowed to (empty: none), and the query string without it.
+    pub capability: String,
+    pub clear_capability_query: String,
     pub can_manage: bool,
     pub refresh_seconds: u32,
 }
@@ -139,8 +175,8 @@ impl MachineList {
         let organization_id = user.organization.id;
         let filter = query.filter();
         let counts = fleet.counts;
-        // The census has the counts per status; only a name search is counted here.
-        let matching = if filter.name_contains.trim().is_empty() {
+        // The census has the counts per status; only a search or a capability is counted here.
+        let matching = if filter.counted_by_census() {
             filter
                 .status
                 .map_or(counts.total(), |status| counts.of(&status))
@@ -175,9 +211,14 @@ impl MachineList {
             .into_iter()
             .map(|r| (r.id, r))
             .collect();
+        let waiting = if page_rows.is_empty() {
+            Vec::new()
+        } else {
+            queue::waiting(conn, organization_id)?
+        };
         let rows: Vec<MachineRow> = page_rows
             .into_iter()
-            .map(|m| MachineRow::new(m, &jobs, now, offline_after))
+            .map(|m| MachineRow::new(m, &jobs, &waiting, now, offline_after))
             .collect();
         let first_shown = if rows.is_empty() {
             0
@@ -197,6 +238,8 @@ impl MachineList {
             previous_query: (page > 1).then(|| query.at_page(page - 1)),
             next_query: (page < pages).then(|| query.at_page(page + 1)),
             filtered: filter != MachineFilter::default(),
+            capability: filter.capability,
+            clear_capability_query: query.without_capability(),
             can_manage: user.can_manage(),
             refresh_seconds: REFRESH_SECONDS,
         })
@@ -206,19 +249,26 @@ impl MachineList {
 pub struct MachinesSection {
     pub list: MachineList,
     pub statuses: [MachineStatus; 3],
+    /// The filter the page was opened with (a link to `?capability=…`), shown in the form.
+    pub query: ListQuery,
 }
 
 impl MachinesSection {
     pub fn load(
         conn: &mut DbConnection,
         user: &CurrentUser,
+        query: ListQuery,
         now: NaiveDateTime,
         offline_after: chrono::Duration,
         fleet: &OrgFleet,
     ) -> Result<Self, WebError> {
         Ok(Self {
-            list: MachineList::load(conn, user, &ListQuery::default(), now, offline_after, fleet)?,
+            list: MachineList::load(conn, user, &query, now, offline_after, fleet)?,
             statuses: MachineStatus::ALL,
+            query: ListQuery {
+                capability: query.capability(),
+                ..query
+            },
         })
     }
 }
@@ -348,7 +398,7 @@ pub async fn set_paused<const PAUSED: bool>(
         actor(&req, &user),
         settings.offline_after(),
     );
-    let (machine, jobs) = dispatcher
+    let (machine, jobs, waiting) = dispatcher
         .run(&pool, move |conn, changes| {
             let machine =
                 machines::set_paused(conn, organization_id, machine_id, paused, &actor, changes)?
@@ -357,7 +407,8 @@ pub async fn set_paused<const PAUSED: bool>(
                 conn,
                 &machine.current_run_id.into_iter().collect::<Vec<_>>(),
             )?;
-            Ok::<_, WebError>((machine, jobs))
+            let waiting = queue::waiting(conn, organization_id)?;
+            Ok::<_, WebError>((machine, jobs, waiting))
         })
         .await?;
     tracing::info!(machine_id, paused, "machine paused or resumed");
@@ -369,7 +420,7 @@ pub async fn set_paused<const PAUSED: bool>(
     } else {
         format!("Resumed machine {}. It takes jobs again.", machine.name)
     };
-    let detail = format!("/api-management/machines/{machine_id}");
+    let detail = format!("/api-management/machines/{machine_id}?tab=settings");
     if !is_htmx(&req) {
         return Ok(crate::web::pages::login::see_other(&detail));
     }
@@ -381,7 +432,7 @@ pub async fn set_paused<const PAUSED: bool>(
     }
     let jobs: HashMap<i64, RunSummary> = jobs.into_iter().map(|r| (r.id, r)).collect();
     let now = chrono::Utc::now().naive_utc();
-    let row = MachineRow::new(machine, &jobs, now, offline_after);
+    let row = MachineRow::new(machine, &jobs, &waiting, now, offline_after);
     let mut response = render(&RowFragment {
         machine: &row,
         list: RowContext {
@@ -395,105 +446,4 @@ pub async fn set_paused<const PAUSED: bool>(
         Focus::On(format!("#machine-{machine_id} td.actions button")),
     );
     Ok(response)
-}
-
-#[derive(Template)]
-#[template(path = "machine_detail.html")]
-struct DetailPage {
-    layout: Layout,
-    user: CurrentUser,
-    machine: MachineRow,
-    capabilities: Vec<String>,
-    driver_version: String,
-    enrolled: Moment,
-    token_hint: Option<String>,
-    token_description: Option<String>,
-    token_created_by: Option<String>,
-    history: Vec<JobRow>,
-    can_manage: bool,
-    /// When an admin removed it: the page stays, as its history's names do.
-    removed: Option<Moment>,
-    refresh_seconds: u32,
-}
-
-/// `GET /api-management/machines/{id}`: everything about one machine, and the jobs it ran.
-pub async fn detail(
-    Viewer(user): Viewer,
-    session: actix_session::Session,
-    pool: web::Data<Pool>,
-    settings: web::Data<Settings>,
-    machine_id: web::Path<i64>,
-) -> Result<HttpResponse, WebError> {
-    let (organization_id, machine_id, offline_after) = (
-        user.organization.id,
-        machine_id.into_inner(),
-        settings.offline_after(),
-    );
-    let now = chrono::Utc::now().naive_utc();
-    let (machine, origin, history, current) = pool
-        .run(move |conn| {
-            let machine = machines::find_including_removed(conn, organization_id, machine_id)?
-                .ok_or(WebError::NotFound)?;
-            let origin = match machine.enrollment_token_id {
-                Some(token_id) => enrollment::origin_of(conn, token_id)?,
-                None => None,
-            };
-            let history = runs::history_of_machine(conn, machine.id, 50)?;
-            let current = runs::summaries(
-                conn,
-                &machine.current_run_id.into_iter().collect::<Vec<_>>(),
-            )?;
-            Ok::<_, WebError>((machine, origin, history, current))
-        })
-        .await?;
-    let capabilities = machine.capability_list();
-    let (driver_version, enrolled) = (
-        machine.driver_version.clone(),
-        Moment::new(machine.enrolled_at, now),
-    );
-    let jobs: HashMap<i64, RunSummary> = current.into_iter().map(|r| (r.id, r)).collect();
-    let (token_hint, token_description, token_created_by) = match origin {
-        Some((token, created_by)) => (
-            Some(token.hint),
-            Some(token.description).filter(|d| !d.is_empty()),
-            created_by,
-        ),
-        None => (None, None, None),
-    };
-    let names = HashMap::from([(
-        machine.id,
-        machines::MachineName {
-            name: machine.name.clone(),
-            removed: machine.removed_at.is_some(),
-        },
-    )]);
-    let history = history
-        .into_iter()
-        .map(|run| JobRow::new(run, &names, now))
-        .collect();
-    let removed = machine.removed_at.map(|t| Moment::new(t, now));
-    let can_manage = user.can_manage() && removed.is_none();
-    let page = DetailPage {
-        layout: {
-            let session = DashboardSession::new(session);
-            Layout::new(
-                format!("{} · Machine", machine.name),
-                session.ensure_csrf_token(),
-            )
-            .with_flash(&session)
-        },
-        machine: MachineRow::new(machine, &jobs, now, offline_after),
-        user,
-        capabilities,
-        driver_version,
-        enrolled,
-        token_hint,
-        token_description,
-        token_created_by,
-        history,
-        can_manage,
-        removed,
-        refresh_seconds: REFRESH_SECONDS,
-    };
-    render(&page)
 }

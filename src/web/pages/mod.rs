@@ -8,6 +8,8 @@ pub mod enrollment_tokens;
 pub mod invite;
 pub mod jobs;
 pub mod login;
+pub mod machine_cleanup;
+pub mod machine_detail;
 pub mod machines;
 pub mod members;
 pub mod queue_status;
