@@ -201,7 +201,7 @@ pub fn create(
             conn,
             actor.event(
                 organization_id,
-                "api_key_created",
+                audit::Action::ApiKeyCreated,
                 "api_key",
                 key.id,
                 serde_json::json!({
@@ -297,7 +297,7 @@ pub fn revoke(
             conn,
             actor.event(
                 organization_id,
-                "api_key_revoked",
+                audit::Action::ApiKeyRevoked,
                 "api_key",
                 key.id,
                 serde_json::json!({
@@ -341,7 +341,7 @@ pub fn roll(
             ))
             .execute(conn)?;
         cache::tell_replicas(conn, old.id)?;
-        audit::record(conn, actor.event(organization_id, "api_key_rolled", "api_key", old.id, serde_json::json!({
+        audit::record(conn, actor.event(organization_id, audit::Action::ApiKeyRolled, "api_key", old.id, serde_json::json!({
             "name": old.name, "old_hint": old.hint, "new_key_id": new.id, "new_hint": new.hint,
             "grace": grace.as_str(), "old_key_expires_at": expires_at.and_utc().to_rfc3339(),
         })))?;
