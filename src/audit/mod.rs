@@ -1,8 +1,10 @@
 //! The audit log: who did what to which object, when and from where.
 //!
 //! - [`Action`]: what was done, stored as fixed text.
+//! - [`history`]: the recorded events read back, a page at a time, filtered.
 
 mod action;
+pub mod history;
 
 pub use action::Action;
 
