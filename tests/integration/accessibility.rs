@@ -147,6 +147,12 @@ fn every_page_passes_axe_at_laptop_and_phone_width(backend: Backend) {
     browser.goto(&app.url("/account"));
     browser.wait_for_css("h1");
     check_page(&browser, "account", &mut failures);
+    browser.goto(&app.url("/api-management/audit-log"));
+    browser.wait_for_css("#audit-events tbody tr");
+    check_page(&browser, "audit-log", &mut failures);
+    browser.goto(&app.url("/api-management/audit-log?action=machine_paused"));
+    browser.wait_for_css("#audit-events .empty-state");
+    check_page(&browser, "audit-log-no-match", &mut failures);
 
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

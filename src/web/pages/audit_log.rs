@@ -93,7 +93,8 @@ pub struct EventRow {
     pub label: String,
     pub actor: String,
     pub target: Option<Target>,
-    /// What the details name the target by ("vm-1", a key's name or hint, a run's automation).
+    /// What the details name the target by ("vm-1", a key's name, a token's description or hint, a
+    /// run's automation).
     pub target_name: Option<String>,
     pub ip: Option<String>,
     pub at: Moment,
@@ -103,10 +104,9 @@ impl EventRow {
     fn new(event: RecordedEvent, now: NaiveDateTime) -> Self {
         let details: serde_json::Value =
             serde_json::from_str(&event.details).unwrap_or(serde_json::Value::Null);
-        let target_name = ["name", "hint", "endpoint", "description"]
+        let target_name = ["name", "description", "endpoint", "hint"]
             .iter()
-            .find_map(|field| details.get(field).and_then(|v| v.as_str()))
-            .filter(|name| !name.is_empty())
+            .find_map(|field| details.get(field)?.as_str().filter(|text| !text.is_empty()))
             .map(str::to_owned);
         Self {
             id: event.id,
