@@ -190,7 +190,10 @@ pub async fn page(
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, WebError> {
     let (filter, before) = query.parse()?;
-    let (organization_id, fragment) = (user.organization.id, is_htmx(&req));
+    // The list alone for a filter htmx submitted; the whole page when htmx restores a pushed URL it
+    // no longer has in its history cache (Back after filtering), as for any navigation.
+    let fragment = is_htmx(&req) && !req.headers().contains_key("HX-History-Restore-Request");
+    let organization_id = user.organization.id;
     let now = chrono::Utc::now().naive_utc();
     let (page, actors) = {
         let filter = filter.clone();
