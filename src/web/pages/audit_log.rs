@@ -168,7 +168,7 @@ impl EventList {
 struct AuditLogPage {
     layout: Layout,
     user: CurrentUser,
-    actions: [Action; 25],
+    actions: &'static [Action],
     selected_action: String,
     actor: String,
     actors: Vec<String>,
@@ -218,7 +218,7 @@ pub async fn page(
             DashboardSession::new(session).ensure_csrf_token(),
         ),
         user,
-        actions: Action::ALL,
+        actions: &Action::ALL,
         selected_action: filter
             .action
             .map(Action::as_str)
