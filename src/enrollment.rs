@@ -107,7 +107,7 @@ pub fn create(
             ))
             .returning(enrollment_tokens::all_columns)
             .get_result::<EnrollmentToken>(conn)?;
-        audit::record(conn, actor.event(organization_id, "enrollment_token_created", "enrollment_token", token.id, serde_json::json!({
+        audit::record(conn, actor.event(organization_id, audit::Action::EnrollmentTokenCreated, "enrollment_token", token.id, serde_json::json!({
             "hint": token.hint, "description": token.description, "lifetime_hours": lifetime_hours,
         })))?;
         Ok((token, secret))
@@ -217,7 +217,7 @@ pub fn revoke(
             conn,
             actor.event(
                 organization_id,
-                "enrollment_token_revoked",
+                audit::Action::EnrollmentTokenRevoked,
                 "enrollment_token",
                 token.id,
                 serde_json::json!({
@@ -306,7 +306,7 @@ pub fn enroll(
                 organization_id: Some(spent.organization_id),
                 actor_user_id: None,
                 actor: &format!("machine {}", machine.name),
-                action: "machine_enrolled",
+                action: audit::Action::MachineEnrolled,
                 target_type: "machine",
                 target_id: Some(machine.id.to_string()),
                 // Where the request came from; what the machine says about itself is kept apart.

@@ -130,7 +130,7 @@ fn insert_first_admin(
             organization_id: Some(organization.id),
             actor_user_id: Some(user.id),
             actor: &user.email,
-            action: "first_admin_created",
+            action: audit::Action::FirstAdminCreated,
             target_type: "user",
             target_id: Some(user.id.to_string()),
             source_ip: None,

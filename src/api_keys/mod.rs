@@ -206,7 +206,7 @@ pub fn create(
             conn,
             actor.event(
                 organization_id,
-                "api_key_created",
+                audit::Action::ApiKeyCreated,
                 "api_key",
                 key.id,
                 serde_json::json!({
@@ -314,7 +314,7 @@ pub fn set_rate_limit(
             conn,
             actor.event(
                 organization_id,
-                "api_key_rate_limit_changed",
+                crate::audit::Action::ApiKeyRateLimitChanged,
                 "api_key",
                 key.id,
                 serde_json::json!({
@@ -357,7 +357,7 @@ pub fn revoke(
             conn,
             actor.event(
                 organization_id,
-                "api_key_revoked",
+                audit::Action::ApiKeyRevoked,
                 "api_key",
                 key.id,
                 serde_json::json!({
@@ -404,7 +404,7 @@ pub fn roll(
             ))
             .execute(conn)?;
         cache::tell_replicas(conn, old.id)?;
-        audit::record(conn, actor.event(organization_id, "api_key_rolled", "api_key", old.id, serde_json::json!({
+        audit::record(conn, actor.event(organization_id, audit::Action::ApiKeyRolled, "api_key", old.id, serde_json::json!({
             "name": old.name, "old_hint": old.hint, "new_key_id": new.id, "new_hint": new.hint,
             "grace": grace.as_str(), "old_key_expires_at": expires_at.and_utc().to_rfc3339(),
         })))?;

@@ -297,9 +297,9 @@ pub fn set_paused(
             actor.event(
                 organization_id,
                 if paused {
-                    "machine_paused"
+                    audit::Action::MachinePaused
                 } else {
-                    "machine_resumed"
+                    audit::Action::MachineResumed
                 },
                 "machine",
                 machine.id,
@@ -520,7 +520,7 @@ pub fn remove(
             conn,
             actor.event(
                 organization_id,
-                "machine_removed",
+                audit::Action::MachineRemoved,
                 "machine",
                 machine.id,
                 serde_json::json!({

@@ -82,7 +82,7 @@ pub fn rename(
             conn,
             actor.event(
                 organization_id,
-                "machine_renamed",
+                crate::audit::Action::MachineRenamed,
                 "machine",
                 machine.id,
                 serde_json::json!({ "from": machine.name, "to": updated.name }),
@@ -116,7 +116,7 @@ pub fn set_priority(
             conn,
             actor.event(
                 organization_id,
-                "machine_priority_changed",
+                crate::audit::Action::MachinePriorityChanged,
                 "machine",
                 machine.id,
                 serde_json::json!({

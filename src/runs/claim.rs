@@ -201,8 +201,10 @@ pub fn claim(
     match conn {
         DbConnection::Postgres(_) => {
             // The run chosen for this machine may be taken by another in between (the read is not
-            // locked); then the choice is made again, a few times at most.
-            for _ in 0..3 {
+            // locked); then the choice is made again. Lost twice, the machines are racing for a
+            // queue they all can serve: it takes the first run it can, so a busy queue never
+            // answers "nothing" while runs wait.
+            for _ in 0..2 {
                 let chosen = match share(conn, machine, now, online_since)? {
                     Share::Nothing => return Ok(None),
                     Share::First => None,
@@ -213,7 +215,7 @@ pub fn claim(
                     return Ok(claimed);
                 }
             }
-            Ok(None)
+            claim_postgres(conn, machine, now, None)
         }
         DbConnection::Sqlite(_) => {
             write_transaction(conn, |conn| claim_sqlite(conn, machine, now, online_since))

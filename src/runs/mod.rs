@@ -289,7 +289,7 @@ pub fn cancel_by(
             conn,
             actor.event(
                 organization_id,
-                "run_cancelled",
+                crate::audit::Action::RunCancelled,
                 "run",
                 &run.public_id,
                 serde_json::json!({ "endpoint": run.endpoint }),
@@ -319,7 +319,7 @@ pub fn retry(
             conn,
             actor.event(
                 organization_id,
-                "run_retried",
+                crate::audit::Action::RunRetried,
                 "run",
                 &old.public_id,
                 serde_json::json!({ "endpoint": old.endpoint, "retry": new.public_id }),

@@ -234,7 +234,7 @@ pub fn set_role(
             conn,
             actor.event(
                 organization_id,
-                "member_role_changed",
+                crate::audit::Action::MemberRoleChanged,
                 "user",
                 user.id,
                 serde_json::json!({
@@ -302,7 +302,7 @@ pub fn remove(
                 conn,
                 actor.event(
                     user.organization_id,
-                    "member_removed",
+                    crate::audit::Action::MemberRemoved,
                     "user",
                     user.id,
                     serde_json::json!({ "email": user.email, "role": user.role }),

@@ -19,8 +19,8 @@ use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, web};
 
 use pages::{
-    account, api_keys, api_management, enrollment_tokens, invite, jobs, login, machine_cleanup,
-    machine_detail, machines, members, queue_status, setup, status_strip,
+    account, api_keys, api_management, audit_log, enrollment_tokens, invite, jobs, login,
+    machine_cleanup, machine_detail, machines, members, queue_status, setup, status_strip,
 };
 
 /// Every dashboard route, inside the session and CSRF middleware.
@@ -149,7 +149,9 @@ pub fn scope(sessions: SessionMiddleware<CookieSessionStore>) -> impl HttpServic
                 .route(
                     "/api-management/jobs/{run_id}/retry",
                     web::post().to(jobs::retry),
-                ),
+                )
+                .route(audit_log::PATH, web::get().to(audit_log::page))
+                .route(audit_log::DOWNLOAD_PATH, web::get().to(audit_log::download)),
         )
         // Innermost first: CSRF reads the session; before anything, a client with too many changes in
         // flight is turned away (`ops::in_flight`).

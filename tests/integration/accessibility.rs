@@ -105,7 +105,7 @@ fn every_page_passes_axe_at_laptop_and_phone_width(backend: Backend) {
 
     // Fill it: keys, tokens, machines in every state, runs.
     let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
-    let (_, key) = admin.create_api_key("billing-service");
+    let (key_id, key) = admin.create_api_key("billing-service");
     admin.create_api_key("nightly-reports");
     let (_, spare) = admin.create_enrollment_token("spare");
     let _ = spare;
@@ -165,6 +165,30 @@ fn every_page_passes_axe_at_laptop_and_phone_width(backend: Backend) {
     browser.goto(&app.url("/account"));
     browser.wait_for_css("h1");
     check_page(&browser, "account", &mut failures);
+    browser.goto(&app.url("/api-management/audit-log"));
+    browser.wait_for_css("#audit-events tbody tr");
+    check_page(&browser, "audit-log", &mut failures);
+    browser.goto(&app.url("/api-management/audit-log?action=machine_paused"));
+    browser.wait_for_css("#audit-events .empty-state");
+    check_page(&browser, "audit-log-no-match", &mut failures);
+
+    // Members with an invite link just made and one open invite; the link's own page.
+    browser.goto(&app.url("/api-management/members"));
+    browser.type_into(&browser.field_labelled("Email"), "new.member@example.com");
+    browser.click(&browser.button_named("Create invite link"));
+    let link = browser.wait_for_css("[data-testid=new-secret]").remove(0);
+    let link = browser.text(&link);
+    check_page(&browser, "members", &mut failures);
+    // A key's analytics with its rate-limit form, refused input shown.
+    browser.goto(&app.url(&format!("/api-management/api-keys/{key_id}/analytics")));
+    browser.type_into(&browser.field_labelled("Requests per minute"), "lots");
+    browser.click(&browser.button_named("Save limit"));
+    browser.wait_for_css("#rate-limit-error");
+    check_page(&browser, "api-key-analytics-refused", &mut failures);
+    // The invite link's page (it reads the same signed in or out).
+    browser.goto(&link);
+    browser.wait_for_css("#password");
+    check_page(&browser, "invite", &mut failures);
 
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

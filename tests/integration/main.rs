@@ -5,6 +5,7 @@ mod webdriver;
 
 mod accessibility;
 mod api_keys;
+mod audit_log;
 mod backup;
 mod browser;
 mod browser_members;

@@ -158,6 +158,34 @@ fn cases() -> Vec<Case> {
         case("GET", "/api-management/machines/{id}", Machine, &[], ALL),
         case(
             "POST",
+            "/api-management/machines/{id}/rename",
+            Machine,
+            &[("name", "renamed")],
+            ADMINS,
+        ),
+        case(
+            "POST",
+            "/api-management/machines/{id}/priority",
+            Machine,
+            &[("priority", "3")],
+            ADMINS,
+        ),
+        case(
+            "GET",
+            "/api-management/machines/cleanup",
+            Nothing,
+            &[],
+            ADMINS,
+        ),
+        case(
+            "POST",
+            "/api-management/machines/cleanup",
+            Nothing,
+            &[("days", "30"), ("ids", "")],
+            ADMINS,
+        ),
+        case(
+            "POST",
             "/api-management/machines/{id}/pause",
             Machine,
             &[],
@@ -206,6 +234,8 @@ fn cases() -> Vec<Case> {
             &[],
             ADMINS,
         ),
+        case("GET", "/api-management/audit-log", Nothing, &[], ALL),
+        case("GET", "/api-management/audit-log.jsonl", Nothing, &[], ALL),
         case("GET", "/api-management/queue", Nothing, &[], ALL),
         case("GET", "/api-management/status-strip", Nothing, &[], ALL),
         case("GET", "/api-management/jobs", Nothing, &[], ALL),
@@ -253,6 +283,8 @@ fn the_table_names_every_dashboard_route() {
         granite::web::pages::account::PATH,
         granite::web::pages::members::PATH,
         granite::web::pages::machine_cleanup::PATH,
+        granite::web::pages::audit_log::PATH,
+        granite::web::pages::audit_log::DOWNLOAD_PATH,
     ] {
         if !table.contains(&route) {
             missing.push(route.to_owned());

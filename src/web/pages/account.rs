@@ -148,7 +148,7 @@ pub async fn sign_out_others(
                 conn,
                 actor.event(
                     organization_id,
-                    "signed_out_other_sessions",
+                    audit::Action::SignedOutOtherSessions,
                     "user",
                     user_id,
                     serde_json::json!({ "sessions": ended }),
@@ -180,7 +180,7 @@ pub async fn sign_out_one(
             conn,
             actor.event(
                 organization_id,
-                "signed_out_session",
+                audit::Action::SignedOutSession,
                 "user",
                 user_id,
                 serde_json::json!({ "session": id }),
@@ -260,7 +260,7 @@ pub async fn change_password(
             conn,
             actor.event(
                 organization_id,
-                "password_changed",
+                audit::Action::PasswordChanged,
                 "user",
                 user_id,
                 serde_json::json!({}),

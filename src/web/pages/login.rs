@@ -135,7 +135,7 @@ pub async fn submit(
                         organization_id: Some(organization_id),
                         actor_user_id: Some(user_id),
                         actor: &actor,
-                        action: "signed_in",
+                        action: audit::Action::SignedIn,
                         target_type: "user",
                         target_id: Some(user_id.to_string()),
                         source_ip: source_ip.as_deref(),

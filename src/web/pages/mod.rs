@@ -4,6 +4,7 @@
 pub mod account;
 pub mod api_keys;
 pub mod api_management;
+pub mod audit_log;
 pub mod enrollment_tokens;
 pub mod invite;
 pub mod jobs;

@@ -1,4 +1,12 @@
 //! The audit log: who did what to which object, when and from where.
+//!
+//! - [`Action`]: what was done, stored as fixed text.
+//! - [`history`]: the recorded events read back, a page at a time, filtered.
+
+mod action;
+pub mod history;
+
+pub use action::Action;
 
 use diesel::prelude::*;
 
@@ -26,7 +34,7 @@ impl Actor {
     pub fn event<'a>(
         &'a self,
         organization_id: i64,
-        action: &'a str,
+        action: Action,
         target_type: &'a str,
         target_id: impl ToString,
         details: serde_json::Value,
@@ -50,7 +58,7 @@ pub struct Event<'a> {
     pub organization_id: Option<i64>,
     pub actor_user_id: Option<i64>,
     pub actor: &'a str,
-    pub action: &'a str,
+    pub action: Action,
     pub target_type: &'a str,
     pub target_id: Option<String>,
     pub source_ip: Option<&'a str>,
@@ -63,7 +71,7 @@ pub fn record(conn: &mut DbConnection, event: Event<'_>) -> QueryResult<()> {
             audit_events::organization_id.eq(event.organization_id),
             audit_events::actor_user_id.eq(event.actor_user_id),
             audit_events::actor.eq(event.actor),
-            audit_events::action.eq(event.action),
+            audit_events::action.eq(event.action.as_str()),
             audit_events::target_type.eq(event.target_type),
             audit_events::target_id.eq(event.target_id),
             audit_events::source_ip.eq(event.source_ip),
@@ -72,35 +80,4 @@ pub fn record(conn: &mut DbConnection, event: Event<'_>) -> QueryResult<()> {
         ))
         .execute(conn)?;
     Ok(())
-}
-
-#[derive(Debug, Queryable)]
-pub struct RecordedEvent {
-    pub organization_id: Option<i64>,
-    pub actor: String,
-    pub action: String,
-    pub target_type: String,
-    pub target_id: Option<String>,
-    pub created_at: chrono::NaiveDateTime,
-}
-
-/// The newest events of an organization, newest first.
-pub fn recent(
-    conn: &mut DbConnection,
-    organization_id: i64,
-    limit: i64,
-) -> QueryResult<Vec<RecordedEvent>> {
-    audit_events::table
-        .filter(audit_events::organization_id.eq(organization_id))
-        .order((audit_events::created_at.desc(), audit_events::id.desc()))
-        .limit(limit)
-        .select((
-            audit_events::organization_id,
-            audit_events::actor,
-            audit_events::action,
-            audit_events::target_type,
-            audit_events::target_id,
-            audit_events::created_at,
-        ))
-        .load(conn)
 }
