@@ -21,6 +21,8 @@ use crate::web::view::time::Moment;
 
 pub const PATH: &str = "/api-management/members";
 
+const CHOOSE_A_ROLE: &str = "Choose a role: admin, member or viewer.";
+
 pub struct MemberRow {
     pub id: i64,
     pub email: String,
@@ -156,7 +158,7 @@ pub async fn invite(
     let role = match Role::parse(form.role.trim()) {
         Ok(role) => role,
         Err(_) => {
-            let extras = refuse("Choose a role: admin, member or viewer.".into(), None);
+            let extras = refuse(CHOOSE_A_ROLE.into(), None);
             return page(
                 user,
                 session,
@@ -273,7 +275,7 @@ pub async fn change_role(
 ) -> Result<HttpResponse, WebError> {
     let Ok(role) = Role::parse(form.role.trim()) else {
         let extras = Extras {
-            error: Some("Choose a role: admin, member or viewer.".into()),
+            error: Some(CHOOSE_A_ROLE.into()),
             ..Extras::default()
         };
         return page(
