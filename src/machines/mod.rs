@@ -92,16 +92,21 @@ impl MachineProfile {
         let name = bounded("name", name, 1, 100)?;
         let os_version = bounded("os_version", os_version, 0, 100)?;
         let driver_version = bounded("driver_version", driver_version, 0, 50)?;
+        // An address, or an address and the port the driver listens on ("10.0.0.5:5000",
+        // "[fd00::5]:5000"), written back in one canonical form.
         let ip_address = match ip_address.map(str::trim).filter(|ip| !ip.is_empty()) {
-            Some(text) => text
-                .parse::<IpAddr>()
-                .map_err(|_| {
-                    format!(
-                        "ip_address \"{}\" is not an IP address",
-                        text.chars().take(60).collect::<String>()
-                    )
-                })?
-                .to_string(),
+            Some(text) => match text.parse::<IpAddr>() {
+                Ok(ip) => ip.to_string(),
+                Err(_) => text
+                    .parse::<std::net::SocketAddr>()
+                    .map_err(|_| {
+                        format!(
+                            "ip_address \"{}\" is not an IP address (or address:port)",
+                            text.chars().take(60).collect::<String>()
+                        )
+                    })?
+                    .to_string(),
+            },
             None => request_ip.map(|ip| ip.to_string()).unwrap_or_default(),
         };
         let capabilities = parse_capabilities(capabilities)?;
@@ -789,6 +794,20 @@ mod tests {
         let given =
             MachineProfile::parse("vm", "", Some("192.168.0.9"), Some(ip), &[], "").unwrap();
         assert_eq!(given.ip_address, "192.168.0.9");
+        for (typed, kept) in [
+            (" 10.0.0.5:5000 ", "10.0.0.5:5000"),
+            ("[fd00:0::5]:443", "[fd00::5]:443"),
+        ] {
+            let with_port =
+                MachineProfile::parse("vm", "", Some(typed), Some(ip), &[], "").unwrap();
+            assert_eq!(with_port.ip_address, kept);
+        }
+        for bad in ["10.0.0.5:99999", "10.0.0.5:", "host:80"] {
+            assert!(
+                MachineProfile::parse("vm", "", Some(bad), None, &[], "").is_err(),
+                "{bad}"
+            );
+        }
         assert!(MachineProfile::parse("", "", None, None, &[], "").is_err());
         assert!(MachineProfile::parse(&"x".repeat(101), "", None, None, &[], "").is_err());
         assert!(MachineProfile::parse("vm", "", Some("not-an-ip"), None, &[], "").is_err());

@@ -19,7 +19,8 @@ pub struct EnrollRequest {
     pub name: String,
     #[serde(default)]
     pub os_version: String,
-    /// The address to show; the request's own address when absent.
+    /// The address to show, optionally with the port the driver listens on ("10.0.0.5:5000"); the
+    /// request's own address when absent.
     #[serde(default)]
     pub ip_address: Option<String>,
     /// What the machine can run: up to 32 names of letters, digits and `._:+-`.

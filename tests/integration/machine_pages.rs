@@ -17,6 +17,7 @@ both_backends!(
     rename_and_priority_are_checked_and_audited,
     members_and_viewers_are_refused_every_settings_change,
     cleanup_previews_then_removes_exactly_those_listed,
+    the_overview_shows_the_address_and_port_the_driver_gave,
 );
 
 mod in_the_browser {
@@ -741,4 +742,30 @@ fn an_admin_cleans_up_offline_machines_after_confirming(backend: Backend) {
         app.heartbeat(&credential).api_error(),
         (401, "machine_removed".into())
     );
+}
+
+fn the_overview_shows_the_address_and_port_the_driver_gave(backend: Backend) {
+    let db = TestDb::new(backend);
+    let app = TestApp::spawn(&db);
+    let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (_, token) = admin.create_enrollment_token("listener");
+    let enroll = |token: &str, ip: &str| {
+        app.post_json(
+            "/api/v1/driver/enroll",
+            &json!({ "token": token, "name": "listener", "ip_address": ip }),
+            None,
+        )
+    };
+    let refused = enroll(&token, "10.0.0.5:99999");
+    assert_eq!(refused.api_error(), (400, "invalid_request".into()));
+    let reply = enroll(&token, "10.0.0.5:5000");
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let id = reply.json()["machine_id"].as_i64().unwrap();
+    let overview = admin.get(&format!("/api-management/machines/{id}"));
+    assert!(
+        overview.body.contains("IP address and port"),
+        "{}",
+        overview.body
+    );
+    assert!(overview.body.contains("10.0.0.5:5000"));
 }

@@ -44,6 +44,8 @@ pub struct MachineRow {
     pub current_job: Option<String>,
     pub os_version: String,
     pub ip_address: String,
+    /// The driver named the port it listens on with its address.
+    pub has_port: bool,
     pub capabilities: Vec<String>,
     /// Set by an admin; shown when not 0.
     pub priority: i32,
@@ -78,6 +80,7 @@ impl MachineRow {
             current_job,
             name: machine.name,
             os_version: machine.os_version,
+            has_port: machine.ip_address.parse::<std::net::SocketAddr>().is_ok(),
             ip_address: machine.ip_address,
         }
     }
