@@ -173,13 +173,23 @@ fn time(base: &str, path: &str, headers: &[(&str, String)]) -> Timing {
 }
 
 /// The first route is the baseline the others are compared with.
-const ROUTES: [(&str, &str, bool); 12] = [
+const ROUTES: [(&str, &str, bool); 14] = [
     ("favicon (baseline)", "/static/favicon.svg", false),
     ("dashboard page", "/api-management", false),
     ("Queue Status fragment", "/api-management/queue", true),
     (
         "VM Machines fragment",
         "/api-management/machines/list",
+        true,
+    ),
+    (
+        "VM Machines, capability every machine has",
+        "/api-management/machines/list?capability=windows",
+        true,
+    ),
+    (
+        "VM Machines, capability no machine has",
+        "/api-management/machines/list?capability=sap",
         true,
     ),
     (
