@@ -314,7 +314,7 @@ pub fn set_rate_limit(
             conn,
             actor.event(
                 organization_id,
-                crate::audit::Action::ApiKeyRateLimitChanged,
+                audit::Action::ApiKeyRateLimitChanged,
                 "api_key",
                 key.id,
                 serde_json::json!({

@@ -134,7 +134,7 @@ pub fn remove_listed(
             conn,
             actor.event(
                 organization_id,
-                crate::audit::Action::MachinesCleanedUp,
+                audit::Action::MachinesCleanedUp,
                 "organization",
                 organization_id,
                 serde_json::json!({

@@ -82,7 +82,7 @@ pub fn rename(
             conn,
             actor.event(
                 organization_id,
-                crate::audit::Action::MachineRenamed,
+                audit::Action::MachineRenamed,
                 "machine",
                 machine.id,
                 serde_json::json!({ "from": machine.name, "to": updated.name }),
@@ -116,7 +116,7 @@ pub fn set_priority(
             conn,
             actor.event(
                 organization_id,
-                crate::audit::Action::MachinePriorityChanged,
+                audit::Action::MachinePriorityChanged,
                 "machine",
                 machine.id,
                 serde_json::json!({

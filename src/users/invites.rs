@@ -100,7 +100,7 @@ pub fn create(
             conn,
             actor.event(
                 organization_id,
-                crate::audit::Action::MemberInvited,
+                audit::Action::MemberInvited,
                 "invite",
                 invite.id,
                 serde_json::json!({ "email": invite.email, "role": invite.role }),
@@ -153,7 +153,7 @@ pub fn revoke(
             conn,
             actor.event(
                 organization_id,
-                crate::audit::Action::InviteRevoked,
+                audit::Action::InviteRevoked,
                 "invite",
                 invite.id,
                 serde_json::json!({ "email": invite.email, "role": invite.role }),
@@ -222,7 +222,7 @@ pub fn accept(
                 organization_id: Some(invite.organization_id),
                 actor_user_id: Some(user.id),
                 actor: &user.email,
-                action: crate::audit::Action::InviteAccepted,
+                action: audit::Action::InviteAccepted,
                 target_type: "user",
                 target_id: Some(user.id.to_string()),
                 source_ip: None,

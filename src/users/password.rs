@@ -24,6 +24,15 @@ impl Password {
         Ok(Self(text.to_owned()))
     }
 
+    /// A new password typed twice (setup, an invite): the policy, then that both agree.
+    pub fn parse_confirmed(text: &str, confirmation: &str) -> Result<Self, String> {
+        let password = Self::parse(text)?;
+        if text != confirmation {
+            return Err("The two passwords differ.".into());
+        }
+        Ok(password)
+    }
+
     /// The PHC string to store (`$argon2id$v=19$…`). CPU-heavy: call it off the async executor.
     pub fn hash(&self) -> String {
         let salt = SaltString::generate(&mut OsRng);

@@ -629,10 +629,12 @@ pub async fn set_rate_limit(
         ),
     };
     tracing::info!(key_id = key.id, limit = ?limit, "API key rate limit set");
-    DashboardSession::new(session).set_flash(&said);
-    Ok(crate::web::pages::login::see_other(&format!(
-        "/api-management/api-keys/{key_id}/analytics"
-    )))
+    Ok(crate::web::redirect_with_flash(
+        &req,
+        session,
+        &format!("/api-management/api-keys/{key_id}/analytics"),
+        &said,
+    ))
 }
 
 #[cfg(test)]

@@ -111,13 +111,10 @@ pub async fn accept(
             StatusCode::UNPROCESSABLE_ENTITY,
         )
     };
-    let password = match Password::parse(&form.password) {
+    let password = match Password::parse_confirmed(&form.password, &form.password_confirmation) {
         Ok(password) => password,
         Err(message) => return refuse(message),
     };
-    if form.password != form.password_confirmation {
-        return refuse("The two passwords differ.".into());
-    }
     let Some(turn) = checks.try_begin() else {
         return refuse("Granite is busy. Try again in a moment.".into());
     };

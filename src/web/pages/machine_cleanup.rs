@@ -15,7 +15,7 @@ use crate::web::error::WebError;
 use crate::web::middleware::session::DashboardSession;
 use crate::web::view::layout::{Layout, render_with_status};
 use crate::web::view::time::Moment;
-use crate::web::{actor, is_htmx};
+use crate::web::actor;
 
 pub const PATH: &str = "/api-management/machines/cleanup";
 
@@ -183,15 +183,12 @@ pub async fn confirm(
             " {stayed} of the {asked} listed came back in contact or had been removed already, and stayed as they were."
         ));
     }
-    DashboardSession::new(session).set_flash(&said);
-    let back = "/api-management#machines";
-    Ok(if is_htmx(&req) {
-        HttpResponse::Ok()
-            .insert_header(("HX-Redirect", back))
-            .finish()
-    } else {
-        crate::web::pages::login::see_other(back)
-    })
+    Ok(crate::web::redirect_with_flash(
+        &req,
+        session,
+        "/api-management#machines",
+        &said,
+    ))
 }
 
 /// The confirmation's ids: at most as many as a preview lists, each a number.

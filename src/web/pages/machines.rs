@@ -20,7 +20,6 @@ use crate::runs::{self, RunSummary};
 use crate::status::MachineStatus;
 use crate::web::access::{Admin, CurrentUser, Viewer};
 use crate::web::error::WebError;
-use crate::web::middleware::session::DashboardSession;
 use crate::web::view::feedback::{Focus, announce};
 use crate::web::view::layout::{render, render_with_status};
 use crate::web::view::time::Moment;
@@ -345,10 +344,12 @@ pub async fn remove(
         removed.name
     );
     if is_htmx(&req) && after.then == "list" {
-        DashboardSession::new(session).set_flash(&said);
-        Ok(HttpResponse::Ok()
-            .insert_header(("HX-Redirect", "/api-management#machines"))
-            .finish())
+        Ok(crate::web::redirect_with_flash(
+            &req,
+            session,
+            "/api-management#machines",
+            &said,
+        ))
     } else if is_htmx(&req) {
         let mut response = HttpResponse::Ok()
             .content_type("text/html; charset=utf-8")
@@ -428,10 +429,9 @@ pub async fn set_paused<const PAUSED: bool>(
         return Ok(crate::web::pages::login::see_other(&detail));
     }
     if then == "detail" {
-        DashboardSession::new(session).set_flash(&said);
-        return Ok(HttpResponse::Ok()
-            .insert_header(("HX-Redirect", detail))
-            .finish());
+        return Ok(crate::web::redirect_with_flash(
+            &req, session, &detail, &said,
+        ));
     }
     let jobs: HashMap<i64, RunSummary> = jobs.into_iter().map(|r| (r.id, r)).collect();
     let now = chrono::Utc::now().naive_utc();

@@ -99,13 +99,10 @@ pub async fn submit(
         Ok(email) => email,
         Err(message) => return invalid(message),
     };
-    let password = match Password::parse(&form.password) {
+    let password = match Password::parse_confirmed(&form.password, &form.password_confirmation) {
         Ok(password) => password,
         Err(message) => return invalid(message),
     };
-    if form.password != form.password_confirmation {
-        return invalid("The two passwords differ.".into());
-    }
     // Hashing costs; only a valid setup link earns it, a few at a time (`users::throttle`).
     let code = form.code.clone();
     let code_valid = pool
