@@ -237,7 +237,7 @@ impl MachineStatus {
     pub const ALL: [MachineStatus; 3] = [Self::Online, Self::Busy, Self::Offline];
 
     /// The rule: contact within `offline_after` is Online, or Busy with a running job; else Offline.
-    /// [`crate::machines`] applies the same rule as a query filter (`with_status`).
+    /// [`crate::machines`] applies the same rule as a query condition (`status_is`).
     pub fn from_last_seen(
         last_seen_at: Option<NaiveDateTime>,
         has_running_job: bool,

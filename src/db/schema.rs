@@ -114,6 +114,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// One row per live machine and capability, kept by triggers (migration 000020).
+    machine_capabilities (organization_id, capability, name, machine_id) {
+        organization_id -> BigInt,
+        capability -> Text,
+        name -> Text,
+        machine_id -> BigInt,
+    }
+}
+
+diesel::table! {
     runs (id) {
         id -> BigInt,
         public_id -> Text,
@@ -240,6 +250,7 @@ diesel::joinable!(enrollment_tokens -> organizations (organization_id));
 diesel::joinable!(machines -> organizations (organization_id));
 diesel::joinable!(runs -> organizations (organization_id));
 diesel::joinable!(run_attempts -> machines (machine_id));
+diesel::joinable!(machine_capabilities -> machines (machine_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     organizations,
@@ -251,6 +262,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     enrollment_tokens,
     invites,
     machines,
+    machine_capabilities,
     runs,
     run_attempts,
     audit_events,

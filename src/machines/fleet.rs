@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDateTime;
 use diesel::QueryResult;
 
-use super::StatusCounts;
+use super::{MachineFilter, StatusCounts};
 use crate::db::DbConnection;
 use crate::status::MachineStatus;
 
@@ -33,6 +33,26 @@ pub struct OrgFleet {
     pub counts: StatusCounts,
     /// The distinct capability lists of machines that are Online or Busy.
     pub in_contact: Vec<Vec<String>>,
+    /// Every distinct capability list, with its machines' counts per status.
+    pub by_capabilities: Vec<(Vec<String>, StatusCounts)>,
+}
+
+impl OrgFleet {
+    /// How many machines pass a filter without a search: of one status or all, holding a capability
+    /// or any.
+    pub fn matching(&self, filter: &MachineFilter) -> i64 {
+        let counts = if filter.capability.is_empty() {
+            self.counts
+        } else {
+            self.by_capabilities
+                .iter()
+                .filter(|(list, _)| list.contains(&filter.capability))
+                .fold(StatusCounts::default(), |sum, (_, counts)| sum.plus(counts))
+        };
+        filter
+            .status
+            .map_or(counts.total(), |status| counts.of(&status))
+    }
 }
 
 struct Census {
@@ -87,10 +107,8 @@ impl Fleet {
         Ok(census
             .by_organization
             .values()
-            .fold(StatusCounts::default(), |sum, fleet| StatusCounts {
-                online: sum.online + fleet.counts.online,
-                busy: sum.busy + fleet.counts.busy,
-                offline: sum.offline + fleet.counts.offline,
+            .fold(StatusCounts::default(), |sum, fleet| {
+                sum.plus(&fleet.counts)
             }))
     }
 
@@ -127,16 +145,22 @@ impl Fleet {
         for group in super::census(conn, now - self.offline_after)? {
             let fleet = by_organization.entry(group.organization_id).or_default();
             let status = MachineStatus::from_contact(group.in_contact != 0, group.busy != 0);
-            match status {
-                MachineStatus::Online => fleet.counts.online += group.machines,
-                MachineStatus::Busy => fleet.counts.busy += group.machines,
-                MachineStatus::Offline => fleet.counts.offline += group.machines,
+            fleet.counts.add(status, group.machines);
+            let capabilities: Vec<String> =
+                serde_json::from_str(&group.capabilities).unwrap_or_default();
+            if status != MachineStatus::Offline && !fleet.in_contact.contains(&capabilities) {
+                fleet.in_contact.push(capabilities.clone());
             }
-            if status != MachineStatus::Offline {
-                let capabilities: Vec<String> =
-                    serde_json::from_str(&group.capabilities).unwrap_or_default();
-                if !fleet.in_contact.contains(&capabilities) {
-                    fleet.in_contact.push(capabilities);
+            match fleet
+                .by_capabilities
+                .iter_mut()
+                .find(|(list, _)| *list == capabilities)
+            {
+                Some((_, counts)) => counts.add(status, group.machines),
+                None => {
+                    let mut counts = StatusCounts::default();
+                    counts.add(status, group.machines);
+                    fleet.by_capabilities.push((capabilities, counts));
                 }
             }
         }

@@ -13,7 +13,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use crate::audit::{self, Actor};
-use crate::db::schema::{machines, runs};
+use crate::db::schema::{machine_capabilities, machines, runs};
 use crate::db::statement::statement;
 use crate::db::{DbConnection, write_transaction};
 use crate::runs::dispatch::Changes;
@@ -564,6 +564,22 @@ impl StatusCounts {
         self.online + self.busy + self.offline
     }
 
+    pub fn plus(&self, other: &StatusCounts) -> StatusCounts {
+        StatusCounts {
+            online: self.online + other.online,
+            busy: self.busy + other.busy,
+            offline: self.offline + other.offline,
+        }
+    }
+
+    pub fn add(&mut self, status: MachineStatus, machines: i64) {
+        match status {
+            MachineStatus::Online => self.online += machines,
+            MachineStatus::Busy => self.busy += machines,
+            MachineStatus::Offline => self.offline += machines,
+        }
+    }
+
     pub fn of(&self, status: &MachineStatus) -> i64 {
         match status {
             MachineStatus::Online => self.online,
@@ -586,25 +602,53 @@ fn live(
     }
 }
 
-/// The status rule of [`MachineStatus::from_last_seen`], as a filter.
-fn with_status(
-    query: machines::BoxedQuery<'static, crate::db::DbConnectionBackend>,
-    status: MachineStatus,
-    cutoff: NaiveDateTime,
-) -> machines::BoxedQuery<'static, crate::db::DbConnectionBackend> {
+/// A condition on a machine's columns, for a query of the machines table alone (`QS` =
+/// `machines::table`) or of machines joined to their capabilities.
+type Condition<QS> = Box<
+    dyn BoxableExpression<QS, crate::db::DbConnectionBackend, SqlType = diesel::sql_types::Bool>,
+>;
+
+diesel::define_sql_function! {
+    /// SQL `coalesce(condition, otherwise)`: a condition that may be NULL as one that is not.
+    #[sql_name = "coalesce"]
+    fn unless_null(
+        condition: diesel::sql_types::Nullable<diesel::sql_types::Bool>,
+        otherwise: diesel::sql_types::Bool,
+    ) -> diesel::sql_types::Bool;
+}
+
+/// The status rule of [`MachineStatus::from_last_seen`], as a condition.
+fn status_is<QS: 'static>(status: MachineStatus, cutoff: NaiveDateTime) -> Condition<QS>
+where
+    machines::last_seen_at: SelectableExpression<QS>,
+    machines::current_run_id: SelectableExpression<QS>,
+{
+    let in_contact = unless_null(machines::last_seen_at.gt(cutoff), false);
     match status {
-        MachineStatus::Online => query
-            .filter(machines::last_seen_at.gt(cutoff))
-            .filter(machines::current_run_id.is_null()),
-        MachineStatus::Busy => query
-            .filter(machines::last_seen_at.gt(cutoff))
-            .filter(machines::current_run_id.is_not_null()),
-        MachineStatus::Offline => query.filter(
-            machines::last_seen_at
-                .is_null()
-                .or(machines::last_seen_at.le(cutoff)),
-        ),
+        MachineStatus::Online => Box::new(in_contact.and(machines::current_run_id.is_null())),
+        MachineStatus::Busy => Box::new(in_contact.and(machines::current_run_id.is_not_null())),
+        MachineStatus::Offline => Box::new(diesel::dsl::not(in_contact)),
     }
+}
+
+/// The filter's status and search, as conditions (its capability is where the query starts:
+/// [`filtered`]).
+fn narrowed_by<QS: 'static>(filter: &MachineFilter, cutoff: NaiveDateTime) -> Vec<Condition<QS>>
+where
+    machines::last_seen_at: SelectableExpression<QS>,
+    machines::current_run_id: SelectableExpression<QS>,
+    machines::name: SelectableExpression<QS>,
+{
+    let mut conditions = Vec::new();
+    if let Some(status) = filter.status {
+        conditions.push(status_is(status, cutoff));
+    }
+    let needle = filter.name_contains.trim();
+    if !needle.is_empty() {
+        let pattern = format!("%{}%", escape_like(&needle.to_lowercase()));
+        conditions.push(Box::new(lower(machines::name).like(pattern).escape('\\')));
+    }
+    conditions
 }
 
 /// Live machines of an organization sharing a capability list, a run held or not, and contact since
@@ -673,64 +717,49 @@ pub struct MachineFilter {
 }
 
 impl MachineFilter {
-    /// Whether the census's counts per status answer how many machines pass (no search, no
-    /// capability).
+    /// Whether the census's counts answer how many machines pass (no search).
     pub fn counted_by_census(&self) -> bool {
-        self.name_contains.trim().is_empty() && self.capability.is_empty()
+        self.name_contains.trim().is_empty()
     }
 }
 
-/// "The machine's capabilities (a JSON array) hold this one", in each backend's own words: SQLite
-/// walks the array with `json_each`; PostgreSQL asks jsonb containment, which the GIN index of
-/// `machines_by_capability` answers.
-fn has_capability(
-    conn: &DbConnection,
-    capability: &str,
-) -> Box<
-    dyn BoxableExpression<
-            machines::table,
+/// The machines that pass a filter, as the query to read from: without a capability, the
+/// organization's live machines; with one, those holding it as kept in `machine_capabilities`, whose
+/// index is in name order, so a page reads a page of rows however many machines hold it, or none.
+enum Passing {
+    Every(machines::BoxedQuery<'static, crate::db::DbConnectionBackend>),
+    Holding(
+        diesel::helper_types::IntoBoxed<
+            'static,
+            diesel::helper_types::InnerJoin<machine_capabilities::table, machines::table>,
             crate::db::DbConnectionBackend,
-            SqlType = diesel::sql_types::Bool,
         >,
-> {
-    use diesel::dsl::sql;
-    use diesel::sql_types::{Bool, Text};
-    match conn {
-        DbConnection::Postgres(_) => Box::new(
-            sql::<Bool>("(machines.capabilities)::jsonb @> jsonb_build_array(CAST(")
-                .bind::<Text, _>(capability.to_owned())
-                .sql(" AS TEXT))"),
-        ),
-        DbConnection::Sqlite(_) => Box::new(
-            sql::<Bool>(
-                "EXISTS (SELECT 1 FROM json_each(machines.capabilities) AS held WHERE held.value = ",
-            )
-            .bind::<Text, _>(capability.to_owned())
-            .sql(")"),
-        ),
-    }
+    ),
 }
 
-/// The organization's live machines that pass the filter, as a query.
-fn filtered(
-    conn: &DbConnection,
-    organization_id: i64,
-    filter: &MachineFilter,
-    cutoff: NaiveDateTime,
-) -> machines::BoxedQuery<'static, crate::db::DbConnectionBackend> {
-    let mut query = live(Some(organization_id));
-    if !filter.capability.is_empty() {
-        query = query.filter(has_capability(conn, &filter.capability));
+impl Passing {
+    fn new(organization_id: i64, filter: &MachineFilter, cutoff: NaiveDateTime) -> Self {
+        if filter.capability.is_empty() {
+            Passing::Every(
+                narrowed_by(filter, cutoff)
+                    .into_iter()
+                    .fold(live(Some(organization_id)), |query, condition| {
+                        query.filter(condition)
+                    }),
+            )
+        } else {
+            let holding = machine_capabilities::table
+                .inner_join(machines::table)
+                .into_boxed()
+                .filter(machine_capabilities::organization_id.eq(organization_id))
+                .filter(machine_capabilities::capability.eq(filter.capability.clone()));
+            Passing::Holding(
+                narrowed_by(filter, cutoff)
+                    .into_iter()
+                    .fold(holding, |query, condition| query.filter(condition)),
+            )
+        }
     }
-    if let Some(status) = filter.status {
-        query = with_status(query, status, cutoff);
-    }
-    let needle = filter.name_contains.trim();
-    if !needle.is_empty() {
-        let pattern = format!("%{}%", escape_like(&needle.to_lowercase()));
-        query = query.filter(lower(machines::name).like(pattern).escape('\\'));
-    }
-    query
 }
 
 /// One page of machines that pass the filter, by name.
@@ -743,16 +772,27 @@ pub fn list(
     offset: i64,
     limit: i64,
 ) -> QueryResult<Vec<Machine>> {
-    filtered(conn, organization_id, filter, now - offline_after)
-        .order((machines::name.asc(), machines::id.asc()))
-        .offset(offset)
-        .limit(limit)
-        .select(Machine::as_select())
-        .load(conn)
+    match Passing::new(organization_id, filter, now - offline_after) {
+        Passing::Every(query) => query
+            .order((machines::name.asc(), machines::id.asc()))
+            .offset(offset)
+            .limit(limit)
+            .select(Machine::as_select())
+            .load(conn),
+        Passing::Holding(query) => query
+            .order((
+                machine_capabilities::name.asc(),
+                machine_capabilities::machine_id.asc(),
+            ))
+            .offset(offset)
+            .limit(limit)
+            .select(Machine::as_select())
+            .load(conn),
+    }
 }
 
-/// How many machines pass the filter (a search or a capability; the counts per status come from the
-/// census).
+/// How many machines pass a filter with a search (without one, the census counts them:
+/// [`fleet::OrgFleet::matching`]).
 pub fn count_matching(
     conn: &mut DbConnection,
     organization_id: i64,
@@ -760,9 +800,10 @@ pub fn count_matching(
     now: NaiveDateTime,
     offline_after: chrono::Duration,
 ) -> QueryResult<i64> {
-    filtered(conn, organization_id, filter, now - offline_after)
-        .count()
-        .get_result(conn)
+    match Passing::new(organization_id, filter, now - offline_after) {
+        Passing::Every(query) => query.count().get_result(conn),
+        Passing::Holding(query) => query.count().get_result(conn),
+    }
 }
 
 fn escape_like(text: &str) -> String {

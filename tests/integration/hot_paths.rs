@@ -743,7 +743,14 @@ fn pause_unannounced(db: &TestDb, machine_id: i64, paused: bool) {
     let paused_at = paused.then(|| chrono::Utc::now().naive_utc());
     let mut conn = match &db.url {
         DatabaseUrl::Sqlite(path) => {
-            DbConnection::Sqlite(SqliteConnection::establish(&path.to_string_lossy()).unwrap())
+            let mut sqlite = SqliteConnection::establish(&path.to_string_lossy()).unwrap();
+            // The servers' background writers may hold the lock for a moment: wait for it.
+            diesel::connection::SimpleConnection::batch_execute(
+                &mut sqlite,
+                "PRAGMA busy_timeout = 5000",
+            )
+            .unwrap();
+            DbConnection::Sqlite(sqlite)
         }
         DatabaseUrl::Postgres(url) => {
             let mut pg = PgConnection::establish(url).unwrap();

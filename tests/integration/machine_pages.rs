@@ -12,6 +12,7 @@ use crate::webdriver::{Browser, ENTER};
 
 both_backends!(
     the_list_filters_by_capability_in_sql,
+    the_capability_filter_pages_and_counts,
     queue_depth_counts_the_runs_a_machine_could_take,
     tabs_show_what_they_hold,
     rename_and_priority_are_checked_and_audited,
@@ -91,7 +92,7 @@ fn the_list_filters_by_capability_in_sql(backend: Backend) {
     let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
     let (both, _) = enroll_with(&app, &mut admin, "win-sap", &["windows", "sap"]);
     let (_, _) = enroll_with(&app, &mut admin, "linux-1", &["linux"]);
-    let (sap_only, _) = enroll_with(&app, &mut admin, "sap-2", &["sap"]);
+    let (sap_only, sap_credential) = enroll_with(&app, &mut admin, "sap-2", &["sap"]);
     // A capability that merely contains the word is another capability.
     let (_, _) = enroll_with(&app, &mut admin, "sapling", &["sapx", "x-sap"]);
     let mut rival = app.rival();
@@ -158,6 +159,107 @@ fn the_list_filters_by_capability_in_sql(backend: Backend) {
     // A NUL byte no stored capability can hold is dropped, not sent to the database.
     let nul = admin.machine_list("capability=sap%00");
     assert_eq!(sorted(nul.row_ids()), sorted(vec![both, sap_only]));
+
+    // In name order, and it follows every change to a machine: a rename moves it, a driver announcing
+    // other capabilities moves it in or out, a removed machine leaves.
+    assert_eq!(list.row_ids(), [sap_only, both], "sap-2 before win-sap");
+    let renamed = admin.htmx_post(
+        &format!("/api-management/machines/{both}/rename"),
+        &[("name", "a-win-sap")],
+    );
+    assert_eq!(renamed.status, 200, "{}", renamed.body);
+    assert_eq!(
+        admin.machine_list("capability=sap").row_ids(),
+        [both, sap_only]
+    );
+    let announced = app.post_json(
+        "/api/v1/driver/heartbeat",
+        &json!({ "status": "idle", "capabilities": ["excel"] }),
+        Some(&sap_credential),
+    );
+    assert_eq!(announced.status, 200, "{}", announced.body);
+    assert_eq!(admin.machine_list("capability=sap").row_ids(), [both]);
+    assert_eq!(admin.machine_list("capability=excel").row_ids(), [sap_only]);
+    let removed = admin.htmx_post(&format!("/api-management/machines/{both}/remove"), &[]);
+    assert!(removed.status < 400, "{}", removed.body);
+    assert_eq!(
+        admin.machine_list("capability=sap").row_ids(),
+        Vec::<i64>::new()
+    );
+    assert_eq!(
+        admin.machine_list("capability=windows").row_ids(),
+        Vec::<i64>::new()
+    );
+}
+
+/// More machines with a capability than a page holds: pages in name order, counted right, with the
+/// status filter and a search too.
+fn the_capability_filter_pages_and_counts(backend: Backend) {
+    let db = TestDb::new(backend);
+    let app = TestApp::spawn(&db);
+    let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (first, credential) = enroll_with(&app, &mut admin, "vm-000", &["sap", "excel"]);
+    let (other, _) = enroll_with(&app, &mut admin, "other", &["linux"]);
+    // Fifty-four more with sap, named in order, written straight to the table (the triggers keep the
+    // capability index, whoever writes).
+    let organization_id: i64 = machines::table
+        .find(first)
+        .select(machines::organization_id)
+        .first(&mut *app.pool.get().unwrap())
+        .unwrap();
+    let now = chrono::Utc::now().naive_utc();
+    let mut conn = app.pool.get().unwrap();
+    for n in 1..=54 {
+        diesel::insert_into(machines::table)
+            .values((
+                machines::organization_id.eq(organization_id),
+                machines::name.eq(format!("vm-{n:03}")),
+                machines::capabilities.eq(if n % 2 == 0 {
+                    r#"["sap"]"#
+                } else {
+                    r#"["excel","sap"]"#
+                }),
+                machines::credential_hash.eq(format!("copy-{n}")),
+                machines::enrolled_at.eq(now),
+            ))
+            .execute(&mut *conn)
+            .unwrap();
+    }
+    drop(conn);
+    let names = |reply: &crate::helpers::Reply| -> Vec<String> {
+        reply
+            .body
+            .split("<th scope=\"row\"><a href=\"/api-management/machines/")
+            .skip(1)
+            .map(|rest| {
+                let text = rest.split_once("\">").unwrap().1;
+                text.split('<').next().unwrap().to_owned()
+            })
+            .collect()
+    };
+    let page_one = admin.machine_list("capability=sap");
+    assert_eq!(page_one.row_ids().len(), 50);
+    assert_eq!(page_one.row_ids()[0], first);
+    assert!(page_one.body.contains("1–50 of 55"), "{}", page_one.body);
+    let page_two = admin.machine_list("capability=sap&page=2");
+    assert!(page_two.body.contains("51–55 of 55"), "{}", page_two.body);
+    let shown: Vec<String> = names(&page_one)
+        .into_iter()
+        .chain(names(&page_two))
+        .collect();
+    let expected: Vec<String> = (0..=54).map(|n| format!("vm-{n:03}")).collect();
+    assert_eq!(shown, expected);
+    assert!(!page_two.row_ids().contains(&other));
+    // Only the first is in contact: Online 1, Offline 54 of those with sap; 28 with excel.
+    assert_eq!(app.heartbeat(&credential).status, 200);
+    let online = admin.machine_list("capability=sap&status=online");
+    assert_eq!(online.row_ids(), [first]);
+    let offline = admin.machine_list("capability=sap&status=offline&page=2");
+    assert!(offline.body.contains("51–54 of 54"), "{}", offline.body);
+    assert_eq!(admin.machine_list("capability=excel").row_ids().len(), 28);
+    // A search within the capability is counted by the database.
+    let searched = admin.machine_list("capability=excel&q=vm-05");
+    assert_eq!(names(&searched), ["vm-051", "vm-053"]);
 }
 
 fn queue_depth_counts_the_runs_a_machine_could_take(backend: Backend) {

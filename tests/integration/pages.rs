@@ -129,7 +129,10 @@ fn health_reports_the_database(backend: Backend) {
         // Another process holds SQLite's write lock: reads work, writes would wait; not ready.
         granite::db::DatabaseUrl::Sqlite(path) => {
             let mut other = diesel::SqliteConnection::establish(&path.to_string_lossy()).unwrap();
-            other.batch_execute("BEGIN IMMEDIATE").unwrap();
+            // The server's own background writers may hold the lock for a moment: wait for it.
+            other
+                .batch_execute("PRAGMA busy_timeout = 5000; BEGIN IMMEDIATE")
+                .unwrap();
             // An answer serves for a second.
             std::thread::sleep(std::time::Duration::from_millis(1100));
             let locked = client.get("/healthz");

@@ -11,11 +11,11 @@ use crate::db::Pool;
 use crate::machines::cleanup::{self, MOST_AT_ONCE, OfflineDays};
 use crate::runs::dispatch::Dispatcher;
 use crate::web::access::{Admin, CurrentUser};
+use crate::web::actor;
 use crate::web::error::WebError;
 use crate::web::middleware::session::DashboardSession;
 use crate::web::view::layout::{Layout, render_with_status};
 use crate::web::view::time::Moment;
-use crate::web::actor;
 
 pub const PATH: &str = "/api-management/machines/cleanup";
 

@@ -177,11 +177,9 @@ impl MachineList {
         let organization_id = user.organization.id;
         let filter = query.filter();
         let counts = fleet.counts;
-        // The census has the counts per status; only a search or a capability is counted here.
+        // The census counts machines per status and capability list; only a search is counted here.
         let matching = if filter.counted_by_census() {
-            filter
-                .status
-                .map_or(counts.total(), |status| counts.of(&status))
+            fleet.matching(&filter)
         } else {
             machines::count_matching(conn, organization_id, &filter, now, offline_after)?
         };

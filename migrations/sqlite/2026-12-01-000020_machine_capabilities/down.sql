@@ -1,0 +1,3 @@
+DROP TRIGGER machine_capabilities_changed;
+DROP TRIGGER machine_capabilities_enrolled;
+DROP TABLE machine_capabilities;
