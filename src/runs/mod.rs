@@ -597,12 +597,7 @@ pub fn list(
         }
         query
     };
-    let counted = filtered()
-        .order((runs::created_at.desc(), runs::id.desc()))
-        .select(runs::id)
-        .limit(LIST_COUNT_CAP + 1)
-        .load::<i64>(conn)?
-        .len() as i64;
+    let counted = count_up_to(conn, organization_id, status, LIST_COUNT_CAP + 1)?;
     let total = Matching {
         count: counted.min(LIST_COUNT_CAP),
         more: counted > LIST_COUNT_CAP,
@@ -614,6 +609,49 @@ pub fn list(
         .select(RunSummary::as_select())
         .load(conn)?;
     Ok((page, total))
+}
+
+/// How many of an organization's runs (of one status or any) there are, counting no further than
+/// `cap`: the database counts index entries and answers one number.
+fn count_up_to(
+    conn: &mut DbConnection,
+    organization_id: i64,
+    status: Option<RunStatus>,
+    cap: i64,
+) -> QueryResult<i64> {
+    use crate::db::statement::statement;
+    use diesel::sql_types::{BigInt, Text};
+    #[derive(QueryableByName)]
+    struct Counted {
+        #[diesel(sql_type = BigInt)]
+        runs: i64,
+    }
+    const ANY: &str = "SELECT COUNT(*) AS runs FROM \
+         (SELECT 1 FROM runs WHERE organization_id = $1 LIMIT $2) AS some_runs";
+    const OF_STATUS: &str = "SELECT COUNT(*) AS runs FROM \
+         (SELECT 1 FROM runs WHERE organization_id = $1 AND status = $3 LIMIT $2) AS some_runs";
+    let counted = match status {
+        None => {
+            let query = statement(ANY)
+                .bind::<BigInt, _>(organization_id)
+                .bind::<BigInt, _>(cap);
+            match conn {
+                DbConnection::Sqlite(c) => query.get_result::<Counted>(c)?,
+                DbConnection::Postgres(c) => query.get_result::<Counted>(c)?,
+            }
+        }
+        Some(status) => {
+            let query = statement(OF_STATUS)
+                .bind::<BigInt, _>(organization_id)
+                .bind::<BigInt, _>(cap)
+                .bind::<Text, _>(status.as_str());
+            match conn {
+                DbConnection::Sqlite(c) => query.get_result::<Counted>(c)?,
+                DbConnection::Postgres(c) => query.get_result::<Counted>(c)?,
+            }
+        }
+    };
+    Ok(counted.runs)
 }
 
 #[cfg(test)]

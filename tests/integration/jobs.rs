@@ -11,7 +11,67 @@ use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, Backend, TestApp, TestDb};
 both_backends!(
     a_run_page_shows_every_attempt_with_machine_names,
     admins_cancel_and_retry_runs_from_the_dashboard,
+    the_list_counts_each_status_up_to_a_thousand,
 );
+
+/// The jobs list counts the runs of each status, of this organization only, and says "more than"
+/// past a thousand rather than counting a long history.
+fn the_list_counts_each_status_up_to_a_thousand(backend: Backend) {
+    let db = TestDb::new(backend);
+    let app = TestApp::spawn(&db);
+    let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (key_id, key) = admin.create_api_key("caller");
+    assert_eq!(admin.set_rate_limit(key_id, "0").status, 303, "unlimited");
+    let (_, token) = admin.create_enrollment_token("a");
+    let (_, machine) = app.enroll(&token, "win-07");
+    let queue = |n: usize| {
+        for _ in 0..n {
+            assert_eq!(app.start_run(&key, "default/sync", &json!({})).status, 202);
+        }
+    };
+    queue(3);
+    let run = app.claim(&machine, 0).json()["runId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.complete(
+        &machine,
+        &run,
+        &json!({ "status": "completed", "result": {} }),
+    );
+    let counted = |admin: &mut crate::helpers::Client, query: &str| {
+        let page = admin.get(&format!("/api-management/jobs{query}"));
+        assert_eq!(page.status, 200, "{}", page.body);
+        page.body
+            .split("aria-label=\"Job pages\">")
+            .nth(1)
+            .and_then(|nav| nav.split("<span>").nth(1))
+            .and_then(|span| span.split("</span>").next())
+            .unwrap_or_else(|| panic!("no count on {query}: {}", page.body))
+            .to_owned()
+    };
+    assert_eq!(counted(&mut admin, ""), "3 jobs");
+    assert_eq!(counted(&mut admin, "?status=queued"), "2 jobs");
+    assert_eq!(counted(&mut admin, "?status=completed"), "1 job");
+    let mut rival = app.rival();
+    assert!(
+        rival.get("/api-management/jobs").body.contains("No jobs"),
+        "another organization's runs are not counted"
+    );
+
+    queue(998);
+    assert_eq!(
+        counted(&mut admin, ""),
+        "More than 1000 jobs — filter by status to narrow"
+    );
+    assert_eq!(counted(&mut admin, "?status=queued"), "1000 jobs");
+    assert!(
+        admin
+            .get("/api-management/jobs?status=queued&page=20")
+            .body
+            .contains("Page 20 of 20")
+    );
+}
 
 fn a_run_page_shows_every_attempt_with_machine_names(backend: Backend) {
     let db = TestDb::new(backend);
