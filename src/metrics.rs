@@ -58,6 +58,7 @@ pub struct Metrics {
     oldest_queued: Gauge<f64, std::sync::atomic::AtomicU64>,
     runs: Family<StatusLabel, Gauge>,
     drivers: Family<StatusLabel, Gauge>,
+    fleet_censuses: Counter,
     /// Scrapes set the gauges and then encode them; one at a time, so no scrape shows another's mix.
     scrape: Mutex<()>,
 }
@@ -114,6 +115,12 @@ impl Default for Metrics {
             "Driver machines by status",
             drivers.clone(),
         );
+        let fleet_censuses = Counter::default();
+        registry.register(
+            "granite_fleet_censuses",
+            "Counts of every machine taken by this replica (at most one at a time, shared by readers)",
+            fleet_censuses.clone(),
+        );
         // Every outcome is listed from the start, at zero, so a dashboard's rate() has a series to read.
         for status in RunStatus::FINISHED {
             runs_finished
@@ -132,6 +139,7 @@ impl Default for Metrics {
             oldest_queued,
             runs,
             drivers,
+            fleet_censuses,
             scrape: Mutex::new(()),
         }
     }
@@ -191,6 +199,12 @@ impl Metrics {
                 })
                 .set(gauges.drivers.of(&status));
         }
+        // The fleet counts its censuses itself; the counter catches up with it.
+        self.fleet_censuses.inc_by(
+            gauges
+                .fleet_censuses
+                .saturating_sub(self.fleet_censuses.get()),
+        );
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
@@ -204,14 +218,17 @@ pub struct Gauges {
     pub running: i64,
     pub oldest_queued_seconds: Option<f64>,
     pub drivers: StatusCounts,
+    /// Censuses of the fleet taken by this replica so far.
+    pub fleet_censuses: u64,
 }
 
 impl Gauges {
-    /// `drivers`: from the fleet census ([`crate::machines::fleet`]).
+    /// `drivers` and `fleet_censuses`: from the fleet census ([`crate::machines::fleet`]).
     pub fn load(
         conn: &mut DbConnection,
         now: NaiveDateTime,
         drivers: StatusCounts,
+        fleet_censuses: u64,
     ) -> QueryResult<Self> {
         // The counts the database keeps (see `queue::counts`), not a scan of the runs.
         let counts: Vec<(i64, i64)> = queue_counts::table
@@ -226,6 +243,7 @@ impl Gauges {
             running: counts.iter().map(|c| c.1).sum(),
             oldest_queued_seconds: oldest.map(|t| (now - t).as_seconds_f64().max(0.0)),
             drivers,
+            fleet_censuses,
         })
     }
 }
@@ -251,6 +269,7 @@ mod tests {
                 busy: 1,
                 offline: 0,
             },
+            fleet_censuses: 7,
         });
         for line in [
             "granite_run_wait_seconds_bucket{le=\"0.01\"} 0",
@@ -258,6 +277,7 @@ mod tests {
             "granite_run_wait_seconds_bucket{le=\"5.0\"} 2",
             "granite_run_wait_seconds_bucket{le=\"+Inf\"} 2",
             "granite_run_wait_seconds_count 2",
+            "granite_fleet_censuses_total 7",
             "granite_http_requests_total{route=\"/api/me\",status=\"200\"} 2",
             "granite_runs_finished_total{status=\"cancelled\"} 1",
             "granite_runs_finished_total{status=\"failed\"} 0",

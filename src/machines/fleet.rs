@@ -11,9 +11,14 @@
 //! their census was taken at (one cheap read), on SQLite by telling this process
 //! ([`Fleet::changed`], through the pool). A machine coming back in contact is counted by the next
 //! census (within [`FRESH_FOR`]), or at once when it reports a new status.
+//!
+//! Under churn (machines taking and finishing runs all the time) readers share censuses: a reader
+//! uses any census begun after the changes it knows of, so readers that queue behind one census share
+//! the next one instead of each taking its own. Censuses then follow one another at most back to back,
+//! however many readers there are.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,18 +60,36 @@ impl OrgFleet {
     }
 }
 
+/// How many machine changes there had been: counted by PostgreSQL's triggers (`None` on SQLite) and
+/// told to this process ([`Fleet::changed`]). A census begun at a count reflects every change up to
+/// it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Changes {
+    counted: Option<i64>,
+    told: u64,
+}
+
+impl Changes {
+    /// Whether a census begun at `self` reflects the changes of `known`.
+    fn covers(&self, known: &Changes) -> bool {
+        self.counted >= known.counted && self.told >= known.told
+    }
+}
+
 struct Census {
     taken: Instant,
-    /// The PostgreSQL change count it was taken at.
-    changes: Option<i64>,
+    /// The changes it was begun at.
+    changes: Changes,
     by_organization: HashMap<i64, OrgFleet>,
 }
 
 pub struct Fleet {
     offline_after: chrono::Duration,
     latest: Mutex<Option<Arc<Census>>>,
-    /// Something changed since the latest census.
-    changed: AtomicBool,
+    /// Changes told to this process, ever.
+    told: AtomicU64,
+    /// Censuses taken, ever (`granite_fleet_censuses_total`).
+    taken: AtomicU64,
     /// One census at a time; readers that find it stale meanwhile wait for it.
     taking: Mutex<()>,
 }
@@ -76,14 +99,15 @@ impl Fleet {
         Self {
             offline_after,
             latest: Mutex::new(None),
-            changed: AtomicBool::new(false),
+            told: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
             taking: Mutex::new(()),
         }
     }
 
     /// A machine changed: the next reader counts again.
     pub fn changed(&self) {
-        self.changed.store(true, Ordering::Release);
+        self.told.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The organization's machines, from a census at most [`FRESH_FOR`] old.
@@ -112,35 +136,47 @@ impl Fleet {
             }))
     }
 
+    /// How many censuses this replica has taken.
+    pub fn censuses_taken(&self) -> u64 {
+        self.taken.load(Ordering::Relaxed)
+    }
+
     /// Takes a census if the latest is stale (the background sampler calls this every second, so
     /// readers seldom have to).
     pub fn refresh(&self, conn: &mut DbConnection, now: NaiveDateTime) -> QueryResult<()> {
         self.census(conn, now).map(|_| ())
     }
 
-    fn usable(&self, changes: Option<i64>) -> Option<Arc<Census>> {
-        if self.changed.load(Ordering::Acquire) {
-            return None;
-        }
+    fn changes(&self, conn: &mut DbConnection) -> QueryResult<Changes> {
+        // Told first: a census begun at this count must not miss a change told meanwhile.
+        let told = self.told.load(Ordering::Acquire);
+        Ok(Changes {
+            counted: super::changes_counted(conn)?,
+            told,
+        })
+    }
+
+    fn usable(&self, known: &Changes) -> Option<Arc<Census>> {
         let latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
         latest
             .as_ref()
-            .filter(|c| c.taken.elapsed() < FRESH_FOR && c.changes == changes)
+            .filter(|c| c.taken.elapsed() < FRESH_FOR && c.changes.covers(known))
             .cloned()
     }
 
     fn census(&self, conn: &mut DbConnection, now: NaiveDateTime) -> QueryResult<Arc<Census>> {
-        let changes = super::changes_counted(conn)?;
-        if let Some(census) = self.usable(changes) {
+        let known = self.changes(conn)?;
+        if let Some(census) = self.usable(&known) {
             return Ok(census);
         }
         let _taking = self.taking.lock().unwrap_or_else(|e| e.into_inner());
-        // Someone else may have taken it while this reader waited.
-        if let Some(census) = self.usable(changes) {
+        // A census begun while this reader waited covers what it knew of.
+        if let Some(census) = self.usable(&known) {
             return Ok(census);
         }
+        let changes = self.changes(conn)?;
         let taken = Instant::now();
-        self.changed.store(false, Ordering::Release);
+        self.taken.fetch_add(1, Ordering::Relaxed);
         let mut by_organization: HashMap<i64, OrgFleet> = HashMap::new();
         for group in super::census(conn, now - self.offline_after)? {
             let fleet = by_organization.entry(group.organization_id).or_default();

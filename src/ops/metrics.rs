@@ -62,7 +62,8 @@ pub async fn show(
         .run(move |conn| {
             let now = chrono::Utc::now().naive_utc();
             let drivers = fleet.all(conn, now)?;
-            crate::metrics::Gauges::load(conn, now, drivers).map_err(DbError::from)
+            crate::metrics::Gauges::load(conn, now, drivers, fleet.censuses_taken())
+                .map_err(DbError::from)
         })
         .await;
     match gauges {

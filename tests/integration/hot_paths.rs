@@ -25,6 +25,7 @@ both_backends!(
     usage_older_than_a_flush_survives_a_kill,
     a_quiet_machine_goes_offline_on_another_replica,
     a_remembered_machine_follows_every_change_on_every_replica,
+    readers_share_the_fleet_census_while_machines_change,
 );
 
 /// How long a replica may keep trusting a key after it was revoked or rolled elsewhere.
@@ -873,5 +874,100 @@ fn a_remembered_machine_follows_every_change_on_every_replica(backend: Backend) 
         None,
         "A refuses the removed machine",
         |r| r.status != 200 && r.api_error() == (401, "machine_removed".into()),
+    );
+}
+
+/// The censuses `/metrics` says this server has taken.
+fn censuses_taken(app: &TestApp) -> u64 {
+    let metrics = app.client().get("/metrics");
+    assert_eq!(metrics.status, 200, "{}", metrics.body);
+    metrics
+        .body
+        .lines()
+        .find_map(|line| line.strip_prefix("granite_fleet_censuses_total "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no census count: {}", metrics.body))
+}
+
+/// 10,000 machines, one of them paused and resumed without pause while eight callers read
+/// `/api/queue` (whose Active Drivers come from the census): every change makes the next census due,
+/// but callers that queue behind one census share the next instead of each counting the fleet again.
+fn readers_share_the_fleet_census_while_machines_change(backend: Backend) {
+    const READERS: usize = 8;
+    let db = TestDb::new(backend);
+    let app = TestApp::spawn(&db);
+    let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (key_id, key) = admin.create_api_key("watcher");
+    assert_eq!(admin.set_rate_limit(key_id, "0").status, 303, "unlimited");
+    let (_, token) = admin.create_enrollment_token("seed");
+    let (machine_id, _) = app.enroll(&token, "changing");
+    let seed = match backend {
+        Backend::Sqlite => {
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000) \
+             INSERT INTO machines (organization_id, name, capabilities, credential_hash, enrolled_at, last_seen_at) \
+             SELECT organization_id, 'vm-' || i, '[\"c' || (i % 50) || '\"]', 'seed-' || i, enrolled_at, last_seen_at \
+             FROM n, machines WHERE machines.name = 'changing'"
+        }
+        Backend::Postgres => {
+            "INSERT INTO machines (organization_id, name, capabilities, credential_hash, enrolled_at, last_seen_at) \
+             SELECT organization_id, 'vm-' || i, '[\"c' || (i % 50) || '\"]', 'seed-' || i, enrolled_at, last_seen_at \
+             FROM generate_series(1, 10000) AS i, machines WHERE machines.name = 'changing'"
+        }
+    };
+    diesel::sql_query(seed)
+        .execute(&mut *app.pool.get().unwrap())
+        .unwrap();
+
+    let before = censuses_taken(&app);
+    let reads = AtomicUsize::new(0);
+    let until = Instant::now() + Duration::from_secs(2);
+    let changes = std::thread::scope(|scope| {
+        for _ in 0..READERS {
+            scope.spawn(|| {
+                let mut client = app.client();
+                while Instant::now() < until {
+                    let queue =
+                        client.get_with("/api/queue", &[("X-Granite-API-Key", key.as_str())]);
+                    assert_eq!(queue.status, 200, "{}", queue.body);
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        // On PostgreSQL a connection of its own that does not wait for each commit to reach the disk
+        // (the triggers count the changes); SQLite's are told to the server as each pooled connection
+        // comes back to the pool, so one per change.
+        let mut own = match &db.url {
+            DatabaseUrl::Postgres(url) => {
+                let mut pg = PgConnection::establish(url).unwrap();
+                diesel::sql_query("SET synchronous_commit = off")
+                    .execute(&mut pg)
+                    .unwrap();
+                Some(DbConnection::Postgres(pg))
+            }
+            DatabaseUrl::Sqlite(_) => None,
+        };
+        let mut changes = 0;
+        while Instant::now() < until {
+            let paused_at = (changes % 2 == 0).then(|| chrono::Utc::now().naive_utc());
+            let change = diesel::update(machines::table.find(machine_id))
+                .set(machines::paused_at.eq(paused_at));
+            match own.as_mut() {
+                Some(conn) => change.execute(conn),
+                None => change.execute(&mut *app.pool.get().unwrap()),
+            }
+            .unwrap();
+            changes += 1;
+        }
+        changes
+    });
+    let taken = censuses_taken(&app) - before;
+    let reads = reads.into_inner() as u64;
+    eprintln!("{reads} reads, {changes} changes, {taken} censuses");
+    // Changes outpace reads, so a census per read would be due if readers did not share them.
+    assert!(reads > 50 && changes > reads, "enough of both to tell");
+    assert!(taken > 1, "changes make censuses due");
+    assert!(
+        taken * 3 < reads * 2,
+        "readers share censuses: {taken} censuses for {reads} reads"
     );
 }
