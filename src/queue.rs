@@ -291,8 +291,7 @@ pub fn unrunnable(status: &QueueStatus, fleet: &OrgFleet) -> Vec<Unrunnable> {
         .filter_map(|counts| {
             let requires: Vec<String> = serde_json::from_str(&counts.requires).unwrap_or_default();
             let runnable = fleet
-                .in_contact
-                .iter()
+                .in_contact()
                 .any(|caps| requires.iter().all(|r| caps.contains(r)));
             (!runnable).then_some(Unrunnable {
                 requires,

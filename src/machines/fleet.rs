@@ -36,13 +36,19 @@ pub const FRESH_FOR: Duration = Duration::from_secs(1);
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OrgFleet {
     pub counts: StatusCounts,
-    /// The distinct capability lists of machines that are Online or Busy.
-    pub in_contact: Vec<Vec<String>>,
     /// Every distinct capability list, with its machines' counts per status.
     pub by_capabilities: Vec<(Vec<String>, StatusCounts)>,
 }
 
 impl OrgFleet {
+    /// The distinct capability lists of machines that are Online or Busy.
+    pub fn in_contact(&self) -> impl Iterator<Item = &[String]> {
+        self.by_capabilities
+            .iter()
+            .filter(|(_, counts)| counts.online + counts.busy > 0)
+            .map(|(list, _)| list.as_slice())
+    }
+
     /// How many machines pass a filter without a search: of one status or all, holding a capability
     /// or any.
     pub fn matching(&self, filter: &MachineFilter) -> i64 {
@@ -177,28 +183,22 @@ impl Fleet {
         let changes = self.changes(conn)?;
         let taken = Instant::now();
         self.taken.fetch_add(1, Ordering::Relaxed);
-        let mut by_organization: HashMap<i64, OrgFleet> = HashMap::new();
+        // The query groups by the capabilities' text too, so each list comes up to four times (busy
+        // or not, in contact or not): summed by text, parsed once.
+        let mut by_list: HashMap<(i64, String), StatusCounts> = HashMap::new();
         for group in super::census(conn, now - self.offline_after)? {
-            let fleet = by_organization.entry(group.organization_id).or_default();
             let status = MachineStatus::from_contact(group.in_contact != 0, group.busy != 0);
-            fleet.counts.add(status, group.machines);
-            let capabilities: Vec<String> =
-                serde_json::from_str(&group.capabilities).unwrap_or_default();
-            if status != MachineStatus::Offline && !fleet.in_contact.contains(&capabilities) {
-                fleet.in_contact.push(capabilities.clone());
-            }
-            match fleet
-                .by_capabilities
-                .iter_mut()
-                .find(|(list, _)| *list == capabilities)
-            {
-                Some((_, counts)) => counts.add(status, group.machines),
-                None => {
-                    let mut counts = StatusCounts::default();
-                    counts.add(status, group.machines);
-                    fleet.by_capabilities.push((capabilities, counts));
-                }
-            }
+            by_list
+                .entry((group.organization_id, group.capabilities))
+                .or_default()
+                .add(status, group.machines);
+        }
+        let mut by_organization: HashMap<i64, OrgFleet> = HashMap::new();
+        for ((organization_id, capabilities), counts) in by_list {
+            let fleet = by_organization.entry(organization_id).or_default();
+            fleet.counts = fleet.counts.plus(&counts);
+            let capabilities = serde_json::from_str(&capabilities).unwrap_or_default();
+            fleet.by_capabilities.push((capabilities, counts));
         }
         let census = Arc::new(Census {
             taken,

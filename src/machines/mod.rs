@@ -632,7 +632,7 @@ where
 }
 
 /// The filter's status and search, as conditions (its capability is where the query starts:
-/// [`filtered`]).
+/// [`Passing`]).
 fn narrowed_by<QS: 'static>(filter: &MachineFilter, cutoff: NaiveDateTime) -> Vec<Condition<QS>>
 where
     machines::last_seen_at: SelectableExpression<QS>,

@@ -588,21 +588,18 @@ pub fn list(
     offset: i64,
     limit: i64,
 ) -> QueryResult<(Vec<RunSummary>, Matching)> {
-    let filtered = || {
-        let mut query = runs::table
-            .filter(runs::organization_id.eq(organization_id))
-            .into_boxed();
-        if let Some(status) = status {
-            query = query.filter(runs::status.eq(status));
-        }
-        query
-    };
     let counted = count_up_to(conn, organization_id, status, LIST_COUNT_CAP + 1)?;
     let total = Matching {
         count: counted.min(LIST_COUNT_CAP),
         more: counted > LIST_COUNT_CAP,
     };
-    let page = filtered()
+    let mut query = runs::table
+        .filter(runs::organization_id.eq(organization_id))
+        .into_boxed();
+    if let Some(status) = status {
+        query = query.filter(runs::status.eq(status));
+    }
+    let page = query
         .order((runs::created_at.desc(), runs::id.desc()))
         .offset(offset.clamp(0, LIST_COUNT_CAP))
         .limit(limit)
