@@ -62,9 +62,18 @@ fn the_list_counts_each_status_up_to_a_thousand(backend: Backend) {
     queue(998);
     assert_eq!(
         counted(&mut admin, ""),
-        "More than 1000 jobs — filter by status to narrow"
+        "More than 1,000 jobs — filter by status to narrow"
     );
-    assert_eq!(counted(&mut admin, "?status=queued"), "1000 jobs");
+    assert_eq!(counted(&mut admin, "?status=queued"), "1,000 jobs");
+    // The Queue Status tile groups its thousands too.
+    let queue_status = admin.get_with("/api-management/queue", &[("HX-Request", "true")]);
+    assert!(
+        queue_status
+            .body
+            .contains(r#"<dd data-metric="jobs-queued">1,000</dd>"#),
+        "{}",
+        queue_status.body
+    );
     assert!(
         admin
             .get("/api-management/jobs?status=queued&page=20")

@@ -16,6 +16,7 @@ use crate::web::pages::login::see_other;
 use crate::web::pages::machines::{ListQuery, MachinesSection};
 use crate::web::pages::queue_status::QueueSection;
 use crate::web::pages::status_strip::StatusStrip;
+use crate::web::view::filters;
 use crate::web::view::layout::{Layout, render};
 
 #[derive(Template)]

@@ -18,6 +18,7 @@ use crate::web::access::{CurrentUser, Member, Viewer};
 use crate::web::actor;
 use crate::web::error::WebError;
 use crate::web::middleware::session::DashboardSession;
+use crate::web::view::filters;
 use crate::web::view::layout::{Layout, render};
 use crate::web::view::time::Moment;
 

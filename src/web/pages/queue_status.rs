@@ -14,6 +14,7 @@ use crate::web::access::Viewer;
 use crate::web::error::WebError;
 use crate::web::page_instead_of_fragment;
 use crate::web::view::charts::{BarChart, Point};
+use crate::web::view::filters;
 use crate::web::view::layout::render_with_status;
 
 pub struct QueueSection {
