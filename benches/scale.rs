@@ -6,7 +6,8 @@
 //! `/api/queue` is timed on both servers, one request at a time, and printed as a ratio seeded/empty
 //! (goal: every one ≤ 3× and under 25 ms) and as a multiple of the favicon on the seeded server (the
 //! bare cost of a request through every middleware: what is left is the route's own work). The audit
-//! log is timed on its first page, filtered by action, filtered by actor, and a page a year back.
+//! log is timed on its first page, filtered by action, filtered by actor, and a page a year back;
+//! and the lease keeper's sweep, the background read every replica makes every 2 seconds.
 //! Also the process's resident memory once the seeded server has served (goal ≤ 150 MB; the figure
 //! includes this benchmark's own client).
 //! `GRANITE_BENCH_SCALE=0.1` seeds a tenth of everything, for a quick look.
@@ -149,7 +150,7 @@ fn time(base: &str, path: &str, headers: &[(&str, String)]) -> Timing {
         .http_status_as_error(false)
         .build()
         .into();
-    let once = || {
+    sample(|| {
         let mut request = agent.get(format!("{base}{path}"));
         for (name, value) in headers {
             request = request.header(*name, value);
@@ -159,7 +160,28 @@ fn time(base: &str, path: &str, headers: &[(&str, String)]) -> Timing {
         let _ = response.body_mut().read_to_vec();
         assert_eq!(response.status().as_u16(), 200, "{path}");
         started.elapsed()
-    };
+    })
+}
+
+/// The lease keeper's sweep, which every replica runs every 2 seconds whatever the dashboard does:
+/// the machines that went quiet while holding a run.
+fn time_lease_sweep(server: &Server) -> Timing {
+    let mut conn = server.pool.get().unwrap();
+    sample(|| {
+        let started = Instant::now();
+        granite::runs::leases::release_lost(
+            &mut conn,
+            chrono::Utc::now().naive_utc(),
+            chrono::Duration::seconds(30),
+            &mut Default::default(),
+        )
+        .expect("the sweep runs");
+        started.elapsed()
+    })
+}
+
+/// Median and p99 of [`REQUESTS`] runs of `once`, after 5 to warm up.
+fn sample(mut once: impl FnMut() -> Duration) -> Timing {
     for _ in 0..5 {
         once();
     }
@@ -240,7 +262,7 @@ fn measure(url: DatabaseUrl, seeded: bool) -> Vec<Timing> {
     let key = server.api_key("bench");
     let base = format!("http://{}", server.address);
     let (cookie, _) = sign_in(&base, "bench@example.com", "benchmark password");
-    ROUTES
+    let mut timings: Vec<Timing> = ROUTES
         .iter()
         .map(|(_, path, fragment)| {
             let mut headers = vec![("Cookie", cookie.clone())];
@@ -252,8 +274,13 @@ fn measure(url: DatabaseUrl, seeded: bool) -> Vec<Timing> {
             }
             time(&base, path, &headers)
         })
-        .collect()
+        .collect();
+    timings.push(time_lease_sweep(&server));
+    timings
 }
+
+/// What is timed besides the routes, after them.
+const BACKGROUND: [&str; 1] = ["lease keeper sweep (no HTTP)"];
 
 fn bench(label: &str, empty: DatabaseUrl, seeded: DatabaseUrl) {
     println!("\n{label}:");
@@ -264,7 +291,8 @@ fn bench(label: &str, empty: DatabaseUrl, seeded: DatabaseUrl) {
         "route", "empty ms", "seeded ms", "ratio", "seeded p99", "÷ favicon"
     );
     let baseline = after[0].median_ms;
-    for (((name, _, _), empty), seeded) in ROUTES.iter().zip(&before).zip(&after) {
+    let names = ROUTES.iter().map(|(name, _, _)| *name).chain(BACKGROUND);
+    for ((name, empty), seeded) in names.zip(&before).zip(&after) {
         println!(
             "  {name:<28} {:>10.2} {:>10.2} {:>7.2}× {:>10.2} {:>9.1}×",
             empty.median_ms,
