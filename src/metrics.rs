@@ -59,6 +59,7 @@ pub struct Metrics {
     runs: Family<StatusLabel, Gauge>,
     drivers: Family<StatusLabel, Gauge>,
     fleet_censuses: Counter,
+    claims_woken: Counter,
     /// Scrapes set the gauges and then encode them; one at a time, so no scrape shows another's mix.
     scrape: Mutex<()>,
 }
@@ -121,6 +122,12 @@ impl Default for Metrics {
             "Counts of every machine taken by this replica (at most one at a time, shared by readers)",
             fleet_censuses.clone(),
         );
+        let claims_woken = Counter::default();
+        registry.register(
+            "granite_claims_woken",
+            "Waiting claims woken by runs queued (the first machines in line able to run each)",
+            claims_woken.clone(),
+        );
         // Every outcome is listed from the start, at zero, so a dashboard's rate() has a series to read.
         for status in RunStatus::FINISHED {
             runs_finished
@@ -140,6 +147,7 @@ impl Default for Metrics {
             runs,
             drivers,
             fleet_censuses,
+            claims_woken,
             scrape: Mutex::new(()),
         }
     }
@@ -167,6 +175,11 @@ impl Metrics {
                 status: status.as_str(),
             })
             .inc();
+    }
+
+    /// `claims` waiting claims were woken to look for a run.
+    pub fn count_claims_woken(&self, claims: u64) {
+        self.claims_woken.inc_by(claims);
     }
 
     /// `size` writes of `writer` shared one transaction.

@@ -21,7 +21,7 @@ use crate::machines::{
 };
 use crate::metrics::Metrics;
 use crate::runs::claims::ClaimsInFlight;
-use crate::runs::dispatch::{Dispatcher, Signal};
+use crate::runs::dispatch::Dispatcher;
 use crate::runs::group_commit::GroupCommit;
 use crate::runs::{self, Outcome, leases};
 use crate::secret::{Secret, SecretKind};
@@ -289,9 +289,8 @@ pub async fn claim(
             .await?;
     }
     let deadline = Instant::now() + Duration::from_secs(wait);
-    let organization_id = machine.organization_id;
     let claimed = dispatcher
-        .wait_until(organization_id, Signal::Queued, deadline, || {
+        .wait_for_run(&machine, deadline, || {
             let (pool, machine) = (pool.clone(), machine.clone());
             async move {
                 pool.run(move |conn| {

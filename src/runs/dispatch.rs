@@ -3,8 +3,14 @@
 //! `Notify`, holding no thread and no connection.
 //! Within one server the wake-up is immediate; across PostgreSQL replicas it travels as a
 //! [`Topic::Runs`] message, which every replica turns into the same local wake-up.
+//!
+//! A new run wakes only the machines that should take it, not every idle one: claims wait in line
+//! ([`Dispatcher::wait_for_run`]) in the order runs are handed out (priority, then idle longest), and
+//! each run queued wakes the first machines in line able to run it (one more than the runs, in case
+//! the first cannot take it after all), on each replica. With thousands of machines idle, waking
+//! them all sent each of them to the database for every run.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +20,7 @@ use futures_util::future::select;
 use tokio::sync::Notify;
 
 use crate::db::{DbConnection, DbError, Pool};
+use crate::machines::Machine;
 use crate::metrics::Metrics;
 use crate::replicas::{self, Subscriber, Topic};
 use crate::status::RunStatus;
@@ -47,13 +54,29 @@ impl Signal {
 #[derive(Debug, Default)]
 pub struct Changes {
     signals: Vec<(i64, Signal)>,
+    /// New runs by organization and `requires` (as stored), with how many.
+    needing: Vec<(i64, String, usize)>,
     finished: Vec<RunStatus>,
 }
 
 impl Changes {
-    /// A run of the organization became claimable.
+    /// A run of the organization became claimable, needing who knows what: every waiting machine of
+    /// the organization is woken (runs given back to the queue: rare).
     pub fn queued(&mut self, organization_id: i64) {
         self.signal(organization_id, Signal::Queued);
+    }
+
+    /// A run needing `requires` (its stored JSON list) became claimable: the first machines in line
+    /// able to run it are woken.
+    pub fn queued_needing(&mut self, organization_id: i64, requires: &str) {
+        match self
+            .needing
+            .iter_mut()
+            .find(|(org, needs, _)| *org == organization_id && needs == requires)
+        {
+            Some((_, _, runs)) => *runs += 1,
+            None => self.needing.push((organization_id, requires.to_owned(), 1)),
+        }
     }
 
     /// A run of the organization ended with `status`.
@@ -66,6 +89,11 @@ impl Changes {
     pub fn absorb(&mut self, other: Changes) {
         for (organization_id, signal) in other.signals {
             self.signal(organization_id, signal);
+        }
+        for (organization_id, requires, runs) in other.needing {
+            for _ in 0..runs {
+                self.queued_needing(organization_id, &requires);
+            }
         }
         self.finished.extend(other.finished);
     }
@@ -88,7 +116,56 @@ pub struct Dispatcher {
 /// What announcing needs, shared with the blocking work so it happens even if the request is gone.
 struct Shared {
     signals: Mutex<HashMap<(i64, Signal), Arc<Notify>>>,
+    /// Claims waiting for a run, by organization, in the order runs are handed out.
+    line: Mutex<HashMap<i64, BTreeMap<Place, Waiting>>>,
+    /// Names this replica in what it tells the others, so it does not act on its own news twice
+    /// (PostgreSQL delivers a replica's notifications to itself too).
+    replica: String,
     metrics: Arc<Metrics>,
+}
+
+/// A machine's place in its organization's line: highest priority first, then idle longest, then
+/// enrolled first (the order `claim::RIVALS` ranks machines in; a machine never idle comes first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Place {
+    priority: std::cmp::Reverse<i32>,
+    idle_since: Option<chrono::NaiveDateTime>,
+    machine_id: i64,
+}
+
+impl Place {
+    fn of(machine: &Machine) -> Self {
+        Self {
+            priority: std::cmp::Reverse(machine.priority),
+            idle_since: machine.idle_since,
+            machine_id: machine.id,
+        }
+    }
+}
+
+/// A claim in line: what its machine can run, and how to wake it.
+struct Waiting {
+    capabilities: Vec<String>,
+    wake: Arc<Notify>,
+}
+
+/// Takes a claim out of line when it stops waiting, however it stops.
+struct InLine<'a> {
+    shared: &'a Shared,
+    organization_id: i64,
+    place: Place,
+}
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        let mut line = self.shared.line.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(waiting) = line.get_mut(&self.organization_id) {
+            waiting.remove(&self.place);
+            if waiting.is_empty() {
+                line.remove(&self.organization_id);
+            }
+        }
+    }
 }
 
 impl Dispatcher {
@@ -96,6 +173,8 @@ impl Dispatcher {
         Self {
             shared: Arc::new(Shared {
                 signals: Mutex::default(),
+                line: Mutex::default(),
+                replica: crate::secret::random_base62(12),
                 metrics,
             }),
         }
@@ -161,6 +240,51 @@ impl Dispatcher {
         }
     }
 
+    /// [`Dispatcher::wait_until`] for a machine's claim: `check` runs at once, again when a run the
+    /// machine is first in line for is queued (or any run given back to the queue), and every few
+    /// seconds regardless.
+    pub async fn wait_for_run<T, E, F, Fut>(
+        &self,
+        machine: &Machine,
+        deadline: Instant,
+        mut check: F,
+    ) -> Result<Option<T>, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        let wake = Arc::new(Notify::new());
+        let place = Place::of(machine);
+        let _in_line = {
+            let mut line = self.shared.line.lock().unwrap_or_else(|e| e.into_inner());
+            line.entry(machine.organization_id).or_default().insert(
+                place,
+                Waiting {
+                    capabilities: machine.capability_list(),
+                    wake: wake.clone(),
+                },
+            );
+            InLine {
+                shared: &self.shared,
+                organization_id: machine.organization_id,
+                place,
+            }
+        };
+        loop {
+            // A wake-up while the check runs is kept (`notify_one` leaves a permit), not lost.
+            let woken = wake.notified();
+            if let Some(found) = check().await? {
+                return Ok(Some(found));
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Ok(None);
+            }
+            let sleep = std::pin::pin!(tokio::time::sleep(remaining.min(RECHECK_EVERY)));
+            let _ = select(std::pin::pin!(woken), sleep).await;
+        }
+    }
+
     fn notify(&self, organization_id: i64, signal: Signal) -> Arc<Notify> {
         let mut signals = self
             .shared
@@ -190,7 +314,7 @@ impl Shared {
         // replicas; failing to tell those must not fail the request (their waiters recheck on
         // their own), so it is only logged.
         self.announce(&changes);
-        if let Err(error) = publish(conn, &changes) {
+        if let Err(error) = publish(conn, &self.replica, &changes) {
             tracing::warn!(%error, "could not tell other replicas about changed runs");
         }
         outcome
@@ -199,6 +323,9 @@ impl Shared {
     fn announce(&self, changes: &Changes) {
         for (organization_id, signal) in &changes.signals {
             self.wake(*organization_id, *signal);
+        }
+        for (organization_id, requires, runs) in &changes.needing {
+            self.wake_first_able(*organization_id, requires, *runs);
         }
         for status in &changes.finished {
             self.metrics.count_finished(*status);
@@ -210,11 +337,46 @@ impl Shared {
         if let Some(notify) = signals.get(&(organization_id, signal)) {
             notify.notify_waiters();
         }
+        drop(signals);
+        if signal == Signal::Queued {
+            let line = self.line.lock().unwrap_or_else(|e| e.into_inner());
+            let waiting = line
+                .get(&organization_id)
+                .into_iter()
+                .flat_map(|l| l.values());
+            let mut woken = 0;
+            for claim in waiting {
+                claim.wake.notify_one();
+                woken += 1;
+            }
+            self.metrics.count_claims_woken(woken);
+        }
+    }
+
+    /// Wakes the first `runs` + 1 claims in line able to run what `requires` lists (one more, in
+    /// case the first cannot take it after all: paused a moment ago, say); the rest keep waiting.
+    fn wake_first_able(&self, organization_id: i64, requires: &str, runs: usize) {
+        let Ok(requires) = serde_json::from_str::<Vec<String>>(requires) else {
+            return self.wake(organization_id, Signal::Queued);
+        };
+        let line = self.line.lock().unwrap_or_else(|e| e.into_inner());
+        let able = line
+            .get(&organization_id)
+            .into_iter()
+            .flat_map(|l| l.values())
+            .filter(|claim| requires.iter().all(|r| claim.capabilities.contains(r)))
+            .take(runs.saturating_add(1));
+        let mut woken = 0;
+        for claim in able {
+            claim.wake.notify_one();
+            woken += 1;
+        }
+        self.metrics.count_claims_woken(woken);
     }
 }
 
 /// Tells the other replicas.
-fn publish(conn: &mut DbConnection, changes: &Changes) -> QueryResult<()> {
+fn publish(conn: &mut DbConnection, replica: &str, changes: &Changes) -> QueryResult<()> {
     for (organization_id, signal) in &changes.signals {
         replicas::publish(
             conn,
@@ -222,8 +384,24 @@ fn publish(conn: &mut DbConnection, changes: &Changes) -> QueryResult<()> {
             &format!("{}:{organization_id}", signal.tag()),
         )?;
     }
+    for (organization_id, requires, runs) in &changes.needing {
+        let payload = format!("{NEEDING_TAG}:{replica}:{organization_id}:{runs}:{requires}");
+        // A notification holds at most 8,000 bytes: a longer list wakes every waiting claim there.
+        let payload = if payload.len() <= MAX_PAYLOAD {
+            payload
+        } else {
+            format!("{}:{organization_id}", Signal::Queued.tag())
+        };
+        replicas::publish(conn, Topic::Runs, &payload)?;
+    }
     Ok(())
 }
+
+/// The tag of "runs needing this were queued" between replicas:
+/// `n:{replica}:{organization}:{runs}:{requires}` (the replica that queued them has woken its own).
+const NEEDING_TAG: &str = "n";
+/// The longest payload sent (PostgreSQL's limit is 8,000 bytes, with the schema in front).
+const MAX_PAYLOAD: usize = 7_000;
 
 /// Other replicas' changes wake this server's waiters. A missed message costs a waiter at most
 /// [`RECHECK_EVERY`].
@@ -235,6 +413,20 @@ impl Subscriber for Dispatcher {
         let Some((tag, organization)) = payload.split_once(':') else {
             return;
         };
+        if tag == NEEDING_TAG {
+            let mut parts = organization.splitn(4, ':');
+            if parts.next() == Some(self.shared.replica.as_str()) {
+                return;
+            }
+            if let (Some(Ok(organization_id)), Some(Ok(runs)), Some(requires)) = (
+                parts.next().map(str::parse::<i64>),
+                parts.next().map(str::parse::<usize>),
+                parts.next(),
+            ) {
+                self.shared.wake_first_able(organization_id, requires, runs);
+            }
+            return;
+        }
         if let (Some(signal), Ok(organization_id)) =
             (Signal::from_tag(tag), organization.parse::<i64>())
         {

@@ -97,7 +97,7 @@ fn store(
                 }
             }
             for row in rows {
-                changes.queued(row.organization_id());
+                changes.queued_needing(row.organization_id(), row.requires());
             }
             Ok::<_, DbError>(())
         })

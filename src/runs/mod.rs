@@ -175,6 +175,11 @@ impl QueuedRow {
         &self.endpoint
     }
 
+    /// What the run needs, as stored (a JSON list of capabilities).
+    pub fn requires(&self) -> &str {
+        &self.requires
+    }
+
     pub fn organization_id(&self) -> i64 {
         self.organization_id
     }

@@ -140,3 +140,97 @@ fn machine_id(app: &TestApp, name: &str) -> i64 {
         .first(&mut *app.pool.get().unwrap())
         .unwrap()
 }
+
+both_backends!(a_queued_run_wakes_the_first_machines_able_to_run_it);
+
+/// Twelve idle machines long-poll, and a thirteenth, last in line, is the only one that can run
+/// `gpu` work. Each run queued wakes two waiting claims (the first in line able to run it, and one
+/// more), not all thirteen; the `gpu` run wakes the one machine able to run it, which takes it.
+fn a_queued_run_wakes_the_first_machines_able_to_run_it(backend: Backend) {
+    let db = TestDb::new(backend);
+    let app = Arc::new(TestApp::spawn(&db));
+    let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (key_id, key) = admin.create_api_key("herd");
+    assert_eq!(admin.set_rate_limit(key_id, "0").status, 303);
+    let mut machines: Vec<(String, String)> = (0..12)
+        .map(|i| {
+            let name = format!("vm-{i:02}");
+            let (_, token) = admin.create_enrollment_token(&name);
+            let credential = app.enroll(&token, &name).1;
+            (name, credential)
+        })
+        .collect();
+    let (_, token) = admin.create_enrollment_token("gpu");
+    let gpu = app.post_json(
+        "/api/v1/driver/enroll",
+        &json!({
+            "token": token, "name": "gpu", "os_version": "Ubuntu 24.04",
+            "capabilities": ["linux", "gpu"], "driver_version": "1.0.0",
+        }),
+        None,
+    );
+    assert_eq!(gpu.status, 201, "{}", gpu.body);
+    machines.push((
+        "gpu".into(),
+        gpu.json()["credential"].as_str().unwrap().into(),
+    ));
+
+    let (given_tx, given) = mpsc::channel::<(String, String)>();
+    for (name, credential) in machines {
+        let (app, given_tx) = (app.clone(), given_tx.clone());
+        std::thread::spawn(move || {
+            loop {
+                let reply = app.claim(&credential, 20);
+                match reply.status {
+                    200 => {
+                        let run = reply.json()["runId"].as_str().unwrap().to_owned();
+                        let done =
+                            app.complete(&credential, &run, &json!({ "status": "completed" }));
+                        assert_eq!(done.status, 200, "{}", done.body);
+                        if given_tx.send((name.clone(), run)).is_err() {
+                            return;
+                        }
+                    }
+                    204 => {}
+                    other => panic!("{name}: claim answered {other}: {}", reply.body),
+                }
+            }
+        });
+    }
+    // Every claim in line.
+    std::thread::sleep(Duration::from_millis(500));
+
+    for (path, able) in [
+        ("default/anything-1", None),
+        ("default/anything-2", None),
+        ("default/render?requires=gpu", Some("gpu")),
+        ("default/anything-3", None),
+    ] {
+        let woken = claims_woken(&app);
+        let queued = app.start_run(&key, path, &json!({}));
+        assert_eq!(queued.status, 202, "{}", queued.body);
+        let (name, run) = given
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a machine was given the run");
+        assert_eq!(run, queued.run_id());
+        if let Some(able) = able {
+            assert_eq!(name, able, "only {able} can run {path}");
+        }
+        // The first in line and one more; for `gpu` work, the one machine able to do it.
+        let woken = claims_woken(&app) - woken;
+        let expected = if able.is_some() { 1 } else { 2 };
+        assert_eq!(woken, expected, "{path}: waiting claims woken, of 13");
+    }
+}
+
+/// The waiting claims `/metrics` says runs queued have woken on this server.
+fn claims_woken(app: &TestApp) -> u64 {
+    let metrics = app.client().get("/metrics");
+    assert_eq!(metrics.status, 200, "{}", metrics.body);
+    metrics
+        .body
+        .lines()
+        .find_map(|line| line.strip_prefix("granite_claims_woken_total "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of claims woken: {}", metrics.body))
+}
