@@ -125,7 +125,7 @@ struct Shared {
 }
 
 /// A machine's place in its organization's line: highest priority first, then idle longest, then
-/// enrolled first (the order `claim::RIVALS` ranks machines in; a machine never idle comes first).
+/// enrolled first (the order `claim::RIVALS` ranks machines in; `idle_since` is set at enrollment).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Place {
     priority: std::cmp::Reverse<i32>,
