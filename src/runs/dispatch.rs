@@ -255,7 +255,9 @@ impl Dispatcher {
     {
         let wake = Arc::new(Notify::new());
         let place = Place::of(machine);
-        let _in_line = {
+        // A paused machine takes no run: it waits out of line (rechecking), so runs wake the machines
+        // that can take them. (One paused while in line is what the extra wake-up is for.)
+        let _in_line = machine.paused_at.is_none().then(|| {
             let mut line = self.shared.line.lock().unwrap_or_else(|e| e.into_inner());
             line.entry(machine.organization_id).or_default().insert(
                 place,
@@ -269,7 +271,7 @@ impl Dispatcher {
                 organization_id: machine.organization_id,
                 place,
             }
-        };
+        });
         loop {
             // A wake-up while the check runs is kept (`notify_one` leaves a permit), not lost.
             let woken = wake.notified();

@@ -175,7 +175,8 @@ fn a_queued_run_wakes_the_first_machines_able_to_run_it(backend: Backend) {
         gpu.json()["credential"].as_str().unwrap().into(),
     ));
 
-    let (given_tx, given) = mpsc::channel::<(String, String)>();
+    // `None` after a claim that found nothing: the thread stops once no one listens.
+    let (given_tx, given) = mpsc::channel::<Option<(String, String)>>();
     for (name, credential) in machines {
         let (app, given_tx) = (app.clone(), given_tx.clone());
         std::thread::spawn(move || {
@@ -187,11 +188,15 @@ fn a_queued_run_wakes_the_first_machines_able_to_run_it(backend: Backend) {
                         let done =
                             app.complete(&credential, &run, &json!({ "status": "completed" }));
                         assert_eq!(done.status, 200, "{}", done.body);
-                        if given_tx.send((name.clone(), run)).is_err() {
+                        if given_tx.send(Some((name.clone(), run))).is_err() {
                             return;
                         }
                     }
-                    204 => {}
+                    204 => {
+                        if given_tx.send(None).is_err() {
+                            return;
+                        }
+                    }
                     other => panic!("{name}: claim answered {other}: {}", reply.body),
                 }
             }
@@ -209,9 +214,7 @@ fn a_queued_run_wakes_the_first_machines_able_to_run_it(backend: Backend) {
         let woken = claims_woken(&app);
         let queued = app.start_run(&key, path, &json!({}));
         assert_eq!(queued.status, 202, "{}", queued.body);
-        let (name, run) = given
-            .recv_timeout(Duration::from_secs(20))
-            .expect("a machine was given the run");
+        let (name, run) = given_run(&given);
         assert_eq!(run, queued.run_id());
         if let Some(able) = able {
             assert_eq!(name, able, "only {able} can run {path}");
@@ -220,6 +223,18 @@ fn a_queued_run_wakes_the_first_machines_able_to_run_it(backend: Backend) {
         let woken = claims_woken(&app) - woken;
         let expected = if able.is_some() { 1 } else { 2 };
         assert_eq!(woken, expected, "{path}: waiting claims woken, of 13");
+    }
+}
+
+/// The next run a driver thread was given (skipping claims that found nothing).
+fn given_run<T>(given: &mpsc::Receiver<Option<T>>) -> T {
+    loop {
+        if let Some(run) = given
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a machine was given the run")
+        {
+            return run;
+        }
     }
 }
 
@@ -233,4 +248,54 @@ fn claims_woken(app: &TestApp) -> u64 {
         .find_map(|line| line.strip_prefix("granite_claims_woken_total "))
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no count of claims woken: {}", metrics.body))
+}
+
+both_backends!(a_paused_machine_first_in_line_holds_no_run_back);
+
+/// `first` has priority and would be first in line, but it is paused while its driver keeps
+/// long-polling: a run queued wakes `second` alone, which takes it.
+fn a_paused_machine_first_in_line_holds_no_run_back(backend: Backend) {
+    let db = TestDb::new(backend);
+    let app = Arc::new(TestApp::spawn(&db));
+    let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (key_id, key) = admin.create_api_key("paused");
+    assert_eq!(admin.set_rate_limit(key_id, "0").status, 303);
+    let mut credentials = Vec::new();
+    for name in ["first", "second"] {
+        let (_, token) = admin.create_enrollment_token(name);
+        credentials.push((name, app.enroll(&token, name).1));
+    }
+    let first = machine_id(&app, "first");
+    let token = admin.page_csrf_token();
+    let set = admin.post_form(
+        &format!("/api-management/machines/{first}/priority"),
+        &[("priority", "1"), ("csrf_token", &token)],
+    );
+    assert_eq!(set.status, 303, "{}", set.body);
+    let paused = admin.htmx_post(&format!("/api-management/machines/{first}/pause"), &[]);
+    assert_eq!(paused.status, 200, "{}", paused.body);
+
+    let (given_tx, given) = mpsc::channel::<Option<&'static str>>();
+    for (name, credential) in credentials {
+        let (app, given_tx) = (app.clone(), given_tx.clone());
+        std::thread::spawn(move || {
+            loop {
+                let reply = app.claim(&credential, 20);
+                if reply.status == 200 {
+                    let _ = given_tx.send(Some(name));
+                    return;
+                }
+                assert_eq!(reply.status, 204, "{name}: {}", reply.body);
+                if given_tx.send(None).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let woken = claims_woken(&app);
+    let queued = app.start_run(&key, "default/job", &json!({}));
+    assert_eq!(queued.status, 202, "{}", queued.body);
+    assert_eq!(given_run(&given), "second");
+    assert_eq!(claims_woken(&app) - woken, 1, "only second is in line");
 }
