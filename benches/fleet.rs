@@ -9,7 +9,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use granite::audit::Actor;
 use granite::db::{DatabaseUrl, write_transaction};
 use granite::enrollment;
 use granite::machines::{self, MachineProfile};
@@ -23,13 +22,8 @@ const ROUNDS: usize = 3;
 
 fn enroll_fleet(server: &Server) -> Vec<String> {
     let mut conn = server.pool.get().unwrap();
-    let actor = Actor {
-        user_id: 1,
-        email: "bench@example.com".into(),
-        role: granite::users::Role::Admin,
-        source_ip: None,
-    };
-    let (token, _) = enrollment::create(&mut conn, 1, "bench fleet", 24, &actor).unwrap();
+    let (token, _) =
+        enrollment::create(&mut conn, 1, "bench fleet", 24, &support::admin()).unwrap();
     let now = chrono::Utc::now().naive_utc();
     let credentials: Vec<Secret> = (0..MACHINES)
         .map(|_| Secret::generate(SecretKind::MachineCredential))

@@ -14,11 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use granite::audit::Actor;
 use granite::db::DatabaseUrl;
-use granite::enrollment;
-use granite::machines::MachineProfile;
-use granite::secret::{Secret, SecretKind};
 use support::Server;
 
 const RUNS: usize = 40;
@@ -43,34 +39,6 @@ fn cpu_ms() -> f64 {
     ticks * 10.0
 }
 
-fn credentials(server: &Server, machines: usize) -> Vec<String> {
-    let mut conn = server.pool.get().unwrap();
-    let actor = Actor {
-        user_id: 1,
-        email: "bench@example.com".into(),
-        role: granite::users::Role::Admin,
-        source_ip: None,
-    };
-    let (token, _) = enrollment::create(&mut conn, 1, "herd", 1, &actor).unwrap();
-    (0..machines)
-        .map(|i| {
-            let credential = Secret::generate(SecretKind::MachineCredential);
-            let profile =
-                MachineProfile::parse(&format!("herd-{i:05}"), "", None, None, &[], "").unwrap();
-            granite::machines::insert(
-                &mut conn,
-                1,
-                &profile,
-                &credential.hash(),
-                token.id,
-                chrono::Utc::now().naive_utc(),
-            )
-            .unwrap();
-            credential.expose().to_owned()
-        })
-        .collect()
-}
-
 /// Transactions the database has committed, on PostgreSQL (its statistics lag by about a second).
 fn transactions(server: &Server) -> Option<i64> {
     use diesel::prelude::*;
@@ -92,7 +60,8 @@ fn bench(label: &str, url: DatabaseUrl, machines: usize) -> f64 {
     let base = format!("http://{}", server.address);
     let stop = Arc::new(AtomicBool::new(false));
     let claimed = Arc::new(AtomicU64::new(0));
-    let drivers: Vec<_> = credentials(&server, machines)
+    let drivers: Vec<_> = server
+        .enroll_machines("herd", machines)
         .into_iter()
         .map(|credential| {
             let (base, stop, claimed) = (base.clone(), stop.clone(), claimed.clone());

@@ -12,11 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use granite::api_keys::{self, KeyName};
-use granite::audit::Actor;
 use granite::db::DatabaseUrl;
-use granite::enrollment;
-use granite::machines::MachineProfile;
-use granite::secret::{Secret, SecretKind};
 use support::{Call, Request, Server, measure, measure_call, median};
 
 const THREADS: usize = 4;
@@ -79,33 +75,17 @@ fn claim_and_complete(base: &str, credentials: Vec<String>) -> Request {
 
 fn setup(server: &Server, machines: usize) -> (String, Vec<String>) {
     let mut conn = server.pool.get().unwrap();
-    let actor = Actor {
-        user_id: 1,
-        email: "bench@example.com".into(),
-        role: granite::users::Role::Admin,
-        source_ip: None,
-    };
-    let (_, key) =
-        api_keys::create(&mut conn, 1, &KeyName::parse("bench").unwrap(), &actor).unwrap();
-    let credentials = (0..machines)
-        .map(|i| {
-            let (token, _) = enrollment::create(&mut conn, 1, "bench", 1, &actor).unwrap();
-            let credential = Secret::generate(SecretKind::MachineCredential);
-            let profile =
-                MachineProfile::parse(&format!("driver-{i}"), "", None, None, &[], "").unwrap();
-            granite::machines::insert(
-                &mut conn,
-                1,
-                &profile,
-                &credential.hash(),
-                token.id,
-                chrono::Utc::now().naive_utc(),
-            )
-            .unwrap();
-            credential.expose().to_owned()
-        })
-        .collect();
-    (key.expose().to_owned(), credentials)
+    let (_, key) = api_keys::create(
+        &mut conn,
+        1,
+        &KeyName::parse("bench").unwrap(),
+        &support::admin(),
+    )
+    .unwrap();
+    (
+        key.expose().to_owned(),
+        server.enroll_machines("driver", machines),
+    )
 }
 
 /// Median and 95th percentile, in milliseconds, from queuing a run to a waiting driver holding it.

@@ -61,12 +61,7 @@ impl Server {
 
     /// A new API key with its own rate limit (`Some(0)`: unlimited, the limiter skipped).
     pub fn api_key_limited(&self, name: &str, limit: Option<i64>) -> String {
-        let actor = granite::audit::Actor {
-            user_id: 1,
-            email: "bench@example.com".into(),
-            role: granite::users::Role::Admin,
-            source_ip: None,
-        };
+        let actor = admin();
         let name = granite::api_keys::KeyName::parse(name).unwrap();
         let mut conn = self.pool.get().unwrap();
         let (key, secret) = granite::api_keys::create(&mut conn, 1, &name, &actor).unwrap();
@@ -74,6 +69,50 @@ impl Server {
             granite::api_keys::set_rate_limit(&mut conn, 1, key.id, limit, &actor).unwrap();
         }
         secret.expose().to_owned()
+    }
+}
+
+impl Server {
+    /// `count` machines of the first organization, enrolled as `{prefix}-00000`, … with no
+    /// capabilities (written directly, not through the driver API); their credentials.
+    pub fn enroll_machines(&self, prefix: &str, count: usize) -> Vec<String> {
+        use granite::secret::{Secret, SecretKind};
+        let mut conn = self.pool.get().unwrap();
+        let (token, _) = granite::enrollment::create(&mut conn, 1, prefix, 1, &admin()).unwrap();
+        (0..count)
+            .map(|i| {
+                let credential = Secret::generate(SecretKind::MachineCredential);
+                let profile = granite::machines::MachineProfile::parse(
+                    &format!("{prefix}-{i:05}"),
+                    "",
+                    None,
+                    None,
+                    &[],
+                    "",
+                )
+                .unwrap();
+                granite::machines::insert(
+                    &mut conn,
+                    1,
+                    &profile,
+                    &credential.hash(),
+                    token.id,
+                    chrono::Utc::now().naive_utc(),
+                )
+                .unwrap();
+                credential.expose().to_owned()
+            })
+            .collect()
+    }
+}
+
+/// The first admin, as the benchmarks' server creates it.
+pub fn admin() -> granite::audit::Actor {
+    granite::audit::Actor {
+        user_id: 1,
+        email: "bench@example.com".into(),
+        role: granite::users::Role::Admin,
+        source_ip: None,
     }
 }
 

@@ -215,29 +215,13 @@ impl Dispatcher {
         organization_id: i64,
         signal: Signal,
         deadline: Instant,
-        mut check: F,
+        check: F,
     ) -> Result<Option<T>, E>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Option<T>, E>>,
     {
-        let notify = self.notify(organization_id, signal);
-        loop {
-            // Interest is registered before the check, so a wake-up between the check and the wait
-            // is not lost.
-            let notified = notify.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(found) = check().await? {
-                return Ok(Some(found));
-            }
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Ok(None);
-            }
-            let sleep = std::pin::pin!(tokio::time::sleep(remaining.min(RECHECK_EVERY)));
-            let _ = select(notified, sleep).await;
-        }
+        wait_on(&self.notify(organization_id, signal), deadline, check).await
     }
 
     /// [`Dispatcher::wait_until`] for a machine's claim: `check` runs at once, again when a run the
@@ -247,7 +231,7 @@ impl Dispatcher {
         &self,
         machine: &Machine,
         deadline: Instant,
-        mut check: F,
+        check: F,
     ) -> Result<Option<T>, E>
     where
         F: FnMut() -> Fut,
@@ -272,19 +256,7 @@ impl Dispatcher {
                 place,
             }
         });
-        loop {
-            // A wake-up while the check runs is kept (`notify_one` leaves a permit), not lost.
-            let woken = wake.notified();
-            if let Some(found) = check().await? {
-                return Ok(Some(found));
-            }
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Ok(None);
-            }
-            let sleep = std::pin::pin!(tokio::time::sleep(remaining.min(RECHECK_EVERY)));
-            let _ = select(std::pin::pin!(woken), sleep).await;
-        }
+        wait_on(&wake, deadline, check).await
     }
 
     fn notify(&self, organization_id: i64, signal: Signal) -> Arc<Notify> {
@@ -302,6 +274,35 @@ impl Dispatcher {
     /// Wakes this server's waiters.
     fn wake(&self, organization_id: i64, signal: Signal) {
         self.shared.wake(organization_id, signal);
+    }
+}
+
+/// Runs `check` at once, again whenever `wake` is notified, and every [`RECHECK_EVERY`], until it
+/// finds something or `deadline` passes.
+async fn wait_on<T, E, F, Fut>(
+    wake: &Notify,
+    deadline: Instant,
+    mut check: F,
+) -> Result<Option<T>, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>, E>>,
+{
+    loop {
+        // Interest is registered before the check, so a wake-up between the check and the wait is
+        // not lost (`notify_waiters` reaches it; `notify_one` leaves a permit besides).
+        let notified = wake.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(found) = check().await? {
+            return Ok(Some(found));
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Ok(None);
+        }
+        let sleep = std::pin::pin!(tokio::time::sleep(remaining.min(RECHECK_EVERY)));
+        let _ = select(notified, sleep).await;
     }
 }
 
