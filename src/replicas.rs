@@ -14,7 +14,7 @@ use crate::db::DbConnection;
 /// A channel between replicas.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Topic {
-    /// Runs became claimable or finished: payload `q:{organization}` or `f:{organization}`.
+    /// Runs became claimable or finished (payloads: `runs::dispatch`).
     Runs,
     /// An API key was revoked or rolled: payload its id.
     Keys,

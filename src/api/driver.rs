@@ -378,7 +378,7 @@ pub async fn release(
     let run = dispatcher
         .run(&pool, move |conn, changes| {
             let run = runs::release(conn, machine.id, &run_id)?;
-            changes.queued(organization_id);
+            changes.queued_needing(organization_id, &run.requires);
             Ok::<_, ApiError>(run)
         })
         .await?;

@@ -60,8 +60,8 @@ pub struct Changes {
 }
 
 impl Changes {
-    /// A run of the organization became claimable, needing who knows what: every waiting machine of
-    /// the organization is woken (runs given back to the queue: rare).
+    /// Runs of the organization may have become claimable for any machine: every waiting machine of
+    /// the organization is woken (runs given back by the lease keeper, a machine resumed: rare).
     pub fn queued(&mut self, organization_id: i64) {
         self.signal(organization_id, Signal::Queued);
     }
@@ -69,13 +69,19 @@ impl Changes {
     /// A run needing `requires` (its stored JSON list) became claimable: the first machines in line
     /// able to run it are woken.
     pub fn queued_needing(&mut self, organization_id: i64, requires: &str) {
+        self.needing(organization_id, requires, 1);
+    }
+
+    fn needing(&mut self, organization_id: i64, requires: &str, runs: usize) {
         match self
             .needing
             .iter_mut()
             .find(|(org, needs, _)| *org == organization_id && needs == requires)
         {
-            Some((_, _, runs)) => *runs += 1,
-            None => self.needing.push((organization_id, requires.to_owned(), 1)),
+            Some((_, _, counted)) => *counted += runs,
+            None => self
+                .needing
+                .push((organization_id, requires.to_owned(), runs)),
         }
     }
 
@@ -91,9 +97,7 @@ impl Changes {
             self.signal(organization_id, signal);
         }
         for (organization_id, requires, runs) in other.needing {
-            for _ in 0..runs {
-                self.queued_needing(organization_id, &requires);
-            }
+            self.needing(organization_id, &requires, runs);
         }
         self.finished.extend(other.finished);
     }
@@ -146,6 +150,9 @@ impl Place {
 /// A claim in line: what its machine can run, and how to wake it.
 struct Waiting {
     capabilities: Vec<String>,
+    /// Paused when the claim began: it can take no run, so runs queued pass it by, until the whole
+    /// line is woken (a machine resumed, runs given back): then it may be able again.
+    paused: bool,
     wake: Arc<Notify>,
 }
 
@@ -239,14 +246,13 @@ impl Dispatcher {
     {
         let wake = Arc::new(Notify::new());
         let place = Place::of(machine);
-        // A paused machine takes no run: it waits out of line (rechecking), so runs wake the machines
-        // that can take them. (One paused while in line is what the extra wake-up is for.)
-        let _in_line = machine.paused_at.is_none().then(|| {
+        let _in_line = {
             let mut line = self.shared.line.lock().unwrap_or_else(|e| e.into_inner());
             line.entry(machine.organization_id).or_default().insert(
                 place,
                 Waiting {
                     capabilities: machine.capability_list(),
+                    paused: machine.paused_at.is_some(),
                     wake: wake.clone(),
                 },
             );
@@ -255,7 +261,7 @@ impl Dispatcher {
                 organization_id: machine.organization_id,
                 place,
             }
-        });
+        };
         wait_on(&wake, deadline, check).await
     }
 
@@ -342,13 +348,14 @@ impl Shared {
         }
         drop(signals);
         if signal == Signal::Queued {
-            let line = self.line.lock().unwrap_or_else(|e| e.into_inner());
+            let mut line = self.line.lock().unwrap_or_else(|e| e.into_inner());
             let waiting = line
-                .get(&organization_id)
+                .get_mut(&organization_id)
                 .into_iter()
-                .flat_map(|l| l.values());
+                .flat_map(|l| l.values_mut());
             let mut woken = 0;
             for claim in waiting {
+                claim.paused = false;
                 claim.wake.notify_one();
                 woken += 1;
             }
@@ -356,8 +363,9 @@ impl Shared {
         }
     }
 
-    /// Wakes the first `runs` + 1 claims in line able to run what `requires` lists (one more, in
-    /// case the first cannot take it after all: paused a moment ago, say); the rest keep waiting.
+    /// Wakes the first `runs` + 1 claims in line able to run what `requires` lists, passing paused
+    /// machines by (one more, in case the first cannot take it after all: paused a moment ago, say);
+    /// the rest keep waiting.
     fn wake_first_able(&self, organization_id: i64, requires: &str, runs: usize) {
         let Ok(requires) = serde_json::from_str::<Vec<String>>(requires) else {
             return self.wake(organization_id, Signal::Queued);
@@ -367,7 +375,9 @@ impl Shared {
             .get(&organization_id)
             .into_iter()
             .flat_map(|l| l.values())
-            .filter(|claim| requires.iter().all(|r| claim.capabilities.contains(r)))
+            .filter(|claim| {
+                !claim.paused && requires.iter().all(|r| claim.capabilities.contains(r))
+            })
             .take(runs.saturating_add(1));
         let mut woken = 0;
         for claim in able {
@@ -384,7 +394,7 @@ fn publish(conn: &mut DbConnection, replica: &str, changes: &Changes) -> QueryRe
         replicas::publish(
             conn,
             Topic::Runs,
-            &format!("{}:{organization_id}", signal.tag()),
+            &format!("{}:{replica}:{organization_id}", signal.tag()),
         )?;
     }
     for (organization_id, requires, runs) in &changes.needing {
@@ -393,7 +403,7 @@ fn publish(conn: &mut DbConnection, replica: &str, changes: &Changes) -> QueryRe
         let payload = if payload.len() <= MAX_PAYLOAD {
             payload
         } else {
-            format!("{}:{organization_id}", Signal::Queued.tag())
+            format!("{}:{replica}:{organization_id}", Signal::Queued.tag())
         };
         replicas::publish(conn, Topic::Runs, &payload)?;
     }
@@ -401,7 +411,8 @@ fn publish(conn: &mut DbConnection, replica: &str, changes: &Changes) -> QueryRe
 }
 
 /// The tag of "runs needing this were queued" between replicas:
-/// `n:{replica}:{organization}:{runs}:{requires}` (the replica that queued them has woken its own).
+/// `n:{replica}:{organization}:{runs}:{requires}`; a signal is `{tag}:{replica}:{organization}`.
+/// The replica that sent a message has woken its own waiters already.
 const NEEDING_TAG: &str = "n";
 /// The longest payload sent (PostgreSQL's limit is 8,000 bytes, with the schema in front).
 const MAX_PAYLOAD: usize = 7_000;
@@ -413,26 +424,24 @@ impl Subscriber for Dispatcher {
         if topic != Topic::Runs {
             return;
         }
-        let Some((tag, organization)) = payload.split_once(':') else {
+        let mut parts = payload.splitn(5, ':');
+        let (Some(tag), Some(replica), Some(Ok(organization_id))) = (
+            parts.next(),
+            parts.next(),
+            parts.next().map(str::parse::<i64>),
+        ) else {
             return;
         };
-        if tag == NEEDING_TAG {
-            let mut parts = organization.splitn(4, ':');
-            if parts.next() == Some(self.shared.replica.as_str()) {
-                return;
-            }
-            if let (Some(Ok(organization_id)), Some(Ok(runs)), Some(requires)) = (
-                parts.next().map(str::parse::<i64>),
-                parts.next().map(str::parse::<usize>),
-                parts.next(),
-            ) {
-                self.shared.wake_first_able(organization_id, requires, runs);
-            }
+        if replica == self.shared.replica {
             return;
         }
-        if let (Some(signal), Ok(organization_id)) =
-            (Signal::from_tag(tag), organization.parse::<i64>())
-        {
+        if tag == NEEDING_TAG {
+            if let (Some(Ok(runs)), Some(requires)) =
+                (parts.next().map(str::parse::<usize>), parts.next())
+            {
+                self.shared.wake_first_able(organization_id, requires, runs);
+            }
+        } else if let Some(signal) = Signal::from_tag(tag) {
             self.wake(organization_id, signal);
         }
     }

@@ -253,7 +253,8 @@ fn claims_woken(app: &TestApp) -> u64 {
 both_backends!(a_paused_machine_first_in_line_holds_no_run_back);
 
 /// `first` has priority and would be first in line, but it is paused while its driver keeps
-/// long-polling: a run queued wakes `second` alone, which takes it.
+/// long-polling: a run queued wakes `second` alone, which takes it. Once `first` is resumed, the next
+/// run wakes it.
 fn a_paused_machine_first_in_line_holds_no_run_back(backend: Backend) {
     let db = TestDb::new(backend);
     let app = Arc::new(TestApp::spawn(&db));
@@ -298,4 +299,15 @@ fn a_paused_machine_first_in_line_holds_no_run_back(backend: Backend) {
     assert_eq!(queued.status, 202, "{}", queued.body);
     assert_eq!(given_run(&given), "second");
     assert_eq!(claims_woken(&app) - woken, 1, "only second is in line");
+
+    // Resumed, `first` is woken with the whole line, and the next run wakes it alone.
+    let woken = claims_woken(&app);
+    let resumed = admin.htmx_post(&format!("/api-management/machines/{first}/resume"), &[]);
+    assert_eq!(resumed.status, 200, "{}", resumed.body);
+    assert_eq!(claims_woken(&app) - woken, 1, "first's waiting claim");
+    let woken = claims_woken(&app);
+    let queued = app.start_run(&key, "default/next", &json!({}));
+    assert_eq!(queued.status, 202, "{}", queued.body);
+    assert_eq!(given_run(&given), "first");
+    assert_eq!(claims_woken(&app) - woken, 1, "first, no longer passed by");
 }

@@ -316,7 +316,7 @@ pub async fn retry(
     let new = dispatcher
         .run(&pool, move |conn, changes| {
             let new = runs::retry(conn, organization_id, &run_id, &actor).map_err(run_error)?;
-            changes.queued(organization_id);
+            changes.queued_needing(organization_id, &new.requires);
             Ok::<_, WebError>(new)
         })
         .await?;
