@@ -19,8 +19,9 @@ pub enum Topic {
     /// An API key was revoked or rolled: payload its id.
     Keys,
     /// What a heartbeat answers from changed for a machine (the run it holds or that run's status,
-    /// paused, removed, reported status): payload its id. Sent by database triggers, so no code path
-    /// that changes a machine can forget to (migration `machine_changes`).
+    /// paused, removed, reported status): payload its id, or `*` for many. Collected by database
+    /// triggers, so no code path that changes a machine can forget to, and sent after the commit
+    /// (`db::machine_changes`).
     Machines,
 }
 

@@ -1,12 +1,21 @@
-//! On SQLite, which machines a write changed, for the memory a heartbeat answers from
-//! (`machines::memory`). PostgreSQL sends these as `NOTIFY` from triggers (migration
-//! `machine_changes`); SQLite has one server, so each pooled connection carries temporary triggers
-//! that call back into this process. The ids are collected per connection and handed on when the
-//! connection comes back to the pool, after its transaction ended: a change is never announced before
-//! it is visible, and one rolled back is announced for nothing (harmless: the machine is read again).
+//! Which machines a write changed, for the memory a heartbeat answers from (`machines::memory`),
+//! announced once the transaction that changed them has ended: a change is never announced before it
+//! is visible, and one rolled back is not announced.
 //!
-//! The triggers are `TEMP`: they exist only on Granite's own connections, so other tools that open the
-//! file (the `sqlite3` shell, a backup) are unaffected.
+//! Triggers collect the ids per connection, so no code path that changes a machine can forget to, and
+//! the pool hands them on as the connection comes back ([`super::ConnectionManager`]):
+//! - PostgreSQL: the triggers (migrations `machine_changes`, `machine_changes_after_commit`) keep them
+//!   in a setting of the session, which a rollback restores; [`announce`] sends them to every replica
+//!   (`replicas::Topic::Machines`). Not from inside the changing transaction: a `NOTIFY` there would
+//!   hold PostgreSQL's notification lock through the commit's flush, and every claim and report would
+//!   flush alone, one after another.
+//! - SQLite: one server, so each pooled connection carries temporary triggers that call back into
+//!   this process ([`watch`]), and [`MachineChanges::hand_on`] gives the ids to the listener. The
+//!   triggers are `TEMP`: they exist only on Granite's own connections, so other tools that open the
+//!   file (the `sqlite3` shell, a backup) are unaffected.
+//!
+//! A server killed between a commit and its connection's return announces nothing for it; every
+//! replica's memory trusts a machine for a limited time anyway (`machines::memory`).
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -39,7 +48,14 @@ WHEN OLD.status IS NOT NEW.status AND COALESCE(OLD.machine_id, NEW.machine_id) I
 BEGIN SELECT granite_machine_changed(COALESCE(OLD.machine_id, NEW.machine_id)); END;
 ";
 
-/// Machines changed by writes on one connection, not yet handed on.
+/// Announces to every replica the machines this session's committed transactions changed (none: one
+/// round trip that does nothing). Call with no transaction open.
+pub fn announce(conn: &mut diesel::PgConnection) -> QueryResult<()> {
+    crate::db::statement::statement("SELECT announce_machine_changes()").execute(conn)?;
+    Ok(())
+}
+
+/// SQLite: machines changed by writes on one connection, not yet handed on.
 pub type Pending = Arc<Mutex<Vec<i64>>>;
 
 /// Installs the function and triggers on a new connection (after migrations created the tables).

@@ -231,7 +231,8 @@ impl ManageConnection for ConnectionManager {
     }
 
     /// Called as a connection goes back to the pool: one left inside a broken transaction is dropped.
-    /// Its transactions have ended, so the machines it changed are handed on here.
+    /// Its transactions have ended, so the machines it changed are handed on (SQLite) or announced
+    /// (PostgreSQL) here.
     fn has_broken(&self, pooled: &mut Pooled) -> bool {
         use diesel::r2d2::R2D2Connection;
         pooled.returned_at = Instant::now();
@@ -239,7 +240,17 @@ impl ManageConnection for ConnectionManager {
             self.machine_changes.hand_on(changed);
         }
         match &mut pooled.conn {
-            DbConnection::Postgres(pg) => pg.is_broken(),
+            DbConnection::Postgres(pg) => {
+                if pg.is_broken() {
+                    return true;
+                }
+                // A connection that cannot announce is not trusted with the next request either.
+                machine_changes::announce(pg)
+                    .inspect_err(
+                        |error| tracing::warn!(%error, "could not announce changed machines"),
+                    )
+                    .is_err()
+            }
             DbConnection::Sqlite(sqlite) => sqlite.is_broken(),
         }
     }

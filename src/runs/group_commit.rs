@@ -7,9 +7,10 @@
 //! answers each caller only after the commit: a 200 still means the outcome is stored.
 //!
 //! On PostgreSQL each report is its own transaction, run side by side on the pool. Concurrent commits
-//! there already share one WAL flush (the server's own group commit), and a shared transaction would
-//! hold the queue counter's row (`queue_counts`, which every claim also updates) for the whole batch:
-//! measured, claims then waited on it and a fleet of 32 machines was slower, not faster.
+//! there share WAL flushes (the server's own group commit; nothing in a report sends a `NOTIFY`,
+//! which would make commits flush one at a time: `db::machine_changes`), and a shared transaction
+//! would hold the counter rows it touched (`queue_counts`, which claims also update) for the whole
+//! batch: measured, claims then waited on them and a fleet of 32 machines was slower, not faster.
 //!
 //! Enqueue has its own, leaner batching on both backends ([`super::intake`]): its work is one
 //! multi-row insert.
