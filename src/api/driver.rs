@@ -16,9 +16,7 @@ use crate::enrollment::{self, EnrollError};
 use crate::machines::contacts::Contacts;
 use crate::machines::fleet::Fleet;
 use crate::machines::memory::Presences;
-use crate::machines::{
-    self, CredentialRejection, DriverAnnouncement, Heard, Machine, MachineProfile,
-};
+use crate::machines::{self, DriverAnnouncement, Heard, Machine, MachineProfile};
 use crate::metrics::Metrics;
 use crate::runs::claims::ClaimsInFlight;
 use crate::runs::dispatch::Dispatcher;
@@ -84,23 +82,30 @@ impl Credential {
         Ok(heard)
     }
 
-    /// Authenticates the machine and records the contact (and a reported status) in one statement.
+    /// Authenticates the machine and writes the reported status and contact in one statement (a
+    /// heartbeat that changed something).
     pub async fn touch(
         &self,
         pool: &Pool,
-        reported_status: Option<ReportedStatus>,
+        reported_status: ReportedStatus,
     ) -> Result<Machine, ApiError> {
         let hash = self.hash.clone();
         let now = chrono::Utc::now().naive_utc();
-        let found = pool
-            .run(move |conn| {
-                machines::touch(conn, &hash, reported_status, now).map_err(ApiError::from)
-            })
-            .await?;
-        found.map_err(|rejection| match rejection {
-            CredentialRejection::Unknown => ApiError::InvalidCredential,
-            CredentialRejection::Removed => ApiError::MachineRemoved,
+        pool.run(move |conn| {
+            machines::touch(conn, &hash, reported_status, now).map_err(ApiError::from)
         })
+        .await?
+        .map_err(ApiError::from)
+    }
+
+    /// Authenticates the machine by one read; the contact joins the next batch of contacts.
+    pub async fn identify(&self, pool: &Pool, contacts: &Contacts) -> Result<Machine, ApiError> {
+        let hash = self.hash.clone();
+        let machine = pool
+            .run(move |conn| machines::identify(conn, &hash).map_err(ApiError::from))
+            .await??;
+        contacts.record(machine.id, chrono::Utc::now().naive_utc());
+        Ok(machine)
     }
 }
 
@@ -219,7 +224,7 @@ pub async fn heartbeat(
             Heard::Changed => {}
         }
     }
-    let machine = credential.touch(&pool, Some(body.status)).await?;
+    let machine = credential.touch(&pool, body.status).await?;
     // Written at once: what was remembered (its contact time, at least) is out of date, and the
     // machine may be back in contact.
     memory.forget([machine.id]);
@@ -259,6 +264,8 @@ const MAX_CLAIM_WAIT: u64 = 30;
         (status = 409, description = "claim_in_progress: this machine already has a claim waiting.", body = ErrorBody),
     )
 )]
+// Each argument is an extractor actix fills in; grouping them would only hide what the handler uses.
+#[allow(clippy::too_many_arguments)]
 pub async fn claim(
     credential: Credential,
     Json(body): Json<ClaimRequest>,
@@ -267,6 +274,7 @@ pub async fn claim(
     metrics: web::Data<Metrics>,
     claims: web::Data<ClaimsInFlight>,
     settings: web::Data<Settings>,
+    contacts: web::Data<Contacts>,
 ) -> Result<HttpResponse, ApiError> {
     let wait = body.wait_seconds.unwrap_or(0);
     let offline_after = settings.offline_after();
@@ -276,7 +284,7 @@ pub async fn claim(
             format!("wait_seconds must be 0 to {MAX_CLAIM_WAIT}."),
         ));
     }
-    let machine = credential.touch(&pool, None).await?;
+    let machine = credential.identify(&pool, &contacts).await?;
     let _claiming =
         ClaimsInFlight::begin(&claims.into_inner(), machine.id).ok_or(ApiError::ClaimInProgress)?;
     if machine.current_run_id.is_some() {
@@ -334,9 +342,10 @@ pub async fn complete(
     Json(body): Json<CompleteRequest>,
     pool: web::Data<Pool>,
     reports: web::Data<GroupCommit>,
+    contacts: web::Data<Contacts>,
 ) -> Result<HttpResponse, ApiError> {
     let outcome = Outcome::from_wire(body);
-    let machine = credential.touch(&pool, None).await?;
+    let machine = credential.identify(&pool, &contacts).await?;
     let organization_id = machine.organization_id;
     let run = reports
         .run(move |conn, changes| {
@@ -372,8 +381,9 @@ pub async fn release(
     RunIdPath(run_id): RunIdPath,
     pool: web::Data<Pool>,
     dispatcher: web::Data<Dispatcher>,
+    contacts: web::Data<Contacts>,
 ) -> Result<HttpResponse, ApiError> {
-    let machine = credential.touch(&pool, None).await?;
+    let machine = credential.identify(&pool, &contacts).await?;
     let organization_id = machine.organization_id;
     let run = dispatcher
         .run(&pool, move |conn, changes| {

@@ -82,6 +82,15 @@ impl From<crate::ops::in_flight::TooMany> for ApiError {
     }
 }
 
+impl From<crate::machines::CredentialRejection> for ApiError {
+    fn from(rejection: crate::machines::CredentialRejection) -> Self {
+        match rejection {
+            crate::machines::CredentialRejection::Unknown => Self::InvalidCredential,
+            crate::machines::CredentialRejection::Removed => Self::MachineRemoved,
+        }
+    }
+}
+
 impl From<crate::runs::RunError> for ApiError {
     fn from(e: crate::runs::RunError) -> Self {
         match e {

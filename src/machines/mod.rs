@@ -404,44 +404,47 @@ pub fn presence(conn: &mut DbConnection, credential_hash: &str) -> QueryResult<O
         .map(|found| found.map(|(machine, held)| Presence { machine, held }))
 }
 
-/// Authenticates a driver call and records the contact in one statement: last seen (and, for a
-/// heartbeat, the reported status) of the live machine with this credential.
+/// Authenticates a heartbeat that changes the machine and writes it in one statement: the reported
+/// status and last seen of the live machine with this credential.
 pub fn touch(
     conn: &mut DbConnection,
     credential_hash: &str,
-    reported_status: Option<ReportedStatus>,
+    reported_status: ReportedStatus,
     now: NaiveDateTime,
 ) -> QueryResult<Result<Machine, CredentialRejection>> {
     let live = machines::table
         .filter(machines::credential_hash.eq(credential_hash))
         .filter(machines::removed_at.is_null());
-    let updated = match reported_status {
-        Some(status) => diesel::update(live)
-            .set((
-                machines::last_seen_at.eq(now),
-                machines::reported_status.eq(status),
-            ))
-            .returning(machines::all_columns)
-            .get_result::<Machine>(conn)
-            .optional()?,
-        None => diesel::update(live)
-            .set(machines::last_seen_at.eq(now))
-            .returning(machines::all_columns)
-            .get_result::<Machine>(conn)
-            .optional()?,
-    };
-    if let Some(machine) = updated {
-        return Ok(Ok(machine));
+    let updated = diesel::update(live)
+        .set((
+            machines::last_seen_at.eq(now),
+            machines::reported_status.eq(reported_status),
+        ))
+        .returning(machines::all_columns)
+        .get_result::<Machine>(conn)
+        .optional()?;
+    match updated {
+        Some(machine) => Ok(Ok(machine)),
+        None => identify(conn, credential_hash),
     }
-    let removed: i64 = machines::table
+}
+
+/// Authenticates a driver call by one read: the live machine with this credential. Writes nothing:
+/// the caller records the contact ([`contacts`]), so a claim or a report costs no write (and no
+/// flush to disk) of its own for it.
+pub fn identify(
+    conn: &mut DbConnection,
+    credential_hash: &str,
+) -> QueryResult<Result<Machine, CredentialRejection>> {
+    let found = machines::table
         .filter(machines::credential_hash.eq(credential_hash))
-        .count()
-        .get_result(conn)?;
-    Ok(Err(if removed > 0 {
-        CredentialRejection::Removed
-    } else {
-        CredentialRejection::Unknown
-    }))
+        .first::<Machine>(conn)
+        .optional()?;
+    Ok(match found {
+        None => Err(CredentialRejection::Unknown),
+        Some(machine) if machine.removed_at.is_some() => Err(CredentialRejection::Removed),
+        Some(machine) => Ok(machine),
+    })
 }
 
 /// A live machine of the organization (not removed).
