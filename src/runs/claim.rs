@@ -15,7 +15,7 @@
 use chrono::NaiveDateTime;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
+use diesel::sql_types::{BigInt, Text, Timestamp};
 
 use super::Run;
 use crate::db::schema::{machines, runs};
@@ -24,8 +24,9 @@ use crate::db::{DbConnection, write_transaction};
 use crate::machines::Machine;
 use crate::status::RunStatus;
 
-/// Picks the oldest highest-priority queued run of the organization whose `requires` are all among the
-/// capabilities (a JSON array), marks it running on the machine, and the machine busy with it.
+/// The claim statement on PostgreSQL around `picked` (and what it is made from), the run to take: locks the machine (`$3`) if it
+/// is free, marks the run running on it at `$4` and the machine busy with it, records the attempt,
+/// and returns the run, in a single round trip.
 ///
 /// Its columns are named, not `*`: the statement stays prepared on each connection, and PostgreSQL
 /// refuses a kept statement whose result columns a migration (of a newer replica) changed.
@@ -33,29 +34,57 @@ use crate::status::RunStatus;
 /// The statuses are written into the text, not bound: the statement is prepared once and planned
 /// for any values of its parameters, and only a literal `status = 'queued'` lets that plan use the
 /// partial index of queued runs (`runs_queued`, the same words as [`RunStatus::Queued`]).
-const CLAIM_POSTGRES: &str = "WITH gate AS ( \
-       SELECT id FROM machines \
-       WHERE id = $3 AND removed_at IS NULL AND paused_at IS NULL AND current_run_id IS NULL \
-       FOR UPDATE), \
-     picked AS ( \
+macro_rules! claim_postgres {
+    ($picked:literal) => {
+        concat!(
+            "WITH gate AS ( \
+               SELECT id FROM machines \
+               WHERE id = $3 AND removed_at IS NULL AND paused_at IS NULL AND current_run_id IS NULL \
+               FOR UPDATE), \
+             ",
+            $picked,
+            ", \
+             claimed AS ( \
+               UPDATE runs SET status = 'running', machine_id = $3, started_at = $4, attempts = runs.attempts + 1 \
+               FROM picked WHERE runs.id = picked.id RETURNING runs.id, runs.public_id, runs.organization_id, \
+                 runs.api_key_id, runs.endpoint, runs.parameters, runs.requires, runs.priority, runs.status, \
+                 runs.result, runs.error_type, runs.error_message, runs.machine_id, runs.attempts, \
+                 runs.created_at, runs.started_at, runs.finished_at, runs.cancel_requested_at, \
+                 runs.retried_from_run_id), \
+             busy AS ( \
+               UPDATE machines SET current_run_id = claimed.id, last_seen_at = $4 FROM claimed WHERE machines.id = $3), \
+             attempt AS ( \
+               INSERT INTO run_attempts (run_id, machine_id, started_at) SELECT id, $3, $4 FROM claimed) \
+             SELECT * FROM claimed"
+        )
+    };
+}
+
+/// Takes the oldest highest-priority queued run of organization `$1` whose `requires` are all among
+/// the capabilities `$2` (a JSON array): a walk of `runs_queued` in order that stops at the first fit.
+const CLAIM_FIRST_POSTGRES: &str = claim_postgres!(
+    "picked AS ( \
        SELECT id FROM runs \
        WHERE organization_id = $1 AND status = 'queued' AND requires::jsonb <@ $2::jsonb \
-         AND ($5::bigint IS NULL OR id = $5) \
          AND EXISTS (SELECT 1 FROM gate) \
        ORDER BY priority DESC, created_at, id \
-       LIMIT 1 FOR UPDATE SKIP LOCKED), \
-     claimed AS ( \
-       UPDATE runs SET status = 'running', machine_id = $3, started_at = $4, attempts = runs.attempts + 1 \
-       FROM picked WHERE runs.id = picked.id RETURNING runs.id, runs.public_id, runs.organization_id, \
-         runs.api_key_id, runs.endpoint, runs.parameters, runs.requires, runs.priority, runs.status, \
-         runs.result, runs.error_type, runs.error_message, runs.machine_id, runs.attempts, \
-         runs.created_at, runs.started_at, runs.finished_at, runs.cancel_requested_at, \
-         runs.retried_from_run_id), \
-     busy AS ( \
-       UPDATE machines SET current_run_id = claimed.id, last_seen_at = $4 FROM claimed WHERE machines.id = $3), \
-     attempt AS ( \
-       INSERT INTO run_attempts (run_id, machine_id, started_at) SELECT id, $3, $4 FROM claimed) \
-     SELECT * FROM claimed";
+       LIMIT 1 FOR UPDATE SKIP LOCKED)"
+);
+
+/// Takes run `$5` if it is still a queued run of organization `$1` that capabilities `$2` can run.
+/// Found by its key alone, the rest checked on the row once locked (`locked` is kept apart from
+/// those conditions): with the organization and status among them the planner may walk the
+/// organization's queued runs to it instead, every run before it (12 ms a claim, measured at 20,000
+/// queued).
+const CLAIM_CHOSEN_POSTGRES: &str = claim_postgres!(
+    "locked AS MATERIALIZED ( \
+       SELECT id, organization_id, status, requires FROM runs \
+       WHERE id = $5 AND EXISTS (SELECT 1 FROM gate) \
+       FOR UPDATE SKIP LOCKED), \
+     picked AS ( \
+       SELECT id FROM locked \
+       WHERE organization_id = $1 AND status = 'queued' AND requires::jsonb <@ $2::jsonb)"
+);
 
 /// The same pick, for SQLite (the status written in for the same reason): the first `$3` runs this
 /// machine can take, in the order they are handed out.
@@ -233,18 +262,27 @@ fn claim_postgres(
     let DbConnection::Postgres(pg) = conn else {
         unreachable!("called for PostgreSQL only")
     };
+    if let Some(chosen) = chosen {
+        return statement(CLAIM_CHOSEN_POSTGRES)
+            .bind::<BigInt, _>(machine.organization_id)
+            .bind::<Text, _>(&machine.capabilities)
+            .bind::<BigInt, _>(machine.id)
+            .bind::<Timestamp, _>(now)
+            .bind::<BigInt, _>(chosen)
+            .get_result::<Run>(pg)
+            .optional();
+    }
     // The pick must walk `runs_queued` in its order and stop at the first fit. Right after a burst
     // of enqueues the table's statistics still say the queue is tiny, and the planner would rather
     // read every queued run and sort them (70 ms at 100,000 queued); sorting is turned off for this
     // statement so the plan does not depend on when autovacuum last analysed the table.
     pg.transaction(|pg| {
         pg.batch_execute("SET LOCAL enable_sort = off")?;
-        statement(CLAIM_POSTGRES)
+        statement(CLAIM_FIRST_POSTGRES)
             .bind::<BigInt, _>(machine.organization_id)
             .bind::<Text, _>(&machine.capabilities)
             .bind::<BigInt, _>(machine.id)
             .bind::<Timestamp, _>(now)
-            .bind::<Nullable<BigInt>, _>(chosen)
             .get_result::<Run>(pg)
             .optional()
     })
