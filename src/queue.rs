@@ -5,7 +5,10 @@ use diesel::prelude::*;
 
 use chrono::DurationRound;
 
+use diesel::sql_types::{BigInt, Text};
+
 use crate::db::schema::{queue_counts, queue_samples, run_waits, runs};
+use crate::db::statement::statement;
 use crate::db::{DbConnection, write_transaction};
 use crate::machines::fleet::OrgFleet;
 use crate::status::RunStatus;
@@ -136,23 +139,30 @@ fn minute_of(at: NaiveDateTime) -> NaiveDateTime {
 
 /// Queued and running runs of one capability set, as the database keeps them (exact: triggers on
 /// `runs` maintain them in the transaction that changes a run's status).
-#[derive(Clone, Debug, PartialEq, Eq, Queryable)]
+#[derive(Clone, Debug, PartialEq, Eq, QueryableByName)]
 pub struct Counts {
+    #[diesel(sql_type = Text)]
     pub requires: String,
+    #[diesel(sql_type = BigInt)]
     pub queued: i64,
+    #[diesel(sql_type = BigInt)]
     pub running: i64,
 }
 
+/// The organization's counts per capability set, summed over the rows each is kept in (on
+/// PostgreSQL up to 16 per set, so concurrent changes do not wait for one row: migration
+/// `counter_slots`).
+const COUNTS: &str = "SELECT requires, CAST(SUM(queued) AS BIGINT) AS queued, \
+       CAST(SUM(running) AS BIGINT) AS running \
+     FROM queue_counts WHERE organization_id = $1 \
+     GROUP BY requires HAVING SUM(queued) > 0 OR SUM(running) > 0";
+
 pub fn counts(conn: &mut DbConnection, organization_id: i64) -> QueryResult<Vec<Counts>> {
-    queue_counts::table
-        .filter(queue_counts::organization_id.eq(organization_id))
-        .filter(queue_counts::queued.gt(0).or(queue_counts::running.gt(0)))
-        .select((
-            queue_counts::requires,
-            queue_counts::queued,
-            queue_counts::running,
-        ))
-        .load(conn)
+    let counts = statement(COUNTS).bind::<BigInt, _>(organization_id);
+    match conn {
+        DbConnection::Sqlite(c) => counts.load(c),
+        DbConnection::Postgres(c) => counts.load(c),
+    }
 }
 
 /// Queued runs of one `requires` set, the set read once: what a machine's queue depth is summed from.
