@@ -3,7 +3,8 @@
 //! Enqueue throughput (`POST /api/{org}/{endpoint}`), claim-and-complete throughput (a driver taking a
 //! run and reporting it done: two requests), both against unauthenticated routes of the same server in
 //! the same run; and the latency from `POST /api/{org}/{endpoint}` to a long-polling driver holding the
-//! run (goal: under 5 ms at the median).
+//! run (goal: under 5 ms at the median). On PostgreSQL, also how many WAL flushes each claim-and-complete
+//! cycle costs (concurrent commits share PostgreSQL's flushes).
 
 mod support;
 
@@ -144,6 +145,38 @@ fn latency(base: &str, key: &str, credential: &str) -> (f64, f64) {
     )
 }
 
+/// How long PostgreSQL may keep a connection's statistics before reporting them (an idle
+/// connection reports within 10 s).
+const STATISTICS_REPORTED: Duration = Duration::from_secs(11);
+
+/// PostgreSQL: WAL flushes to disk per claim + complete cycle while `machines` machines cycle
+/// together. Each cycle commits a claim and a report: two flushes, fewer where concurrent commits
+/// shared one.
+/// The flush count is the server's whole (`pg_stat_wal`), so nothing else should run meanwhile.
+fn flushes_per_cycle(server: &Server, machines: usize, cycle: Request) -> f64 {
+    use diesel::dsl::sql;
+    use diesel::prelude::*;
+    use diesel::sql_types::BigInt;
+    let counts = || {
+        let mut conn = server.pool.get().unwrap();
+        let flushes = diesel::select(sql::<BigInt>("(SELECT wal_sync FROM pg_stat_wal)"))
+            .get_result::<i64>(&mut *conn)
+            .unwrap();
+        let completed = diesel::select(sql::<BigInt>(
+            "(SELECT count(*) FROM runs WHERE status = 'completed')",
+        ))
+        .get_result::<i64>(&mut *conn)
+        .unwrap();
+        (flushes, completed)
+    };
+    std::thread::sleep(STATISTICS_REPORTED);
+    let (flushes, completed) = counts();
+    measure(machines, ROUND, 200, cycle);
+    std::thread::sleep(STATISTICS_REPORTED);
+    let (flushes_after, completed_after) = counts();
+    (flushes_after - flushes) as f64 / (completed_after - completed).max(1) as f64
+}
+
 fn bench(label: &str, url: DatabaseUrl) {
     let server = Server::start(url);
     let (key, credentials) = setup(&server, FLEET + 1);
@@ -181,6 +214,12 @@ fn bench(label: &str, url: DatabaseUrl) {
         "  p99 of enqueue under load: {:.2} ms (median of rounds)",
         median(enqueue_p99)
     );
+    let flushes = matches!(server.pool.url(), DatabaseUrl::Postgres(_)).then(|| {
+        [THREADS, FLEET].map(|machines| {
+            let cycle = claim_and_complete(&base, credentials[..machines].to_vec());
+            (machines, flushes_per_cycle(&server, machines, cycle))
+        })
+    });
     // What the rounds left queued is cancelled in one statement (draining it through the API would
     // take minutes), so the latency runs meet an empty queue that has seen the churn.
     {
@@ -230,6 +269,11 @@ fn bench(label: &str, url: DatabaseUrl) {
     println!(
         "  queued → long-polling driver, after the churn: median {aged_p50:.2} ms, p95 {aged_p95:.2} ms"
     );
+    for (machines, flushes) in flushes.into_iter().flatten() {
+        println!(
+            "  WAL flushes per claim + complete (two commits), {machines} machines: {flushes:.2}"
+        );
+    }
 }
 
 fn main() {
