@@ -892,6 +892,8 @@ fn censuses_taken(app: &TestApp) -> u64 {
 /// 10,000 machines, one of them paused and resumed without pause while eight callers read
 /// `/api/queue` (whose Active Drivers come from the census): every change makes the next census due,
 /// but callers that queue behind one census share the next instead of each counting the fleet again.
+/// The callers read only while changes are ahead of their reads, so whatever the machine's speed
+/// every read finds a census due, and they arrive together, as callers do after a change.
 fn readers_share_the_fleet_census_while_machines_change(backend: Backend) {
     const READERS: usize = 8;
     let db = TestDb::new(backend);
@@ -920,16 +922,21 @@ fn readers_share_the_fleet_census_while_machines_change(backend: Backend) {
 
     let before = censuses_taken(&app);
     let reads = AtomicUsize::new(0);
+    let changed = AtomicUsize::new(0);
     let until = Instant::now() + Duration::from_secs(2);
     let changes = std::thread::scope(|scope| {
         for _ in 0..READERS {
             scope.spawn(|| {
                 let mut client = app.client();
                 while Instant::now() < until {
+                    if reads.load(Ordering::SeqCst) >= changed.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(1));
+                        continue;
+                    }
                     let queue =
                         client.get_with("/api/queue", &[("X-Granite-API-Key", key.as_str())]);
                     assert_eq!(queue.status, 200, "{}", queue.body);
-                    reads.fetch_add(1, Ordering::Relaxed);
+                    reads.fetch_add(1, Ordering::SeqCst);
                 }
             });
         }
@@ -957,14 +964,19 @@ fn readers_share_the_fleet_census_while_machines_change(backend: Backend) {
             }
             .unwrap();
             changes += 1;
+            changed.fetch_add(1, Ordering::SeqCst);
         }
         changes
     });
     let taken = censuses_taken(&app) - before;
     let reads = reads.into_inner() as u64;
     eprintln!("{reads} reads, {changes} changes, {taken} censuses");
-    // Changes outpace reads, so a census per read would be due if readers did not share them.
-    assert!(reads > 50 && changes > reads, "enough of both to tell");
+    // Every read came after a change it had not seen, so a census per read would be due if
+    // readers did not share them.
+    assert!(
+        reads > 4 * READERS as u64 && changes + READERS > reads as usize,
+        "enough reads to tell, none without a change before it"
+    );
     assert!(taken > 1, "changes make censuses due");
     assert!(
         taken * 3 < reads * 2,
