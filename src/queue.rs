@@ -1,10 +1,7 @@
 //! Queue status of one organization (contract: "Queue status").
 
-use chrono::NaiveDateTime;
+use chrono::{DurationRound, NaiveDateTime};
 use diesel::prelude::*;
-
-use chrono::DurationRound;
-
 use diesel::sql_types::{BigInt, Text};
 
 use crate::db::schema::{queue_counts, queue_samples, run_waits, runs};

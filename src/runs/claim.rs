@@ -24,9 +24,9 @@ use crate::db::{DbConnection, write_transaction};
 use crate::machines::Machine;
 use crate::status::RunStatus;
 
-/// The claim statement on PostgreSQL around `picked` (and what it is made from), the run to take: locks the machine (`$3`) if it
-/// is free, marks the run running on it at `$4` and the machine busy with it, records the attempt,
-/// and returns the run, in a single round trip.
+/// The claim statement on PostgreSQL around `picked` (and what it is made from), the run to take:
+/// locks the machine (`$3`) if it is free, marks the run running on it at `$4` and the machine busy
+/// with it, records the attempt, and returns the run, in a single round trip.
 ///
 /// Its columns are named, not `*`: the statement stays prepared on each connection, and PostgreSQL
 /// refuses a kept statement whose result columns a migration (of a newer replica) changed.

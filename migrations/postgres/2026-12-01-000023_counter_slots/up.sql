@@ -67,21 +67,25 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION count_waits(organization BIGINT, started_at TIMESTAMP, created_at TIMESTAMP, sign INT)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO run_waits AS w (organization_id, minute, slot, started, waited_ms)
+    VALUES (organization, date_trunc('minute', started_at), counter_slot(), sign,
+            sign * ROUND(EXTRACT(EPOCH FROM started_at - created_at) * 1000)::bigint)
+    ON CONFLICT (organization_id, minute, slot) DO UPDATE
+    SET started = w.started + excluded.started, waited_ms = w.waited_ms + excluded.waited_ms;
+END;
+$$;
+
+-- A start undone (the run given back to the queue) is taken off its minute; a new start added.
 CREATE OR REPLACE FUNCTION runs_waits_on_start() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF OLD.started_at IS NOT NULL THEN
-        INSERT INTO run_waits AS w (organization_id, minute, slot, started, waited_ms)
-        VALUES (OLD.organization_id, date_trunc('minute', OLD.started_at), counter_slot(), -1,
-                -ROUND(EXTRACT(EPOCH FROM OLD.started_at - OLD.created_at) * 1000)::bigint)
-        ON CONFLICT (organization_id, minute, slot) DO UPDATE
-        SET started = w.started + excluded.started, waited_ms = w.waited_ms + excluded.waited_ms;
+        PERFORM count_waits(OLD.organization_id, OLD.started_at, OLD.created_at, -1);
     END IF;
     IF NEW.started_at IS NOT NULL THEN
-        INSERT INTO run_waits AS w (organization_id, minute, slot, started, waited_ms)
-        VALUES (NEW.organization_id, date_trunc('minute', NEW.started_at), counter_slot(), 1,
-                ROUND(EXTRACT(EPOCH FROM NEW.started_at - NEW.created_at) * 1000)::bigint)
-        ON CONFLICT (organization_id, minute, slot) DO UPDATE
-        SET started = w.started + excluded.started, waited_ms = w.waited_ms + excluded.waited_ms;
+        PERFORM count_waits(NEW.organization_id, NEW.started_at, NEW.created_at, 1);
     END IF;
     RETURN NULL;
 END;
