@@ -68,24 +68,9 @@ fn bench(label: &str, url: DatabaseUrl, machines: usize) -> f64 {
             std::thread::spawn(move || {
                 let agent = agent();
                 while !stop.load(Ordering::Relaxed) {
-                    let mut response = agent
-                        .post(format!("{base}/api/v1/driver/jobs/claim"))
-                        .header("Authorization", format!("Bearer {credential}"))
-                        .header("Content-Type", "application/json")
-                        .send(&b"{\"wait_seconds\":25}"[..])
-                        .unwrap();
-                    let body = response.body_mut().read_to_string().unwrap_or_default();
-                    if response.status().as_u16() == 200 {
+                    if let (200, Some(run)) = support::claim(&agent, &base, &credential, 25) {
                         claimed.fetch_add(1, Ordering::Relaxed);
-                        let run: serde_json::Value = serde_json::from_str(&body).unwrap();
-                        let _ = agent
-                            .post(format!(
-                                "{base}/api/v1/driver/jobs/{}/complete",
-                                run["runId"].as_str().unwrap()
-                            ))
-                            .header("Authorization", format!("Bearer {credential}"))
-                            .header("Content-Type", "application/json")
-                            .send(&b"{\"status\":\"completed\"}"[..]);
+                        support::complete(&agent, &base, &credential, &run);
                     }
                 }
             })

@@ -46,31 +46,11 @@ fn claim_and_complete(base: &str, credentials: Vec<String>) -> Request {
             .unwrap()
             .pop()
             .expect("a machine per load thread");
-        let mut claimed = agent
-            .post(format!("{base}/api/v1/driver/jobs/claim"))
-            .header("Authorization", format!("Bearer {credential}"))
-            .header("Content-Type", "application/json")
-            .send(&b"{\"wait_seconds\":0}"[..])
-            .expect("claim sent");
-        let body = claimed.body_mut().read_to_string().unwrap_or_default();
-        assert_eq!(
-            claimed.status().as_u16(),
-            200,
-            "the queue ran dry during the benchmark"
-        );
-        let run: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let mut done = agent
-            .post(format!(
-                "{base}/api/v1/driver/jobs/{}/complete",
-                run["runId"].as_str().unwrap()
-            ))
-            .header("Authorization", format!("Bearer {credential}"))
-            .header("Content-Type", "application/json")
-            .send(&b"{\"status\":\"completed\"}"[..])
-            .expect("complete sent");
-        let _ = done.body_mut().read_to_vec();
+        let (status, run) = support::claim(agent, &base, &credential, 0);
+        assert_eq!(status, 200, "the queue ran dry during the benchmark");
+        let done = support::complete(agent, &base, &credential, &run.expect("a run"));
         idle.lock().unwrap().push(credential);
-        done.status().as_u16()
+        done
     })
 }
 
@@ -99,24 +79,10 @@ fn latency(base: &str, key: &str, credential: &str) -> (f64, f64) {
             let agent = agent();
             for _ in 0..LATENCY_SAMPLES {
                 ready_tx.send(()).unwrap();
-                let mut claimed = agent
-                    .post(format!("{base}/api/v1/driver/jobs/claim"))
-                    .header("Authorization", format!("Bearer {credential}"))
-                    .header("Content-Type", "application/json")
-                    .send(&b"{\"wait_seconds\":30}"[..])
-                    .unwrap();
+                let (_, run) = support::claim(&agent, &base, &credential, 30);
                 let received = Instant::now();
-                let run: serde_json::Value =
-                    serde_json::from_str(&claimed.body_mut().read_to_string().unwrap()).unwrap();
                 got_tx.send(received).unwrap();
-                let _ = agent
-                    .post(format!(
-                        "{base}/api/v1/driver/jobs/{}/complete",
-                        run["runId"].as_str().unwrap()
-                    ))
-                    .header("Authorization", format!("Bearer {credential}"))
-                    .header("Content-Type", "application/json")
-                    .send(&b"{\"status\":\"completed\"}"[..]);
+                support::complete(&agent, &base, &credential, &run.expect("a run"));
             }
         })
     };

@@ -106,6 +106,39 @@ impl Server {
     }
 }
 
+/// A driver's claim, waiting up to `wait_seconds`: the answer's status, and the run's id when one
+/// was handed out.
+pub fn claim(
+    agent: &ureq::Agent,
+    base: &str,
+    credential: &str,
+    wait_seconds: u64,
+) -> (u16, Option<String>) {
+    let mut answer = agent
+        .post(format!("{base}/api/v1/driver/jobs/claim"))
+        .header("Authorization", format!("Bearer {credential}"))
+        .header("Content-Type", "application/json")
+        .send(format!("{{\"wait_seconds\":{wait_seconds}}}").as_bytes())
+        .expect("claim sent");
+    let body = answer.body_mut().read_to_string().unwrap_or_default();
+    let run = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|run| run["runId"].as_str().map(str::to_owned));
+    (answer.status().as_u16(), run)
+}
+
+/// A driver reporting run `run_id` completed: the answer's status.
+pub fn complete(agent: &ureq::Agent, base: &str, credential: &str, run_id: &str) -> u16 {
+    let mut answer = agent
+        .post(format!("{base}/api/v1/driver/jobs/{run_id}/complete"))
+        .header("Authorization", format!("Bearer {credential}"))
+        .header("Content-Type", "application/json")
+        .send(&b"{\"status\":\"completed\"}"[..])
+        .expect("complete sent");
+    let _ = answer.body_mut().read_to_vec();
+    answer.status().as_u16()
+}
+
 /// The first admin, as the benchmarks' server creates it.
 pub fn admin() -> granite::audit::Actor {
     granite::audit::Actor {
