@@ -109,6 +109,17 @@ impl Changes {
     }
 }
 
+/// Changes this server has acted on that the other replicas have not heard of yet.
+#[must_use = "the other replicas hear of these changes only through `Dispatcher::tell`"]
+#[derive(Debug, Default)]
+pub struct Untold(Changes);
+
+impl Untold {
+    pub fn absorb(&mut self, other: Untold) {
+        self.0.absorb(other.0);
+    }
+}
+
 /// Long-polls recheck the database this often even without a wake-up, in case one from another replica
 /// was missed (a dropped listener connection).
 const RECHECK_EVERY: Duration = Duration::from_secs(2);
@@ -214,6 +225,25 @@ impl Dispatcher {
         self.shared.changing(conn, work)
     }
 
+    /// [`Dispatcher::run_blocking`] that wakes this server's waiters but leaves telling the other
+    /// replicas to [`Dispatcher::tell`]: a writer answers its callers first (what they wait for has
+    /// committed), then spends the round trip.
+    pub fn run_blocking_untold<T, E, F>(
+        &self,
+        conn: &mut DbConnection,
+        work: F,
+    ) -> (Result<T, E>, Untold)
+    where
+        F: FnOnce(&mut DbConnection, &mut Changes) -> Result<T, E>,
+    {
+        self.shared.changing_untold(conn, work)
+    }
+
+    /// Tells the other replicas what [`Dispatcher::run_blocking_untold`] changed.
+    pub fn tell(&self, conn: &mut DbConnection, untold: Untold) {
+        self.shared.tell(conn, &untold.0);
+    }
+
     /// Waits until `check` finds what it looks for (`Some`), or until `deadline` (`None`). `check` runs
     /// at once, again whenever `signal` fires for the organization, and every few seconds regardless.
     /// Between checks the waiter holds no thread and no connection.
@@ -317,16 +347,29 @@ impl Shared {
     where
         F: FnOnce(&mut DbConnection, &mut Changes) -> Result<T, E>,
     {
+        let (outcome, untold) = self.changing_untold(conn, work);
+        self.tell(conn, &untold.0);
+        outcome
+    }
+
+    /// Runs `work`; what it noted is stored, and this server's waiters hear of it at once (no round
+    /// trip).
+    fn changing_untold<T, E, F>(&self, conn: &mut DbConnection, work: F) -> (Result<T, E>, Untold)
+    where
+        F: FnOnce(&mut DbConnection, &mut Changes) -> Result<T, E>,
+    {
         let mut changes = Changes::default();
         let outcome = work(conn, &mut changes);
-        // What is noted is stored. This server's waiters first (no round trip), then the other
-        // replicas; failing to tell those must not fail the request (their waiters recheck on
-        // their own), so it is only logged.
         self.announce(&changes);
-        if let Err(error) = publish(conn, &self.replica, &changes) {
+        (outcome, Untold(changes))
+    }
+
+    /// Failing to tell the other replicas must not fail the request (their waiters recheck on their
+    /// own), so it is only logged.
+    fn tell(&self, conn: &mut DbConnection, changes: &Changes) {
+        if let Err(error) = publish(conn, &self.replica, changes) {
             tracing::warn!(%error, "could not tell other replicas about changed runs");
         }
-        outcome
     }
 
     fn announce(&self, changes: &Changes) {

@@ -4,13 +4,14 @@
 //! answers each caller only after the commit: a 202 still means the run is stored.
 
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
 use super::QueuedRow;
-use super::dispatch::Dispatcher;
-use crate::db::{DbConnection, DbError, Pool, write_transaction};
+use super::dispatch::{Dispatcher, Untold};
+use crate::db::{Checkout, DbConnection, DbError, Pool, write_transaction};
 
 /// The most runs one transaction stores.
 const MAX_BATCH: usize = 256;
@@ -49,21 +50,47 @@ impl Intake {
 /// caller is not kept waiting for a batch to fill. `None` once every sender is gone. (Also the group
 /// commit's, [`super::group_commit`].)
 pub(super) fn next_batch<T>(incoming: &Receiver<T>, max: usize) -> Option<Vec<T>> {
-    let mut batch = vec![incoming.recv().ok()?];
+    Some(rest_of_batch(incoming.recv().ok()?, incoming, max))
+}
+
+/// `first` and whatever else has arrived meanwhile, at most `max` in all.
+fn rest_of_batch<T>(first: T, incoming: &Receiver<T>, max: usize) -> Vec<T> {
+    let mut batch = vec![first];
     while batch.len() < max {
         match incoming.try_recv() {
             Ok(item) => batch.push(item),
             Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
         }
     }
-    Some(batch)
+    batch
 }
 
+/// The writer keeps its connection while batches follow each other this closely: under load no
+/// batch pays for a checkout and a hand-back (on PostgreSQL a round trip), and an idle writer
+/// holds none.
+const KEEP_CONNECTION: Duration = Duration::from_millis(500);
+
 fn write_batches(pool: &Pool, dispatcher: &Dispatcher, incoming: &Receiver<Request>) {
-    while let Some(batch) = next_batch(incoming, MAX_BATCH) {
+    let mut held: Option<Checkout> = None;
+    loop {
+        let first = match held {
+            Some(_) => match incoming.recv_timeout(KEEP_CONNECTION) {
+                Ok(first) => first,
+                Err(RecvTimeoutError::Timeout) => {
+                    held = None;
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            },
+            None => match incoming.recv() {
+                Ok(first) => first,
+                Err(_) => return,
+            },
+        };
+        let batch = rest_of_batch(first, incoming, MAX_BATCH);
         dispatcher.metrics().observe_batch("intake", batch.len());
         let (rows, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|r| (r.row, r.reply)).unzip();
-        let mut conn = match pool.get() {
+        let mut conn = match held.take().map_or_else(|| pool.get(), Ok) {
             Ok(conn) => conn,
             Err(error) => {
                 tracing::warn!(%error, runs = rows.len(), "no connection to store queued runs");
@@ -73,8 +100,16 @@ fn write_batches(pool: &Pool, dispatcher: &Dispatcher, incoming: &Receiver<Reque
                 continue;
             }
         };
-        for (stored, reply) in store(&mut conn, dispatcher, &rows).into_iter().zip(replies) {
+        let (stored, untold) = store(&mut conn, dispatcher, &rows);
+        let all_stored = stored.iter().all(Result::is_ok);
+        for (stored, reply) in stored.into_iter().zip(replies) {
             let _ = reply.send(stored);
+        }
+        // The callers have their answers; now the other replicas hear of the new runs.
+        dispatcher.tell(&mut conn, untold);
+        // A connection that failed a write goes back to the pool, which checks it.
+        if all_stored {
+            held = Some(conn);
         }
     }
 }
@@ -85,9 +120,9 @@ fn store(
     conn: &mut DbConnection,
     dispatcher: &Dispatcher,
     rows: &[QueuedRow],
-) -> Vec<Result<(), DbError>> {
+) -> (Vec<Result<(), DbError>>, Untold) {
     let stored = |conn: &mut DbConnection, rows: &[QueuedRow]| {
-        dispatcher.run_blocking(conn, |conn, changes| {
+        dispatcher.run_blocking_untold(conn, |conn, changes| {
             match conn {
                 // One statement is its own transaction: no BEGIN and COMMIT round trips.
                 DbConnection::Postgres(_) => super::store_queued(conn, rows)?,
@@ -103,11 +138,19 @@ fn store(
         })
     };
     match stored(conn, rows) {
-        Ok(()) => rows.iter().map(|_| Ok(())).collect(),
-        Err(_) if rows.len() > 1 => rows
-            .iter()
-            .map(|row| stored(conn, std::slice::from_ref(row)))
-            .collect(),
-        Err(error) => vec![Err(error)],
+        (Ok(()), untold) => (rows.iter().map(|_| Ok(())).collect(), untold),
+        (Err(_), _) if rows.len() > 1 => {
+            let mut all_untold = Untold::default();
+            let stored = rows
+                .iter()
+                .map(|row| {
+                    let (stored, untold) = stored(conn, std::slice::from_ref(row));
+                    all_untold.absorb(untold);
+                    stored
+                })
+                .collect();
+            (stored, all_untold)
+        }
+        (Err(error), untold) => (vec![Err(error)], untold),
     }
 }
