@@ -23,6 +23,7 @@ both_backends!(
     a_quiet_machine_loses_its_run_to_another,
     organizations_never_see_each_others_runs,
     queue_numbers_and_metrics_follow_the_work,
+    a_run_refers_to_an_organization_and_key_that_exist,
 );
 
 struct Setup {
@@ -855,4 +856,99 @@ fn queue_numbers_and_metrics_follow_the_work(backend: Backend) {
             metrics.body
         );
     }
+}
+
+/// A run names an organization and API key that exist: a batch with one that does not is refused as
+/// a whole (the foreign-key error, nothing stored), and neither can be deleted while a run refers to
+/// it. (On PostgreSQL this is checked once per statement, not by a foreign key per run.)
+fn a_run_refers_to_an_organization_and_key_that_exist(backend: Backend) {
+    use diesel::result::{DatabaseErrorKind, Error};
+    use granite::runs::{NewRun, QueuedRow, store_queued};
+    let foreign_key_refused = |result: QueryResult<usize>, what: &str| match result {
+        Err(Error::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _)) => {}
+        other => panic!("{what}: expected a foreign-key refusal, got {other:?}"),
+    };
+    let db = TestDb::new(backend);
+    let mut s = setup(&db, 30);
+    let (spare_key_id, _) = s.admin.create_api_key("spare");
+    let ours = s.app.start_run(&s.key, "default/kept", &json!({})).run_id();
+    let mut conn = s.app.pool.get().unwrap();
+    let organization_id: i64 = runs::table
+        .filter(runs::public_id.eq(&ours))
+        .select(runs::organization_id)
+        .first(&mut *conn)
+        .unwrap();
+    let stored =
+        |conn: &mut granite::db::DbConnection| runs::table.count().get_result::<i64>(conn).unwrap();
+    let before = stored(&mut conn);
+    let new = || NewRun {
+        endpoint: "default/orphan".into(),
+        parameters: json!({}),
+        requires: Vec::new(),
+        priority: 0,
+    };
+    for (organization, key) in [
+        (organization_id + 1_000, s.key_id),
+        (organization_id, spare_key_id + 1_000),
+    ] {
+        let batch = [
+            QueuedRow::new(organization_id, s.key_id, new()),
+            QueuedRow::new(organization, key, new()),
+        ];
+        foreign_key_refused(
+            store_queued(&mut conn, &batch).map(|()| batch.len()),
+            &format!("organization {organization}, key {key}"),
+        );
+    }
+    assert_eq!(
+        stored(&mut conn),
+        before,
+        "nothing of a refused batch is stored"
+    );
+
+    // A run of a new organization (no users, machines or keys) and one of the spare key (never
+    // used), both finished (nothing counted as queued): only the runs hold them, and only until the
+    // runs are gone.
+    diesel::sql_query(
+        "INSERT INTO organizations (id, slug, name, created_at) \
+         VALUES (424242, 'bare', 'Bare', CURRENT_TIMESTAMP)",
+    )
+    .execute(&mut *conn)
+    .unwrap();
+    for (id, organization, key) in [
+        ("run_bare", 424242, None),
+        ("run_spare", organization_id, Some(spare_key_id)),
+    ] {
+        diesel::sql_query(format!(
+            "INSERT INTO runs (public_id, organization_id, api_key_id, endpoint, parameters, \
+             requires, priority, status, created_at, finished_at) VALUES ('{id}', {organization}, \
+             {}, 'default/held', '{{}}', '[]', 0, 'cancelled', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+            key.map_or("NULL".to_owned(), |k: i64| k.to_string())
+        ))
+        .execute(&mut *conn)
+        .unwrap();
+    }
+    let deletes = [
+        (
+            "run_bare",
+            "DELETE FROM organizations WHERE id = 424242".to_owned(),
+        ),
+        (
+            "run_spare",
+            format!("DELETE FROM api_keys WHERE id = {spare_key_id}"),
+        ),
+    ];
+    for (run, delete) in &deletes {
+        foreign_key_refused(diesel::sql_query(delete).execute(&mut *conn), delete);
+        diesel::delete(runs::table.filter(runs::public_id.eq(run)))
+            .execute(&mut *conn)
+            .unwrap();
+        assert_eq!(
+            diesel::sql_query(delete).execute(&mut *conn).unwrap(),
+            1,
+            "{delete}"
+        );
+    }
+    drop(conn);
+    assert_eq!(s.app.run_of(&s.key, &ours)["status"], "queued");
 }
