@@ -297,6 +297,11 @@ impl Pool {
         self.machine_changes.listen(listener);
     }
 
+    /// The most connections the pool opens.
+    pub fn max_size(&self) -> u32 {
+        self.inner.max_size()
+    }
+
     pub fn url(&self) -> &DatabaseUrl {
         &self.url
     }

@@ -239,9 +239,10 @@ impl Dispatcher {
         self.shared.changing_untold(conn, work)
     }
 
-    /// Tells the other replicas what [`Dispatcher::run_blocking_untold`] changed.
-    pub fn tell(&self, conn: &mut DbConnection, untold: Untold) {
-        self.shared.tell(conn, &untold.0);
+    /// Tells the other replicas what [`Dispatcher::run_blocking_untold`] changed; whether that
+    /// worked (a failure is logged).
+    pub fn tell(&self, conn: &mut DbConnection, untold: Untold) -> bool {
+        self.shared.tell(conn, &untold.0)
     }
 
     /// Waits until `check` finds what it looks for (`Some`), or until `deadline` (`None`). `check` runs
@@ -348,7 +349,7 @@ impl Shared {
         F: FnOnce(&mut DbConnection, &mut Changes) -> Result<T, E>,
     {
         let (outcome, untold) = self.changing_untold(conn, work);
-        self.tell(conn, &untold.0);
+        let _told = self.tell(conn, &untold.0);
         outcome
     }
 
@@ -366,10 +367,12 @@ impl Shared {
 
     /// Failing to tell the other replicas must not fail the request (their waiters recheck on their
     /// own), so it is only logged.
-    fn tell(&self, conn: &mut DbConnection, changes: &Changes) {
-        if let Err(error) = publish(conn, &self.replica, changes) {
-            tracing::warn!(%error, "could not tell other replicas about changed runs");
-        }
+    fn tell(&self, conn: &mut DbConnection, changes: &Changes) -> bool {
+        publish(conn, &self.replica, changes)
+            .inspect_err(
+                |error| tracing::warn!(%error, "could not tell other replicas about changed runs"),
+            )
+            .is_ok()
     }
 
     fn announce(&self, changes: &Changes) {

@@ -70,7 +70,12 @@ fn rest_of_batch<T>(first: T, incoming: &Receiver<T>, max: usize) -> Vec<T> {
 /// holds none.
 const KEEP_CONNECTION: Duration = Duration::from_millis(500);
 
+/// The writer keeps a connection only from a pool at least this large, so that everything else
+/// always has connections to use.
+const KEEP_FROM_POOL_SIZE: u32 = 4;
+
 fn write_batches(pool: &Pool, dispatcher: &Dispatcher, incoming: &Receiver<Request>) {
+    let keep = pool.max_size() >= KEEP_FROM_POOL_SIZE;
     let mut held: Option<Checkout> = None;
     loop {
         let first = match held {
@@ -106,9 +111,9 @@ fn write_batches(pool: &Pool, dispatcher: &Dispatcher, incoming: &Receiver<Reque
             let _ = reply.send(stored);
         }
         // The callers have their answers; now the other replicas hear of the new runs.
-        dispatcher.tell(&mut conn, untold);
-        // A connection that failed a write goes back to the pool, which checks it.
-        if all_stored {
+        let told = dispatcher.tell(&mut conn, untold);
+        // A connection that failed a write or the telling goes back to the pool, which checks it.
+        if keep && all_stored && told {
             held = Some(conn);
         }
     }

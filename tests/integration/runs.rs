@@ -900,10 +900,29 @@ fn a_run_refers_to_an_organization_and_key_that_exist(backend: Backend) {
             &format!("organization {organization}, key {key}"),
         );
     }
+    // A finished run is not counted in the queue (whose counts refer to organizations too), so
+    // here only the rule for runs answers.
+    let finished_in = |organization: i64| {
+        format!(
+            "INSERT INTO runs (public_id, organization_id, endpoint, parameters, requires, \
+             priority, status, created_at, finished_at) VALUES ('run_orphan', {organization}, \
+             'default/orphan', '{{}}', '[]', 0, 'cancelled', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+        )
+    };
+    foreign_key_refused(
+        diesel::sql_query(finished_in(organization_id + 1_000)).execute(&mut *conn),
+        "a finished run of a missing organization",
+    );
     assert_eq!(
         stored(&mut conn),
         before,
         "nothing of a refused batch is stored"
+    );
+    foreign_key_refused(
+        diesel::update(runs::table.filter(runs::public_id.eq(&ours)))
+            .set(runs::api_key_id.eq(spare_key_id + 1_000))
+            .execute(&mut *conn),
+        "a run moved to a missing key",
     );
 
     // A run of a new organization (no users, machines or keys) and one of the spare key (never
