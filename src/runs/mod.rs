@@ -9,6 +9,9 @@ pub mod group_commit;
 pub mod intake;
 pub mod leases;
 pub mod retention;
+mod store;
+
+pub use store::store_queued;
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -183,43 +186,6 @@ impl QueuedRow {
     pub fn organization_id(&self) -> i64 {
         self.organization_id
     }
-}
-
-/// Stores queued runs, all in one statement (a multi-row insert is written per backend).
-pub fn store_queued(conn: &mut DbConnection, rows: &[QueuedRow]) -> QueryResult<()> {
-    match conn {
-        DbConnection::Postgres(pg) => store_queued_postgres(pg, rows)?,
-        DbConnection::Sqlite(sqlite) => diesel::insert_into(runs::table)
-            .values(rows)
-            .execute(sqlite)?,
-    };
-    Ok(())
-}
-
-/// PostgreSQL: the batch as one array per column, so every batch, whatever its size, is the same
-/// statement, prepared once per connection (a multi-row `VALUES` list is parsed and planned anew for
-/// each batch).
-const STORE_QUEUED_POSTGRES: &str = "INSERT INTO runs (public_id, organization_id, api_key_id, \
-    endpoint, parameters, requires, priority, status, created_at, retried_from_run_id) \
-    SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-
-fn store_queued_postgres(pg: &mut diesel::PgConnection, rows: &[QueuedRow]) -> QueryResult<usize> {
-    use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text, Timestamp};
-    fn column<'r, T>(rows: &'r [QueuedRow], value: impl Fn(&'r QueuedRow) -> T) -> Vec<T> {
-        rows.iter().map(value).collect()
-    }
-    crate::db::statement::statement(STORE_QUEUED_POSTGRES)
-        .bind::<Array<Text>, _>(column(rows, |r| r.public_id.as_str()))
-        .bind::<Array<BigInt>, _>(column(rows, |r| r.organization_id))
-        .bind::<Array<Nullable<BigInt>>, _>(column(rows, |r| r.api_key_id))
-        .bind::<Array<Text>, _>(column(rows, |r| r.endpoint.as_str()))
-        .bind::<Array<Text>, _>(column(rows, |r| r.parameters.as_str()))
-        .bind::<Array<Text>, _>(column(rows, |r| r.requires.as_str()))
-        .bind::<Array<Integer>, _>(column(rows, |r| r.priority))
-        .bind::<Array<Text>, _>(column(rows, |r| r.status.as_str()))
-        .bind::<Array<Timestamp>, _>(column(rows, |r| r.created_at))
-        .bind::<Array<Nullable<BigInt>>, _>(column(rows, |r| r.retried_from_run_id))
-        .execute(pg)
 }
 
 /// A new run id: `run_`, the time in milliseconds as 8 base62 digits, then 16 random ones (95 bits:
