@@ -1,6 +1,7 @@
 //! Storage: one connection type for SQLite and PostgreSQL, its pool, and the migrations of each backend.
 
 pub mod backup;
+pub mod checkpoint;
 pub mod machine_changes;
 pub mod readiness;
 pub mod schema;
@@ -169,6 +170,10 @@ impl std::ops::DerefMut for Checkout {
     }
 }
 
+/// Log size (pages) from which a connection checkpoints SQLite's log itself after a commit: only if
+/// the checkpoint thread has fallen far behind.
+const BACKSTOP_CHECKPOINT_FRAMES: i32 = 10 * checkpoint::RESTART_FROM_FRAMES;
+
 /// A connection handed back this recently is not pinged again before its next use: under load the
 /// pool hands out connections without a `SELECT 1` round trip each, while one that sat idle (a
 /// database restart may have closed it) is checked first.
@@ -187,12 +192,12 @@ impl ConnectionManager {
                 // Per connection: wait for a writer instead of failing with SQLITE_BUSY, enforce
                 // foreign keys, and keep WAL's durability/throughput trade-off sensible. Statement
                 // journals (every insert that fires a trigger inside a batch has one) stay in memory
-                // instead of a temporary file; the WAL is checkpointed every 10,000 pages (40 MB)
-                // rather than 1,000, so a stream of writes copies each hot page far less often.
+                // instead of a temporary file. The log is checkpointed by a thread of its own
+                // (`checkpoint`); a connection checkpoints only if that falls far behind.
                 conn.batch_execute(&format!(
                     "PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA foreign_keys = ON; \
                      PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY; \
-                     PRAGMA wal_autocheckpoint = 10000;",
+                     PRAGMA wal_autocheckpoint = {BACKSTOP_CHECKPOINT_FRAMES};",
                 ))
                 .map_err(r2d2::Error::QueryError)?;
                 DbConnection::Sqlite(conn)
@@ -262,6 +267,8 @@ pub struct Pool {
     inner: r2d2::Pool<ConnectionManager>,
     url: DatabaseUrl,
     machine_changes: Arc<MachineChanges>,
+    /// Threads that serve the pool (SQLite's checkpoints) stop once every clone is gone.
+    _alive: Arc<()>,
 }
 
 impl Pool {
@@ -275,7 +282,8 @@ impl Pool {
             machine_changes: Arc::default(),
         };
         // Before the pool opens its connections: they set up triggers on the tables migrations create.
-        migrate(&mut manager.open()?)?;
+        let mut first = manager.open()?;
+        migrate(&mut first)?;
         let machine_changes = manager.machine_changes.clone();
         let inner = r2d2::Pool::builder()
             .max_size(max_size)
@@ -284,10 +292,15 @@ impl Pool {
             .connection_timeout(Duration::from_secs(10))
             .build(manager)
             .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", url.redacted()))?;
+        let alive = Arc::new(());
+        if let DbConnection::Sqlite(conn) = first {
+            checkpoint::spawn(conn, Arc::downgrade(&alive));
+        }
         Ok(Self {
             inner,
             url: url.clone(),
             machine_changes,
+            _alive: alive,
         })
     }
 
