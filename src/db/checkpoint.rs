@@ -24,7 +24,7 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 pub const RESTART_FROM_FRAMES: i32 = 4_000;
 
 /// The longest a `RESTART` checkpoint holds writers back waiting for readers.
-const RESTART_WAIT: Duration = Duration::from_millis(50);
+const RESTART_WAIT: Duration = Duration::from_millis(10);
 
 /// What `PRAGMA wal_checkpoint` reports.
 #[derive(QueryableByName, Debug, Clone, Copy, PartialEq, Eq)]

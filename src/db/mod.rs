@@ -172,7 +172,7 @@ impl std::ops::DerefMut for Checkout {
 
 /// Log size (pages) from which a connection checkpoints SQLite's log itself after a commit: only if
 /// the checkpoint thread has fallen far behind.
-const BACKSTOP_CHECKPOINT_FRAMES: i32 = 10 * checkpoint::RESTART_FROM_FRAMES;
+const BACKSTOP_CHECKPOINT_FRAMES: i32 = 5 * checkpoint::RESTART_FROM_FRAMES;
 
 /// A connection handed back this recently is not pinged again before its next use: under load the
 /// pool hands out connections without a `SELECT 1` round trip each, while one that sat idle (a
