@@ -119,9 +119,7 @@ pub struct NewRun {
 }
 
 /// A queued run ready to store, with its public id: everything is worked out before it reaches the
-/// writer ([`intake`]), which then only stores rows.
-#[derive(Insertable)]
-#[diesel(table_name = runs, treat_none_as_default_value = false)]
+/// writer ([`intake`]), which then only stores rows (in the statements of [`store`]).
 pub struct QueuedRow {
     public_id: String,
     organization_id: i64,
