@@ -40,21 +40,24 @@ pub struct Checkpointed {
     pub checkpointed: i32,
 }
 
-/// One round: a passive checkpoint, then a restarting one if the log has grown long.
-pub fn checkpoint(conn: &mut SqliteConnection) -> QueryResult<Checkpointed> {
-    // A passive checkpoint never waits for anyone.
-    let passive = diesel::sql_query("PRAGMA wal_checkpoint(PASSIVE)").get_result(conn)?;
-    let Checkpointed { log, .. } = passive;
-    if log < RESTART_FROM_FRAMES {
-        return Ok(passive);
-    }
+/// Readies the checkpoint thread's connection: a `RESTART` checkpoint waits for readers at most
+/// [`RESTART_WAIT`] (a `PASSIVE` one never waits at all).
+pub fn prepare(conn: &mut SqliteConnection) -> QueryResult<()> {
     conn.batch_execute(&format!(
         "PRAGMA busy_timeout = {}",
         RESTART_WAIT.as_millis()
-    ))?;
-    let restarted = diesel::sql_query("PRAGMA wal_checkpoint(RESTART)").get_result(conn);
-    conn.batch_execute("PRAGMA busy_timeout = 0")?;
-    restarted
+    ))
+}
+
+/// One round on a [`prepare`]d connection: a passive checkpoint, then a restarting one if the log has
+/// grown long.
+pub fn checkpoint(conn: &mut SqliteConnection) -> QueryResult<Checkpointed> {
+    let passive: Checkpointed =
+        diesel::sql_query("PRAGMA wal_checkpoint(PASSIVE)").get_result(conn)?;
+    if passive.log < RESTART_FROM_FRAMES {
+        return Ok(passive);
+    }
+    diesel::sql_query("PRAGMA wal_checkpoint(RESTART)").get_result(conn)
 }
 
 /// Checkpoints on `conn` every [`CHECKPOINT_EVERY`] until `alive` is gone.
@@ -62,6 +65,9 @@ pub fn spawn(mut conn: SqliteConnection, alive: Weak<()>) {
     std::thread::Builder::new()
         .name("granite-checkpoint".into())
         .spawn(move || {
+            if let Err(error) = prepare(&mut conn) {
+                tracing::warn!(%error, "could not prepare the SQLite checkpoint connection");
+            }
             let mut failing = false;
             while alive.strong_count() > 0 {
                 std::thread::sleep(CHECKPOINT_EVERY);
@@ -158,6 +164,7 @@ mod tests {
             .unwrap();
         write_pages(&mut writer, RESTART_FROM_FRAMES as usize + 100);
         let mut checkpointer = connect(&path);
+        prepare(&mut checkpointer).unwrap();
         let started = Instant::now();
         let done = checkpoint(&mut checkpointer).unwrap();
         assert!(
