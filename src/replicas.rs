@@ -28,7 +28,7 @@ pub enum Topic {
 impl Topic {
     const ALL: [Self; 3] = [Self::Runs, Self::Keys, Self::Machines];
 
-    fn channel(self) -> &'static str {
+    pub(crate) fn channel(self) -> &'static str {
         match self {
             Self::Runs => "granite_runs",
             Self::Keys => "granite_keys",
@@ -41,12 +41,26 @@ impl Topic {
     }
 }
 
+/// The SQL that sends `message` (an SQL expression) on the channel `channel` (another): the schema
+/// goes in front, since channels are per database and installations that share one database in
+/// separate schemas must not hear each other.
+macro_rules! notify_sql {
+    ($channel:literal, $message:literal) => {
+        concat!(
+            "pg_notify(",
+            $channel,
+            ", current_schema() || '/' || ",
+            $message,
+            ")"
+        )
+    };
+}
+pub(crate) use notify_sql;
+
 /// Tells the other replicas (PostgreSQL only), as part of the caller's transaction if one is open.
 pub fn publish(conn: &mut DbConnection, topic: Topic, payload: &str) -> QueryResult<()> {
     if let DbConnection::Postgres(pg) = conn {
-        // Channels are per database; the schema in the payload keeps installations that share one
-        // database in separate schemas from hearing each other.
-        crate::db::statement::statement("SELECT pg_notify($1, current_schema() || '/' || $2)")
+        crate::db::statement::statement(concat!("SELECT ", notify_sql!("$1", "$2")))
             .bind::<diesel::sql_types::Text, _>(topic.channel())
             .bind::<diesel::sql_types::Text, _>(payload)
             .execute(pg)?;

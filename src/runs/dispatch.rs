@@ -109,17 +109,6 @@ impl Changes {
     }
 }
 
-/// Changes this server has acted on that the other replicas have not heard of yet.
-#[must_use = "the other replicas hear of these changes only through `Dispatcher::tell`"]
-#[derive(Debug, Default)]
-pub struct Untold(Changes);
-
-impl Untold {
-    pub fn absorb(&mut self, other: Untold) {
-        self.0.absorb(other.0);
-    }
-}
-
 /// Long-polls recheck the database this often even without a wake-up, in case one from another replica
 /// was missed (a dropped listener connection).
 const RECHECK_EVERY: Duration = Duration::from_secs(2);
@@ -225,24 +214,25 @@ impl Dispatcher {
         self.shared.changing(conn, work)
     }
 
-    /// [`Dispatcher::run_blocking`] that wakes this server's waiters but leaves telling the other
-    /// replicas to [`Dispatcher::tell`]: a writer answers its callers first (what they wait for has
-    /// committed), then spends the round trip.
-    pub fn run_blocking_untold<T, E, F>(
+    /// [`Dispatcher::run_blocking`] for work that tells the other replicas itself, in the statement
+    /// that makes the `changes` (so the news costs no round trip or commit of its own, and is
+    /// delivered only if the change commits): `work` gets the messages to send
+    /// ([`crate::replicas::notify_sql`]); once it succeeds, this server's waiters hear of the
+    /// changes.
+    pub fn run_blocking_telling<T, E, F>(
         &self,
         conn: &mut DbConnection,
+        changes: Changes,
         work: F,
-    ) -> (Result<T, E>, Untold)
+    ) -> Result<T, E>
     where
-        F: FnOnce(&mut DbConnection, &mut Changes) -> Result<T, E>,
+        F: FnOnce(&mut DbConnection, &[String]) -> Result<T, E>,
     {
-        self.shared.changing_untold(conn, work)
-    }
-
-    /// Tells the other replicas what [`Dispatcher::run_blocking_untold`] changed; whether that
-    /// worked (a failure is logged).
-    pub fn tell(&self, conn: &mut DbConnection, untold: Untold) -> bool {
-        self.shared.tell(conn, &untold.0)
+        let outcome = work(conn, &messages(&self.shared.replica, &changes));
+        if outcome.is_ok() {
+            self.shared.announce(&changes);
+        }
+        outcome
     }
 
     /// Waits until `check` finds what it looks for (`Some`), or until `deadline` (`None`). `check` runs
@@ -348,31 +338,15 @@ impl Shared {
     where
         F: FnOnce(&mut DbConnection, &mut Changes) -> Result<T, E>,
     {
-        let (outcome, untold) = self.changing_untold(conn, work);
-        let _told = self.tell(conn, &untold.0);
-        outcome
-    }
-
-    /// Runs `work`; what it noted is stored, and this server's waiters hear of it at once (no round
-    /// trip).
-    fn changing_untold<T, E, F>(&self, conn: &mut DbConnection, work: F) -> (Result<T, E>, Untold)
-    where
-        F: FnOnce(&mut DbConnection, &mut Changes) -> Result<T, E>,
-    {
         let mut changes = Changes::default();
         let outcome = work(conn, &mut changes);
         self.announce(&changes);
-        (outcome, Untold(changes))
-    }
-
-    /// Failing to tell the other replicas must not fail the request (their waiters recheck on their
-    /// own), so it is only logged.
-    fn tell(&self, conn: &mut DbConnection, changes: &Changes) -> bool {
-        publish(conn, &self.replica, changes)
-            .inspect_err(
-                |error| tracing::warn!(%error, "could not tell other replicas about changed runs"),
-            )
-            .is_ok()
+        // Failing to tell the other replicas must not fail the request (their waiters recheck on
+        // their own), so it is only logged.
+        if let Err(error) = publish(conn, &self.replica, &changes) {
+            tracing::warn!(%error, "could not tell other replicas about changed runs");
+        }
+        outcome
     }
 
     fn announce(&self, changes: &Changes) {
@@ -436,24 +410,31 @@ impl Shared {
 
 /// Tells the other replicas.
 fn publish(conn: &mut DbConnection, replica: &str, changes: &Changes) -> QueryResult<()> {
-    for (organization_id, signal) in &changes.signals {
-        replicas::publish(
-            conn,
-            Topic::Runs,
-            &format!("{}:{replica}:{organization_id}", signal.tag()),
-        )?;
-    }
-    for (organization_id, requires, runs) in &changes.needing {
-        let payload = format!("{NEEDING_TAG}:{replica}:{organization_id}:{runs}:{requires}");
-        // A notification holds at most 8,000 bytes: a longer list wakes every waiting claim there.
-        let payload = if payload.len() <= MAX_PAYLOAD {
-            payload
-        } else {
-            format!("{}:{replica}:{organization_id}", Signal::Queued.tag())
-        };
-        replicas::publish(conn, Topic::Runs, &payload)?;
+    for message in messages(replica, changes) {
+        replicas::publish(conn, Topic::Runs, &message)?;
     }
     Ok(())
+}
+
+/// What the other replicas are told of `changes`, one message per signal and per kind of new run.
+fn messages(replica: &str, changes: &Changes) -> Vec<String> {
+    let signals = changes
+        .signals
+        .iter()
+        .map(|(organization_id, signal)| format!("{}:{replica}:{organization_id}", signal.tag()));
+    let needing = changes
+        .needing
+        .iter()
+        .map(|(organization_id, requires, runs)| {
+            let message = format!("{NEEDING_TAG}:{replica}:{organization_id}:{runs}:{requires}");
+            // A notification holds at most 8,000 bytes: a longer list wakes every waiting claim there.
+            if message.len() <= MAX_PAYLOAD {
+                message
+            } else {
+                format!("{}:{replica}:{organization_id}", Signal::Queued.tag())
+            }
+        });
+    signals.chain(needing).collect()
 }
 
 /// The tag of "runs needing this were queued" between replicas:

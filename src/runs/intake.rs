@@ -1,7 +1,9 @@
 //! Intake: runs enqueued at the same moment share one transaction, so a burst of callers pays for one
 //! commit (one fsync) instead of one each. One writer thread takes whatever has arrived while it was
 //! committing the previous batch — no waiting to fill a batch, so a lone caller is not slowed — and
-//! answers each caller only after the commit: a 202 still means the run is stored.
+//! answers each caller only after the commit: a 202 still means the run is stored. On PostgreSQL the
+//! statement that stores a batch also tells the other replicas of it (`NOTIFY`), so a batch costs
+//! one round trip and one commit, news included.
 
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
@@ -10,7 +12,8 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::QueuedRow;
-use super::dispatch::{Dispatcher, Untold};
+use super::dispatch::{Changes, Dispatcher};
+use super::store::store_queued_telling;
 use crate::db::{Checkout, DbConnection, DbError, Pool, write_transaction};
 
 /// The most runs one transaction stores.
@@ -105,57 +108,48 @@ fn write_batches(pool: &Pool, dispatcher: &Dispatcher, incoming: &Receiver<Reque
                 continue;
             }
         };
-        let (stored, untold) = store(&mut conn, dispatcher, &rows);
+        let stored = store(&mut conn, dispatcher, &rows);
         let all_stored = stored.iter().all(Result::is_ok);
         for (stored, reply) in stored.into_iter().zip(replies) {
             let _ = reply.send(stored);
         }
-        // The callers have their answers; now the other replicas hear of the new runs.
-        let told = dispatcher.tell(&mut conn, untold);
-        // A connection that failed a write or the telling goes back to the pool, which checks it.
-        if keep && all_stored && told {
+        // A connection that failed a write goes back to the pool, which checks it.
+        if keep && all_stored {
             held = Some(conn);
         }
     }
 }
 
-/// Stores the batch in one statement, its own transaction; if that fails, each run in its own, so one
-/// bad run does not fail the others.
+/// Stores the batch in one statement, its own transaction, which also tells the other replicas of
+/// the new runs; if that fails, each run in its own, so one bad run does not fail the others.
 fn store(
     conn: &mut DbConnection,
     dispatcher: &Dispatcher,
     rows: &[QueuedRow],
-) -> (Vec<Result<(), DbError>>, Untold) {
+) -> Vec<Result<(), DbError>> {
     let stored = |conn: &mut DbConnection, rows: &[QueuedRow]| {
-        dispatcher.run_blocking_untold(conn, |conn, changes| {
+        let mut changes = Changes::default();
+        for row in rows {
+            changes.queued_needing(row.organization_id(), row.requires());
+        }
+        dispatcher.run_blocking_telling(conn, changes, |conn, messages| {
             match conn {
                 // One statement is its own transaction: no BEGIN and COMMIT round trips.
-                DbConnection::Postgres(_) => super::store_queued(conn, rows)?,
+                DbConnection::Postgres(_) => store_queued_telling(conn, rows, messages)?,
                 // SQLite takes the write lock up front, as every writer does.
                 DbConnection::Sqlite(_) => {
-                    write_transaction(conn, |conn| super::store_queued(conn, rows))?
+                    write_transaction(conn, |conn| store_queued_telling(conn, rows, messages))?
                 }
-            }
-            for row in rows {
-                changes.queued_needing(row.organization_id(), row.requires());
             }
             Ok::<_, DbError>(())
         })
     };
     match stored(conn, rows) {
-        (Ok(()), untold) => (rows.iter().map(|_| Ok(())).collect(), untold),
-        (Err(_), _) if rows.len() > 1 => {
-            let mut all_untold = Untold::default();
-            let stored = rows
-                .iter()
-                .map(|row| {
-                    let (stored, untold) = stored(conn, std::slice::from_ref(row));
-                    all_untold.absorb(untold);
-                    stored
-                })
-                .collect();
-            (stored, all_untold)
-        }
-        (Err(error), untold) => (vec![Err(error)], untold),
+        Ok(()) => rows.iter().map(|_| Ok(())).collect(),
+        Err(_) if rows.len() > 1 => rows
+            .iter()
+            .map(|row| stored(conn, std::slice::from_ref(row)))
+            .collect(),
+        Err(error) => vec![Err(error)],
     }
 }

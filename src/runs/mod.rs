@@ -11,7 +11,7 @@ pub mod leases;
 pub mod retention;
 mod store;
 
-pub use store::store_queued;
+pub use store::{store_queued, store_queued_telling};
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;

@@ -20,8 +20,19 @@ macro_rules! columns {
 /// Stores queued runs (a failure stores none of them: one statement on PostgreSQL; on SQLite the
 /// caller's transaction, see [`crate::db::write_transaction`]).
 pub fn store_queued(conn: &mut DbConnection, rows: &[QueuedRow]) -> QueryResult<()> {
+    store_queued_telling(conn, rows, &[])
+}
+
+/// [`store_queued`] that also tells the other replicas `messages` on the runs channel, in the same
+/// statement on PostgreSQL: they are delivered only if the runs commit, and cost no round trip or
+/// commit of their own. (On SQLite there is no other replica.)
+pub fn store_queued_telling(
+    conn: &mut DbConnection,
+    rows: &[QueuedRow],
+    messages: &[String],
+) -> QueryResult<()> {
     match conn {
-        DbConnection::Postgres(pg) => store_postgres(pg, rows)?,
+        DbConnection::Postgres(pg) => store_postgres(pg, rows, messages)?,
         DbConnection::Sqlite(sqlite) => store_sqlite(sqlite, rows)?,
     }
     Ok(())
@@ -30,17 +41,38 @@ pub fn store_queued(conn: &mut DbConnection, rows: &[QueuedRow]) -> QueryResult<
 /// PostgreSQL: the batch as one array per column, so every batch, whatever its size, is the same
 /// statement, prepared once per connection (a multi-row `VALUES` list is parsed and planned anew for
 /// each batch).
-fn store_postgres(pg: &mut diesel::PgConnection, rows: &[QueuedRow]) -> QueryResult<()> {
+fn store_postgres(
+    pg: &mut diesel::PgConnection,
+    rows: &[QueuedRow],
+    messages: &[String],
+) -> QueryResult<()> {
     use diesel::sql_types::Array;
     fn column<'r, T>(rows: &'r [QueuedRow], value: impl Fn(&'r QueuedRow) -> T) -> Vec<T> {
         rows.iter().map(value).collect()
     }
-    const SQL: &str = concat!(
-        "INSERT INTO runs (",
-        columns!(),
-        ") SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    macro_rules! insert {
+        () => {
+            concat!(
+                "INSERT INTO runs (",
+                columns!(),
+                ") SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            )
+        };
+    }
+    const STORING: &str = insert!();
+    const STORING_AND_TELLING: &str = concat!(
+        "WITH stored AS (",
+        insert!(),
+        ") SELECT ",
+        crate::replicas::notify_sql!("$11", "message"),
+        " FROM unnest($12::text[]) AS message"
     );
-    crate::db::statement::statement(SQL)
+    let sql = if messages.is_empty() {
+        STORING
+    } else {
+        STORING_AND_TELLING
+    };
+    let statement = crate::db::statement::statement(sql)
         .bind::<Array<Text>, _>(column(rows, |r| r.public_id.as_str()))
         .bind::<Array<BigInt>, _>(column(rows, |r| r.organization_id))
         .bind::<Array<Nullable<BigInt>>, _>(column(rows, |r| r.api_key_id))
@@ -50,8 +82,15 @@ fn store_postgres(pg: &mut diesel::PgConnection, rows: &[QueuedRow]) -> QueryRes
         .bind::<Array<Integer>, _>(column(rows, |r| r.priority))
         .bind::<Array<Text>, _>(column(rows, |r| r.status.as_str()))
         .bind::<Array<Timestamp>, _>(column(rows, |r| r.created_at))
-        .bind::<Array<Nullable<BigInt>>, _>(column(rows, |r| r.retried_from_run_id))
-        .execute(pg)?;
+        .bind::<Array<Nullable<BigInt>>, _>(column(rows, |r| r.retried_from_run_id));
+    if messages.is_empty() {
+        statement.execute(pg)?;
+    } else {
+        statement
+            .bind::<Text, _>(crate::replicas::Topic::Runs.channel())
+            .bind::<Array<Text>, _>(messages)
+            .execute(pg)?;
+    }
     Ok(())
 }
 

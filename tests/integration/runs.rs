@@ -971,3 +971,86 @@ fn a_run_refers_to_an_organization_and_key_that_exist(backend: Backend) {
     drop(conn);
     assert_eq!(s.app.run_of(&s.key, &ours)["status"], "queued");
 }
+
+/// On PostgreSQL a batch of queued runs tells the other replicas in the statement that stores it:
+/// the message arrives (on the runs channel, this installation's schema in front) once the runs
+/// have committed, and a refused batch sends none.
+#[test]
+fn a_stored_batch_is_told_to_the_other_replicas_and_a_refused_one_is_not() {
+    use granite::runs::{NewRun, QueuedRow, store_queued_telling};
+    let db = TestDb::new(Backend::Postgres);
+    let s = setup(&db, 30);
+    let mut listener = diesel::PgConnection::establish(&db.url_text).unwrap();
+    diesel::sql_query("LISTEN granite_runs")
+        .execute(&mut listener)
+        .unwrap();
+    let schema: String = diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
+        "current_schema()",
+    ))
+    .get_result(&mut listener)
+    .unwrap();
+    let organization_id: i64 = runs::table
+        .filter(
+            runs::public_id.eq(s
+                .app
+                .start_run(&s.key, "default/first", &json!({}))
+                .run_id()),
+        )
+        .select(runs::organization_id)
+        .first(&mut *s.app.pool.get().unwrap())
+        .unwrap();
+    let batch = |organization: i64| {
+        let new = NewRun {
+            endpoint: "default/told".into(),
+            parameters: json!({}),
+            requires: Vec::new(),
+            priority: 0,
+        };
+        [QueuedRow::new(organization, s.key_id, new)]
+    };
+    let mut conn = s.app.pool.get().unwrap();
+    let refused = store_queued_telling(
+        &mut conn,
+        &batch(organization_id + 1_000),
+        &["refused batch".to_owned()],
+    );
+    assert!(
+        refused.is_err(),
+        "a run of a missing organization is refused"
+    );
+    store_queued_telling(
+        &mut conn,
+        &batch(organization_id),
+        &["stored batch".to_owned(), "and more".to_owned()],
+    )
+    .unwrap();
+
+    // Notifications arrive in commit order: anything the refused batch sent would come first. The
+    // run queued through the API above was told in its own words (`n:…`), which are left aside.
+    let ours = |heard: &[String]| -> Vec<String> {
+        heard
+            .iter()
+            .filter(|payload| !payload.contains(':'))
+            .cloned()
+            .collect()
+    };
+    let mut heard = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ours(&heard).len() < 2 && Instant::now() < deadline {
+        for notification in listener.notifications_iter() {
+            let notification = notification.unwrap();
+            if notification.channel == "granite_runs" {
+                heard.push(notification.payload);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        ours(&heard),
+        [
+            format!("{schema}/stored batch"),
+            format!("{schema}/and more")
+        ],
+        "all heard: {heard:?}"
+    );
+}
