@@ -147,9 +147,14 @@ pub fn release_lost(
     changes: &mut Changes,
 ) -> QueryResult<()> {
     let cutoff = now - offline_after;
-    let lost: Vec<(i64, i64)> = runs::table
-        .inner_join(machines::table.on(runs::machine_id.eq(machines::id.nullable())))
-        .filter(running())
+    // The machines running a run, found from the runs (as many as run now), then looked up by id:
+    // as a join, SQLite walked every machine and looked for its run.
+    let lost: Vec<(i64, i64)> = machines::table
+        .filter(
+            machines::id
+                .nullable()
+                .eq_any(runs::table.filter(running()).select(runs::machine_id)),
+        )
         .filter(
             machines::removed_at
                 .is_not_null()
@@ -157,7 +162,6 @@ pub fn release_lost(
                 .or(machines::last_seen_at.is_null()),
         )
         .select((machines::id, machines::organization_id))
-        .distinct()
         .load(conn)?;
     // Machines still marked busy with a run that was cancelled, by a machine that then went quiet.
     let stale: Vec<(i64, Option<i64>)> = machines::table
