@@ -1,1 +1,0 @@
-DROP INDEX machines_holding_runs;
