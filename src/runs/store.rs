@@ -50,29 +50,15 @@ fn store_postgres(
     fn column<'r, T>(rows: &'r [QueuedRow], value: impl Fn(&'r QueuedRow) -> T) -> Vec<T> {
         rows.iter().map(value).collect()
     }
-    macro_rules! insert {
-        () => {
-            concat!(
-                "INSERT INTO runs (",
-                columns!(),
-                ") SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-            )
-        };
-    }
-    const STORING: &str = insert!();
-    const STORING_AND_TELLING: &str = concat!(
-        "WITH stored AS (",
-        insert!(),
-        ") SELECT ",
+    // With no messages the `pg_notify` selects no row: one statement for both.
+    const SQL: &str = concat!(
+        "WITH stored AS (INSERT INTO runs (",
+        columns!(),
+        ") SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)) SELECT ",
         crate::replicas::notify_sql!("$11", "message"),
         " FROM unnest($12::text[]) AS message"
     );
-    let sql = if messages.is_empty() {
-        STORING
-    } else {
-        STORING_AND_TELLING
-    };
-    let statement = crate::db::statement::statement(sql)
+    crate::db::statement::statement(SQL)
         .bind::<Array<Text>, _>(column(rows, |r| r.public_id.as_str()))
         .bind::<Array<BigInt>, _>(column(rows, |r| r.organization_id))
         .bind::<Array<Nullable<BigInt>>, _>(column(rows, |r| r.api_key_id))
@@ -82,15 +68,10 @@ fn store_postgres(
         .bind::<Array<Integer>, _>(column(rows, |r| r.priority))
         .bind::<Array<Text>, _>(column(rows, |r| r.status.as_str()))
         .bind::<Array<Timestamp>, _>(column(rows, |r| r.created_at))
-        .bind::<Array<Nullable<BigInt>>, _>(column(rows, |r| r.retried_from_run_id));
-    if messages.is_empty() {
-        statement.execute(pg)?;
-    } else {
-        statement
-            .bind::<Text, _>(crate::replicas::Topic::Runs.channel())
-            .bind::<Array<Text>, _>(messages)
-            .execute(pg)?;
-    }
+        .bind::<Array<Nullable<BigInt>>, _>(column(rows, |r| r.retried_from_run_id))
+        .bind::<Text, _>(crate::replicas::Topic::Runs.channel())
+        .bind::<Array<Text>, _>(messages)
+        .execute(pg)?;
     Ok(())
 }
 
