@@ -1,7 +1,8 @@
 //! Intake: runs enqueued at the same moment share one transaction, so a burst of callers pays for one
 //! commit (one fsync) instead of one each. One writer thread takes whatever has arrived while it was
 //! committing the previous batch — no waiting to fill a batch, so a lone caller is not slowed — and
-//! answers each caller only after the commit: a 202 still means the run is stored. On PostgreSQL the
+//! answers each caller only after the commit: a 202 still means the run is stored (the answers go to
+//! each caller's worker thread in one hand-over, [`super::answers`]). On PostgreSQL the
 //! statement that stores a batch also tells the other replicas of it (`NOTIFY`), so a batch costs
 //! one round trip and one commit, news included.
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::QueuedRow;
+use super::answers::{Answers, Caller};
 use super::dispatch::{Changes, Dispatcher};
 use super::store::store_queued_telling;
 use crate::db::{Checkout, DbConnection, DbError, Pool, write_transaction};
@@ -21,6 +23,7 @@ const MAX_BATCH: usize = 256;
 
 struct Request {
     row: QueuedRow,
+    caller: Caller,
     reply: oneshot::Sender<Result<(), DbError>>,
 }
 
@@ -43,7 +46,11 @@ impl Intake {
     pub async fn enqueue(&self, row: QueuedRow) -> Result<(), DbError> {
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send(Request { row, reply })
+            .send(Request {
+                row,
+                caller: Caller::here(),
+                reply,
+            })
             .map_err(|_| DbError::Cancelled)?;
         answer.await.map_err(|_| DbError::Cancelled)?
     }
@@ -97,22 +104,26 @@ fn write_batches(pool: &Pool, dispatcher: &Dispatcher, incoming: &Receiver<Reque
         };
         let batch = rest_of_batch(first, incoming, MAX_BATCH);
         dispatcher.metrics().observe_batch("intake", batch.len());
-        let (rows, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|r| (r.row, r.reply)).unzip();
+        let (rows, replies): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|r| (r.row, (r.caller, r.reply)))
+            .unzip();
         let mut conn = match held.take().map_or_else(|| pool.get(), Ok) {
             Ok(conn) => conn,
             Err(error) => {
                 tracing::warn!(%error, runs = rows.len(), "no connection to store queued runs");
-                for reply in replies {
-                    let _ = reply.send(Err(DbError::Cancelled));
-                }
+                // Dropping the replies tells their callers the work was cancelled.
+                drop(replies);
                 continue;
             }
         };
         let stored = store(&mut conn, dispatcher, &rows);
         let all_stored = stored.iter().all(Result::is_ok);
-        for (stored, reply) in stored.into_iter().zip(replies) {
-            let _ = reply.send(stored);
+        let mut answers = Answers::new();
+        for (stored, (caller, reply)) in stored.into_iter().zip(replies) {
+            answers.add(caller, reply, stored);
         }
+        answers.deliver();
         // A connection that failed a write goes back to the pool, which checks it.
         if keep && all_stored {
             held = Some(conn);

@@ -1,6 +1,7 @@
 //! Runs: the jobs of the public API ("agent runs"). Queued by an API key, claimed by exactly one machine
 //! of the same organization whose capabilities cover the run's `requires`, completed by that machine.
 
+pub mod answers;
 pub mod attempts;
 pub mod claim;
 pub mod claims;
