@@ -12,6 +12,7 @@ both_backends!(
     a_run_page_shows_every_attempt_with_machine_names,
     admins_cancel_and_retry_runs_from_the_dashboard,
     the_list_counts_each_status_up_to_a_thousand,
+    the_list_of_every_status_pages_newest_first,
 );
 
 /// The jobs list counts the runs of each status, of this organization only, and says "more than"
@@ -266,4 +267,80 @@ fn admins_cancel_and_retry_runs_from_the_dashboard(backend: Backend) {
     );
     assert_eq!(app.audit_count("run_cancelled"), 1);
     assert_eq!(app.audit_count("run_retried"), 1);
+}
+
+/// The list of every status merges the statuses newest first (runs of one moment by id, newest
+/// first): page after page it gives each run once, in the order one status's list gives it.
+fn the_list_of_every_status_pages_newest_first(backend: Backend) {
+    use diesel::prelude::*;
+    use granite::db::schema::runs;
+    use granite::runs::{NewRun, QueuedRow, list, store_queued};
+    use granite::status::RunStatus;
+    let db = TestDb::new(backend);
+    let app = TestApp::spawn(&db);
+    let mut admin = app.signed_in(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let (key_id, key) = admin.create_api_key("caller");
+    let first = app.start_run(&key, "default/first", &json!({})).run_id();
+    let mut conn = app.pool.get().unwrap();
+    let organization_id: i64 = runs::table
+        .filter(runs::public_id.eq(&first))
+        .select(runs::organization_id)
+        .first(&mut *conn)
+        .unwrap();
+    let batch: Vec<QueuedRow> = (0..40)
+        .map(|_| {
+            let new = NewRun {
+                endpoint: "default/listed".into(),
+                parameters: json!({}),
+                requires: Vec::new(),
+                priority: 0,
+            };
+            QueuedRow::new(organization_id, key_id, new)
+        })
+        .collect();
+    store_queued(&mut conn, &batch).unwrap();
+    // Statuses in turn and ages out of insertion order, three runs to each second.
+    let base = chrono::NaiveDate::from_ymd_opt(2026, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
+    let ids: Vec<i64> = runs::table
+        .filter(runs::organization_id.eq(organization_id))
+        .order(runs::id)
+        .select(runs::id)
+        .load(&mut *conn)
+        .unwrap();
+    for (n, id) in ids.iter().enumerate() {
+        diesel::update(runs::table.find(id))
+            .set((
+                runs::status.eq(RunStatus::ALL[n % 5]),
+                runs::created_at.eq(base + chrono::Duration::seconds(((n * 7) % 41 / 3) as i64)),
+            ))
+            .execute(&mut *conn)
+            .unwrap();
+    }
+    let mut expected: Vec<(chrono::NaiveDateTime, i64)> = runs::table
+        .filter(runs::organization_id.eq(organization_id))
+        .select((runs::created_at, runs::id))
+        .load(&mut *conn)
+        .unwrap();
+    expected.sort_by(|a, b| b.cmp(a));
+    let mut listed = Vec::new();
+    for page in 0..7 {
+        let (runs, matching) = list(&mut conn, organization_id, None, page * 7, 7).unwrap();
+        assert_eq!(matching.count, 41);
+        listed.extend(runs.iter().map(|r| (r.created_at, r.id)));
+    }
+    assert_eq!(listed, expected);
+    for status in RunStatus::ALL {
+        let (of_status, _) = list(&mut conn, organization_id, Some(status), 0, 50).unwrap();
+        let merged: Vec<_> = listed
+            .iter()
+            .copied()
+            .filter(|(_, id)| of_status.iter().any(|r| r.id == *id))
+            .collect();
+        let own: Vec<_> = of_status.iter().map(|r| (r.created_at, r.id)).collect();
+        assert_eq!(own, merged, "{status:?}");
+        assert!(of_status.iter().all(|r| r.status == status));
+    }
 }
