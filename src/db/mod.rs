@@ -6,6 +6,7 @@ pub mod machine_changes;
 pub mod readiness;
 pub mod schema;
 pub mod server_settings;
+mod sqlite_library;
 pub mod statement;
 
 use std::path::{Path, PathBuf};
@@ -187,6 +188,7 @@ impl ConnectionManager {
                 .map(DbConnection::Postgres)
                 .map_err(r2d2::Error::ConnectionError)?,
             DatabaseUrl::Sqlite(path) => {
+                sqlite_library::configure();
                 let mut conn = diesel::SqliteConnection::establish(&path.to_string_lossy())
                     .map_err(r2d2::Error::ConnectionError)?;
                 // Per connection: wait for a writer instead of failing with SQLITE_BUSY, enforce
