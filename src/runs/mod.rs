@@ -606,10 +606,11 @@ pub fn list(
 }
 
 /// A page of an organization's runs of any status, newest first, read from the one index that
-/// orders runs by organization, status and age: the newest `offset + limit` of each status (index
-/// entries only), merged, then the page's rows. A run is indexed once for lists, not once per way
-/// of listing it (one index entry fewer for every enqueue to write); a page costs at most five
-/// bounded index ranges, whatever the history.
+/// orders runs by organization, status and age: the newest `offset + limit` of each status (on
+/// SQLite from the index alone), merged, then the page's rows. A run is indexed once for lists,
+/// not once per way of listing it (one index entry fewer for every enqueue to write); a page costs
+/// at most five bounded index ranges, whatever the history. A new status would not compile here
+/// until it has its range.
 fn newest_of_every_status(
     conn: &mut DbConnection,
     organization_id: i64,
